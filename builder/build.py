@@ -1,0 +1,253 @@
+"""A build from start to commit: check the output, prepare the system,
+render the missing shards, write ``_info.json`` and the manifest last."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from tqdm import tqdm
+
+from . import manifest as mf
+from . import pool, shards
+from .errors import BuildFailure, UserError
+from .generators import get_kind
+
+PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Everything that decides a data set's bytes (workers do not)."""
+
+    kind: str
+    seed: int
+    params: dict[str, Any]
+    prefix: str
+    shard_size: int = shards.DEFAULT_SHARD_SIZE
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": self.kind, "seed": self.seed, "params": self.params,
+                "prefix": self.prefix, "shard_size": self.shard_size}
+
+
+def resolve(spec: BuildSpec) -> tuple[type, Any]:
+    """Validate the spec; returns (generator class, params object)."""
+    generator_cls = get_kind(spec.kind)
+    params = generator_cls.make_params(spec.params)
+    if spec.shard_size < 1:
+        raise UserError(f"--shard-size must be >= 1, got {spec.shard_size}")
+    if not PREFIX_RE.match(spec.prefix):
+        raise UserError(f"--name {spec.prefix!r} may hold only letters, digits, '-' and '_' (no dots)")
+    if not 0 <= spec.seed < 2**63:
+        raise UserError(f"--seed must lie in [0, 2^63), got {spec.seed}")
+    return generator_cls, params
+
+
+def spec_from_manifest(manifest: dict[str, Any]) -> BuildSpec:
+    return BuildSpec(kind=manifest["kind"], seed=manifest["seed"], params=manifest["params"],
+                     prefix=manifest["layout"]["prefix"], shard_size=manifest["layout"]["shard_size"])
+
+
+# --- the output directory ---------------------------------------------------
+def _ours(name: str, prefix: str) -> bool:
+    base = name[: -len(shards.PARTIAL_SUFFIX)] if name.endswith(shards.PARTIAL_SUFFIX) else name
+    return (base in (mf.MANIFEST_NAME, mf.TIMM_INFO_NAME, mf.BUILD_STATE_NAME)
+            or bool(shards.shard_pattern(prefix).match(base)))
+
+
+def check_output(out_dir: str, spec: BuildSpec, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Decide what to do with ``out_dir`` before anything is written.
+
+    Returns the unfinished build's state when resuming one, else None.
+    Raises UserError when the directory cannot be used as asked.
+    """
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError(f"--out {out_dir} exists and is not a directory")
+    entries = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+    if not entries:
+        return None
+    if overwrite:
+        foreign = sorted(e for e in entries if not _ours(e, spec.prefix))
+        if foreign:
+            raise UserError(f"--overwrite: {out_dir} holds files fracbuild did not write ({', '.join(foreign[:3])}); "
+                            "remove them or choose another --out")
+        return None
+    if not resume:
+        raise UserError(f"{out_dir} is not empty; pass --resume to finish an interrupted build "
+                        "or --overwrite to replace it")
+    state_path = os.path.join(out_dir, mf.BUILD_STATE_NAME)
+    manifest_path = os.path.join(out_dir, mf.MANIFEST_NAME)
+    if os.path.exists(state_path):
+        try:
+            with open(state_path, encoding="utf-8") as handle:
+                state = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot read the unfinished build's state {state_path}: {error}") from None
+        _require_same(state.get("spec", {}), spec.identity(), out_dir)
+        return state
+    if os.path.exists(manifest_path):
+        _require_same(spec_from_manifest(mf.read_manifest(manifest_path)).identity(), spec.identity(), out_dir)
+        return {"complete": True}
+    raise UserError(f"--resume: {out_dir} holds no unfinished fracbuild build")
+
+
+def _require_same(recorded: dict, requested: dict, out_dir: str) -> None:
+    for key in requested:
+        if recorded.get(key) != requested[key]:
+            if key == "params":
+                diff = sorted(k for k in requested[key] if recorded.get(key, {}).get(k) != requested[key][k])
+                key = "option(s) " + ", ".join(diff)
+            raise UserError(f"--resume: {key} differs from the build in {out_dir}; "
+                            "use the same options, or --overwrite")
+
+
+def _clear(out_dir: str, prefix: str) -> None:
+    for entry in os.listdir(out_dir):
+        if _ours(entry, prefix):
+            os.remove(os.path.join(out_dir, entry))
+
+
+def _remove_partials(out_dir: str) -> None:
+    for entry in os.listdir(out_dir):
+        if entry.endswith(shards.PARTIAL_SUFFIX):
+            os.remove(os.path.join(out_dir, entry))
+
+
+def _existing_shard(out_dir: str, plan: shards.ShardPlan, prefix: str, width: int) -> pool.ShardResult | None:
+    """A complete shard left by an interrupted build, read back and checked;
+    None (and the file removed) if it is not exactly what the plan says."""
+    file = shards.shard_name(prefix, plan.index)
+    path = os.path.join(out_dir, file)
+    if not os.path.exists(path):
+        return None
+    try:
+        records = [s.record for s in shards.read_shard(path)]
+        expected = [shards.sample_key(i, width) for i in range(plan.first, plan.first + plan.count)]
+        if [shards.sample_key(r["index"], width) for r in records] != expected:
+            raise ValueError("unexpected samples")
+    except (ValueError, KeyError, OSError):
+        os.remove(path)
+        return None
+    return pool.ShardResult(plan, file, os.path.getsize(path), shards.sha256_file(path), records)
+
+
+# --- the build --------------------------------------------------------------
+def run_build(spec: BuildSpec, out_dir: str, *, workers: int = 1, resume: bool = False,
+              overwrite: bool = False, system: dict | None = None, progress: bool = True,
+              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+              on_shard: Callable[[str, pool.ShardResult], None] | None = None) -> dict[str, Any]:
+    """Build (or finish) the data set ``spec`` in ``out_dir``; returns the manifest.
+
+    ``system`` skips the search (a rebuild from a manifest). ``on_shard`` is
+    called with (path, result) as each shard is complete (e.g. to upload it).
+    """
+    generator_cls, params = resolve(spec)
+    # Compare and record the full parameter set, JSON-normalised (tuples -> lists).
+    spec = dataclasses.replace(spec, params=json.loads(json.dumps(dataclasses.asdict(params))))
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    state = check_output(out_dir, spec, resume, overwrite)
+    if state and state.get("complete"):
+        log(f"{out_dir} is already complete; nothing to do")
+        return mf.read_manifest(out_dir)
+
+    search_seconds = 0.0
+    if state:
+        system = state["system"]
+    elif system is None:
+        started = time.perf_counter()
+        system = generator_cls.prepare(params, spec.seed, log)
+        search_seconds = time.perf_counter() - started
+
+    # From here on we write. The state file lets --resume finish the build.
+    os.makedirs(out_dir, exist_ok=True)
+    if overwrite:
+        _clear(out_dir, spec.prefix)
+    _remove_partials(out_dir)
+    mf.write_json_atomic(os.path.join(out_dir, mf.BUILD_STATE_NAME),
+                         {"spec": spec.identity(), "system": system, "search_seconds": search_seconds})
+    search_seconds = state.get("search_seconds", 0.0) if state else search_seconds
+
+    generator = generator_cls(params, spec.seed, system)
+    num_samples = generator.num_samples()
+    width = shards.key_width(num_samples)
+    plans = shards.plan_shards(num_samples, spec.shard_size)
+    results: dict[int, pool.ShardResult] = {}
+    for plan in plans if state else ():
+        done = _existing_shard(out_dir, plan, spec.prefix, width)
+        if done:
+            results[plan.index] = done
+    if results:
+        log(f"resume: {len(results)} of {len(plans)} shards already complete")
+
+    worker_spec = pool.WorkerSpec(spec.kind, params, spec.seed, system, out_dir, spec.prefix, width)
+    todo = [p for p in plans if p.index not in results]
+    started = time.perf_counter()
+    bar = tqdm(total=num_samples, initial=sum(r.plan.count for r in results.values()), unit="img",
+               desc=f"render {spec.kind}", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+
+    def landed(result: pool.ShardResult) -> None:
+        results[result.plan.index] = result
+        bar.update(result.plan.count)
+        if on_shard:
+            on_shard(os.path.join(out_dir, result.file), result)
+
+    try:
+        pool.run_shards(worker_spec, todo, workers, landed)
+    except OSError as error:
+        raise BuildFailure(f"cannot write shards to {out_dir}: {error.strerror or error}") from None
+    finally:
+        bar.close()
+        _remove_partials(out_dir)
+    render_seconds = time.perf_counter() - started
+
+    ordered = [results[p.index] for p in plans]
+    manifest = assemble(spec, generator, system, ordered, width,
+                        {"search_seconds": search_seconds, "render_seconds": render_seconds,
+                         "rendered_samples": sum(p.count for p in todo), "workers": workers})
+    problems = mf.validation_errors(manifest)
+    assert not problems, f"manifest fails its own schema: {problems[:3]}"
+    mf.write_json_atomic(os.path.join(out_dir, mf.TIMM_INFO_NAME), mf.timm_info(manifest))
+    mf.write_json_atomic(os.path.join(out_dir, mf.MANIFEST_NAME), manifest)  # the commit marker
+    os.remove(os.path.join(out_dir, mf.BUILD_STATE_NAME))
+    return manifest
+
+
+def assemble(spec: BuildSpec, generator, system: dict, results: list[pool.ShardResult], width: int,
+             timings: dict[str, Any]) -> dict[str, Any]:
+    samples = [record for result in results for record in result.samples]
+    attempts = sum(s.get("attempts", 1) for s in samples)
+    rendered = timings["rendered_samples"]
+    seconds = timings["render_seconds"]
+    return {
+        "schema_version": mf.SCHEMA_VERSION,
+        "tool": mf.tool_record(),
+        "kind": spec.kind,
+        "seed": spec.seed,
+        "params": dataclasses.asdict(generator.params),
+        "num_samples": generator.num_samples(),
+        "num_classes": generator.num_classes(),
+        "image_size": generator.image_size(),
+        "layout": {"prefix": spec.prefix, "shard_size": spec.shard_size, "key_width": width,
+                   "shard_pattern": f"{spec.prefix}-%06d.tar",
+                   "fields": {"png": "8-bit PNG (L or RGB)", "cls": "label, ASCII integer",
+                              "json": "the sample's record below"}},
+        "system": system,
+        "streams": generator.streams(),
+        "samples": samples,
+        "shards": [{"file": r.file, "index": r.plan.index, "first": r.plan.first, "count": r.plan.count,
+                    "bytes": r.bytes, "sha256": r.sha256} for r in results],
+        "timings": {**timings,
+                    "samples_per_second": rendered / seconds if seconds > 0 and rendered else None,
+                    "attempts": attempts},
+        "environment": mf.environment(),
+    }

@@ -1,0 +1,276 @@
+"""``fracbuild``: the command line. It parses options and delegates; every
+user error becomes one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from . import __version__, build, verify as verify_mod
+from . import manifest as mf
+from .errors import BuildFailure, UserError
+from .generators import DEFAULT_KIND, KINDS, get_kind
+from .location import Location, is_remote
+from .shards import DEFAULT_SHARD_SIZE
+
+# Generator parameters settable from the command line: option -> parameter.
+# Only options the user actually gives are passed, so each kind keeps its own
+# defaults and an option a kind does not have is an error, not silently ignored.
+PARAM_OPTIONS = {
+    "L": "num_classes", "delta": "delta", "perturbation": "perturbation", "sigma": "sigma",
+    "n_maps": "n_maps", "size": "size", "pad": "pad", "iterations": "iterations", "mask": "mask",
+    "threshold": "threshold", "chaos_stream": "chaos_stream", "max_attempts": "max_attempts",
+    "search_trials": "search_trials", "min_acceptance": "min_acceptance",
+}
+
+
+def _given_params(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
+    return {param: values[option] for option, param in PARAM_OPTIONS.items()
+            if ctx.get_parameter_source(option) not in (None, click.core.ParameterSource.DEFAULT)}
+
+
+def _params_with_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    return {param: values[option] for option, param in PARAM_OPTIONS.items()}
+
+
+def generator_options(function):
+    """The options shared by ``search`` and ``render`` (1p-frac parameters)."""
+    options = [
+        click.option("--kind", default=DEFAULT_KIND, show_default=True, type=click.Choice(sorted(KINDS)),
+                     help="Which data set to build."),
+        click.option("--L", "L", type=int, default=1000, show_default=True,
+                     help="Number of classes (perturbations of the base system)."),
+        click.option("--delta", type=float, default=0.1, show_default=True,
+                     help="Perturbation degree: factors in U(1-delta, 1+delta) (multiplicative) "
+                          "or offsets in U(-delta/2, delta/2) (additive)."),
+        click.option("--perturbation", type=click.Choice(["multiplicative", "additive"]),
+                     default="multiplicative", show_default=True,
+                     help="multiplicative: the released code (paper's numbers); additive: the paper's Eq. 9."),
+        click.option("--sigma", type=float, default=3.5, show_default=True,
+                     help="Sigma-factor (complexity) of the base system; must lie in (0, 3 x maps)."),
+        click.option("--n-maps", type=int, default=2, show_default=True, help="Affine maps in the system (N)."),
+        click.option("--size", type=int, default=512, show_default=True, help="Image side, pixels."),
+        click.option("--pad", type=int, default=6, show_default=True, help="Border kept free, pixels."),
+        click.option("--iterations", type=int, default=100_000, show_default=True,
+                     help="Chaos-game points per image, the start point included."),
+        click.option("--mask", type=click.Choice(["random", "fill"]), default="random", show_default=True,
+                     help="3x3 patch per point: random cells (the released code) or all set."),
+        click.option("--threshold", type=float, default=0.05, show_default=True,
+                     help="Fill check: accept an image when its share of pixels > 1 is strictly above this "
+                          "(fraction, [0, 1))."),
+        click.option("--chaos-stream", type=click.Choice(["seeded", "legacy"]), default="seeded",
+                     show_default=True,
+                     help="Uniform stream choosing the maps, shared by all classes: from --seed, or the released "
+                          "code's numpy.random.seed(100)."),
+        click.option("--max-attempts", type=int, default=100, show_default=True,
+                     help="Fresh epsilons per class before the build fails."),
+        click.option("--search-trials", type=int, default=32, show_default=True,
+                     help="Trial perturbations per candidate base system in the search."),
+        click.option("--min-acceptance", type=float, default=0.5, show_default=True,
+                     help="Share of trial perturbations that must pass for a base system to be chosen (fraction)."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Root seed of every random draw (recorded in the manifest)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="fracbuild")
+def cli() -> None:
+    """Build minimal synthetic pre-training data sets (1p-frac and kin) into
+    byte-reproducible WebDataset shards with a JSON manifest."""
+
+
+@cli.command()
+@generator_options
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the chosen system (JSON).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.pass_context
+def search(ctx: click.Context, out_path: str, force: bool, kind: str, seed: int, **values: Any) -> None:
+    """Find a base system: sample from --seed until one passes the fill check
+    and enough of its trial perturbations pass too; write it to --out."""
+    if os.path.exists(out_path) and not force:
+        raise UserError(f"{out_path} exists; pass --force to replace it")
+    generator_cls = get_kind(kind)
+    params = generator_cls.make_params(_given_params(ctx, values))
+    system = generator_cls.prepare(params, seed, _log)
+    payload = {"kind": kind, "seed": seed, "params": json.loads(json.dumps(vars(params))), "system": system}
+    mf.write_json_atomic(out_path, payload)
+    _log(f"wrote {out_path}")
+    click.echo(json.dumps({"out": out_path, **{k: system[k] for k in system if not isinstance(system[k], list)}}))
+
+
+def _read_ifs(path: str, kind: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            payload = json.load(handle)
+    except OSError as error:
+        raise UserError(f"cannot read --ifs {path}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise UserError(f"--ifs {path} is not valid JSON: {error}") from None
+    system = payload.get("system") if isinstance(payload, dict) else None
+    if payload.get("kind", kind) != kind if isinstance(payload, dict) else True:
+        raise UserError(f"--ifs {path} is not a {kind} system (written by 'fracbuild search')")
+    if not isinstance(system, dict) or "maps" not in system or "probabilities" not in system:
+        raise UserError(f"--ifs {path} has no system with maps and probabilities (write one with 'fracbuild search')")
+    return system
+
+
+@cli.command()
+@generator_options
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output directory for the shards, manifest.json and _info.json.")
+@click.option("--ifs", "ifs_path", type=click.Path(dir_okay=False),
+              help="Use this base system (from 'fracbuild search') instead of searching.")
+@click.option("--manifest", "manifest_path", type=click.Path(),
+              help="Rebuild the data set this manifest describes, byte for byte (other options are ignored).")
+@click.option("--name", "prefix", default=None, help="Shard name prefix: NAME-000000.tar. [default: the kind]")
+@click.option("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, show_default=True,
+              help="Samples per shard (256 gives 83 shards at L = 21,000: every one of 8 GPUs x 8 loader "
+                   "workers gets a shard).")
+@click.option("--workers", type=int, default=os.cpu_count() or 1, show_default="CPU count",
+              help="Worker processes rendering shards.")
+@click.option("--resume", is_flag=True, help="Finish an interrupted build in --out (same options).")
+@click.option("--overwrite", is_flag=True, help="Replace the data set in --out.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@click.pass_context
+def render(ctx: click.Context, out_dir: str, ifs_path: str | None, manifest_path: str | None,
+           prefix: str | None, shard_size: int, workers: int, resume: bool, overwrite: bool,
+           progress: bool, as_json: bool, kind: str, seed: int, **values: Any) -> None:
+    """Render a data set into WebDataset shards (searching for the base system
+    first unless --ifs or --manifest gives one); the manifest is written last."""
+    system = None
+    if manifest_path:
+        recorded = Location(manifest_path if os.path.isdir(manifest_path) else os.path.dirname(manifest_path) or ".")
+        manifest = (recorded.read_manifest() if os.path.isdir(manifest_path) else mf.read_manifest(manifest_path))
+        spec = build.spec_from_manifest(manifest)
+        system = manifest["system"]
+    else:
+        spec = build.BuildSpec(kind=kind, seed=seed, params=_given_params(ctx, values),
+                               prefix=prefix or kind, shard_size=shard_size)
+        build.resolve(spec)  # every option is checked before any file is read or written
+        if ifs_path:
+            system = _read_ifs(ifs_path, kind)
+    manifest = build.run_build(spec, out_dir, workers=workers, resume=resume, overwrite=overwrite,
+                               system=system, progress=progress, log=_log)
+    summary = _summary(manifest, out_dir)
+    _log(f"wrote {summary['num_samples']} samples in {summary['shards']} shards to {out_dir}"
+         + (f" ({summary['samples_per_second']:.0f} samples/s)" if summary["samples_per_second"] else ""))
+    if as_json:
+        click.echo(json.dumps(summary))
+
+
+def _summary(manifest: dict[str, Any], where: str) -> dict[str, Any]:
+    timings = manifest["timings"]
+    return {
+        "location": where, "kind": manifest["kind"], "seed": manifest["seed"],
+        "num_samples": manifest["num_samples"], "num_classes": manifest["num_classes"],
+        "image_size": manifest["image_size"], "shards": len(manifest["shards"]),
+        "bytes": sum(s["bytes"] for s in manifest["shards"]),
+        "search_seconds": timings.get("search_seconds"), "render_seconds": timings.get("render_seconds"),
+        "samples_per_second": timings.get("samples_per_second"), "attempts": timings.get("attempts"),
+    }
+
+
+@cli.command()
+@click.argument("location")
+@click.option("--deep", type=int, default=0, show_default=True,
+              help="Also re-render this many samples from the manifest and compare pixels.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Chooses the --deep samples.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+def verify(location: str, deep: int, seed: int, progress: bool) -> None:
+    """Check LOCATION (a directory or s3:// prefix) against its manifest:
+    schema, shards' sizes, sha256 and counts, decodable samples at the
+    declared size, every label present. Exit 1 and list problems on mismatch."""
+    from tqdm import tqdm
+
+    if deep < 0:
+        raise UserError(f"--deep must be >= 0, got {deep}")
+    where = Location(location)
+    with tqdm(unit="img", desc="verify", disable=not progress, file=sys.stderr) as bar:
+        manifest, problems = verify_mod.verify(where, deep=deep, seed=seed, progress=bar.update)
+    if problems:
+        for problem in problems:
+            click.echo(f"problem: {problem}", err=True)
+        raise BuildFailure(f"{location}: {len(problems)} problem(s) found")
+    _log(f"{location}: OK, {manifest['num_samples']} samples in {len(manifest['shards'])} shards"
+         + (f", {min(deep, manifest['num_samples'])} re-rendered identically" if deep else ""))
+
+
+@cli.command()
+@click.argument("location")
+@click.option("--out", "out_path", default="preview.png", show_default=True, type=click.Path(dir_okay=False),
+              help="PNG contact sheet to write.")
+@click.option("--count", type=int, default=8, show_default=True, help="Classes shown.")
+@click.option("--thumb", type=int, default=128, show_default=True, help="Thumbnail side, pixels.")
+def preview(location: str, out_path: str, count: int, thumb: int) -> None:
+    """Write a contact sheet of the first classes and their difference from class 0."""
+    from .preview import write_preview
+
+    if count < 1 or thumb < 8:
+        raise UserError("--count must be >= 1 and --thumb >= 8")
+    write_preview(Location(location), out_path, count, thumb)
+    _log(f"wrote {out_path}")
+
+
+@cli.command()
+@click.argument("location")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info(location: str, as_json: bool) -> None:
+    """A short summary of the data set at LOCATION."""
+    manifest = Location(location).read_manifest()
+    summary = _summary(manifest, location)
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    params = manifest["params"]
+    click.echo(f"{location}: {manifest['kind']}, {summary['num_samples']} samples, {summary['num_classes']} classes, "
+               f"{summary['image_size']}x{summary['image_size']} px")
+    click.echo(f"  seed {manifest['seed']}; " + ", ".join(f"{k}={v}" for k, v in params.items()))
+    click.echo(f"  {summary['shards']} shards, {summary['bytes'] / 1e6:.1f} MB; built by fracbuild "
+               f"{manifest['tool']['version']}")
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the CLI and turns every known failure into one line."""
+    try:
+        cli.main(args=argv, prog_name="fracbuild", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        return 130
+    except click.ClickException as error:  # bad option value, missing argument, ...
+        click.echo(f"error: {error.format_message()}", err=True)
+        return 2
+    except UserError as error:
+        click.echo(f"error: {error}", err=True)
+        return 2
+    except BuildFailure as error:
+        click.echo(f"failed: {error}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("interrupted: run again with --resume to finish", err=True)
+        return 130
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

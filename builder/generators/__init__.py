@@ -1,0 +1,21 @@
+"""The registry of data-set kinds. A new kind is one module with one
+:class:`~fracbuild.generators.base.Generator` subclass, added here."""
+
+from __future__ import annotations
+
+from ..errors import UserError
+from .base import Generator, Sample
+from .onepfrac import OnePFrac
+
+KINDS: dict[str, type[Generator]] = {cls.kind: cls for cls in (OnePFrac,)}
+DEFAULT_KIND = OnePFrac.kind
+
+
+def get_kind(name: str) -> type[Generator]:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise UserError(f"unknown kind {name!r}; choose from {', '.join(sorted(KINDS))}") from None
+
+
+__all__ = ["KINDS", "DEFAULT_KIND", "Generator", "Sample", "get_kind"]

@@ -1,0 +1,98 @@
+"""What a data-set kind is: a pluggable generator.
+
+A kind supplies (1) a frozen dataclass of its parameters, (2) ``prepare``,
+run once in the main process, that makes every decision shared by all samples
+(for 1p-frac: the search for the base IFS) and returns it as a JSON-able
+"system" record for the manifest, and (3) ``render(index)``, a pure function
+of (params, seed, system, index) that workers call in any order. Everything
+else (pool, shards, manifest, verify, preview, resume) is the same for every
+kind and lives outside the generators.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from ..errors import UserError
+
+
+@dataclass
+class Sample:
+    """One rendered sample.
+
+    image: uint8 (H, W) grayscale or (H, W, 3) RGB.
+    label: the class index in [0, num_classes).
+    record: JSON-able facts for the manifest and the sample's ``json`` field
+        (epsilon, attempts, fill rate, ...).
+    """
+
+    image: np.ndarray
+    label: int
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[str], None]
+
+
+class Generator(ABC):
+    """Base class of every kind. Subclasses set ``kind`` and ``Params``."""
+
+    kind: ClassVar[str]
+    Params: ClassVar[type]
+    summary: ClassVar[str] = ""
+
+    def __init__(self, params: Any, seed: int, system: dict[str, Any]):
+        self.params = params
+        self.seed = seed
+        self.system = system
+
+    # --- parameters -------------------------------------------------------
+    @classmethod
+    def make_params(cls, values: dict[str, Any]) -> Any:
+        """Build and validate ``Params`` from a dict; unknown keys and bad
+        values raise :class:`UserError`."""
+        names = {f.name for f in dataclasses.fields(cls.Params)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise UserError(f"kind {cls.kind!r} has no option(s) {', '.join(unknown)}")
+        try:
+            params = cls.Params(**values)
+        except TypeError as error:  # a wrong type in a manifest
+            raise UserError(f"bad parameters for kind {cls.kind!r}: {error}") from None
+        cls.validate(params)
+        return params
+
+    @classmethod
+    def validate(cls, params: Any) -> None:
+        """Raise :class:`UserError` naming the first bad parameter."""
+
+    # --- the two steps ----------------------------------------------------
+    @classmethod
+    def prepare(cls, params: Any, seed: int, log: ProgressCallback) -> dict[str, Any]:
+        """Decisions shared by all samples, as a JSON-able dict (default: none)."""
+        return {}
+
+    @abstractmethod
+    def num_samples(self) -> int:
+        """How many samples the data set holds."""
+
+    @abstractmethod
+    def num_classes(self) -> int:
+        """How many classes the labels range over."""
+
+    @abstractmethod
+    def image_size(self) -> int:
+        """Side of the square images, in pixels."""
+
+    @abstractmethod
+    def render(self, index: int) -> Sample:
+        """Render sample ``index``; deterministic in (params, seed, system, index)."""
+
+    def streams(self) -> dict[str, str]:
+        """How each random stream derives from the seed (for the manifest)."""
+        return {}

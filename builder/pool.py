@@ -1,0 +1,101 @@
+"""Workers: each renders, encodes and writes whole shards.
+
+A process pool (spawned, so no state leaks from the parent) holds one
+generator per worker, built once by the initializer. A worker that dies
+breaks the pool, which fails the build instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import multiprocessing
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from . import encode, shards
+from .errors import BuildFailure
+from .generators import Generator, get_kind
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to rebuild the generator: all plain data."""
+
+    kind: str
+    params: Any
+    seed: int
+    system: dict
+    out_dir: str
+    prefix: str
+    key_width: int
+
+
+@dataclass
+class ShardResult:
+    plan: shards.ShardPlan
+    file: str
+    bytes: int
+    sha256: str
+    samples: list[dict]  # per-sample manifest records, in index order
+
+
+_worker: tuple[WorkerSpec, Generator] | None = None
+
+
+def _init_worker(spec: WorkerSpec) -> None:
+    global _worker
+    _worker = (spec, get_kind(spec.kind)(spec.params, spec.seed, spec.system))
+
+
+def sample_record(index: int, label: int, record: dict) -> dict:
+    return {"index": index, "label": label, **record}
+
+
+def render_shard(plan: shards.ShardPlan) -> ShardResult:
+    """Render the samples of ``plan`` and write its tar (in a worker)."""
+    assert _worker is not None, "worker not initialised"
+    spec, generator = _worker
+    records: list[dict] = []
+
+    def encoded() -> Iterator[shards.EncodedSample]:
+        for index in range(plan.first, plan.first + plan.count):
+            sample = generator.render(index)
+            record = sample_record(index, sample.label, sample.record)
+            records.append(record)
+            yield shards.EncodedSample(shards.sample_key(index, spec.key_width),
+                                       encode.encode_png(sample.image), sample.label, record)
+
+    file = shards.shard_name(spec.prefix, plan.index)
+    path = os.path.join(spec.out_dir, file)
+    shards.write_shard(path, encoded())
+    return ShardResult(plan, file, os.path.getsize(path), shards.sha256_file(path), records)
+
+
+def run_shards(spec: WorkerSpec, plans: list[shards.ShardPlan], workers: int,
+               on_done: Callable[[ShardResult], None]) -> None:
+    """Render every plan, calling ``on_done`` in this process as each shard
+    lands. ``workers == 1`` renders in this process (no pool)."""
+    if not plans:
+        return
+    if workers <= 1:
+        _init_worker(spec)
+        for plan in plans:
+            on_done(render_shard(plan))
+        return
+    context = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(max_workers=min(workers, len(plans)), mp_context=context,
+                                     initializer=_init_worker, initargs=(spec,)) as pool:
+        pending = {pool.submit(render_shard, plan): plan for plan in plans}
+        try:
+            for future in futures.as_completed(pending):
+                try:
+                    result = future.result()
+                except futures.process.BrokenProcessPool:
+                    raise BuildFailure("a worker process died (out of memory or killed); "
+                                       "run again with --resume to finish the build") from None
+                on_done(result)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise

@@ -1,0 +1,144 @@
+"""WebDataset shards: naming, byte-reproducible writing, reading back.
+
+A shard is the unit of work: one worker renders its samples, encodes them
+and writes the whole tar under a temporary name, then renames it. A file
+with a final shard name is therefore always complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import webdataset as wds
+
+PARTIAL_SUFFIX = ".partial"
+# Fixed tar metadata so that two builds produce the same bytes.
+TAR_MTIME = 0
+TAR_OWNER = "fracbuild"
+TAR_MODE = 0o444
+DEFAULT_SHARD_SIZE = 256
+
+
+def shard_name(prefix: str, index: int) -> str:
+    """``PREFIX-%06d.tar``: the one place shard file names are made."""
+    return f"{prefix}-{index:06d}.tar"
+
+
+def shard_pattern(prefix: str) -> re.Pattern:
+    return re.compile(re.escape(prefix) + r"-(\d{6})\.tar$")
+
+
+def key_width(num_samples: int) -> int:
+    """Digits of a sample key: at least 6, enough for the largest index."""
+    return max(6, len(str(max(num_samples - 1, 0))))
+
+
+def sample_key(index: int, width: int) -> str:
+    return f"{index:0{width}d}"
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Shard ``index`` holds samples ``first .. first + count - 1``."""
+
+    index: int
+    first: int
+    count: int
+
+
+def plan_shards(num_samples: int, shard_size: int) -> list[ShardPlan]:
+    return [ShardPlan(i, first, min(shard_size, num_samples - first))
+            for i, first in enumerate(range(0, num_samples, shard_size))]
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class EncodedSample:
+    """What goes into the tar for one sample (all fields already bytes-ready)."""
+
+    key: str
+    png: bytes
+    label: int
+    record: dict[str, Any]
+
+
+def write_shard(path: str, samples: Iterable[EncodedSample]) -> None:
+    """Write samples to ``path + PARTIAL_SUFFIX``, fsync, then rename to ``path``.
+
+    The temporary file is removed if anything fails, so a crash or a full
+    disk leaves no half-written shard behind under either name.
+    """
+    temporary = path + PARTIAL_SUFFIX
+    try:
+        with open(temporary, "wb") as handle:
+            writer = wds.TarWriter(handle, encoder=False, mtime=TAR_MTIME,
+                                   user=TAR_OWNER, group=TAR_OWNER, mode=TAR_MODE)
+            for sample in samples:
+                writer.write({
+                    "__key__": sample.key,
+                    "cls": str(sample.label).encode("ascii"),
+                    "json": json.dumps(sample.record, sort_keys=True, separators=(",", ":")).encode("utf-8"),
+                    "png": sample.png,
+                })
+            writer.close()
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+@dataclass
+class ReadSample:
+    key: str
+    png: bytes
+    label: int
+    record: dict[str, Any]
+
+
+def read_shard(fileobj_or_path: Any) -> Iterator[ReadSample]:
+    """Read a shard back sample by sample, in order, with the standard
+    library's tarfile (no decoding). Raises ``ValueError`` on a malformed
+    tar or a sample missing a field."""
+    if isinstance(fileobj_or_path, (bytes, bytearray)):
+        fileobj_or_path = io.BytesIO(fileobj_or_path)
+    opener = (tarfile.open(fileobj_or_path, "r:") if isinstance(fileobj_or_path, str)
+              else tarfile.open(fileobj=fileobj_or_path, mode="r:"))
+    try:
+        with opener as tar:
+            current: dict[str, bytes] = {}
+            current_key = None
+            for member in tar:
+                key, _, field = member.name.partition(".")
+                if current_key is not None and key != current_key:
+                    yield _to_sample(current_key, current)
+                    current = {}
+                current_key = key
+                current[field] = tar.extractfile(member).read()
+            if current_key is not None:
+                yield _to_sample(current_key, current)
+    except tarfile.TarError as error:
+        raise ValueError(f"not a valid tar: {error}") from None
+
+
+def _to_sample(key: str, fields: dict[str, bytes]) -> ReadSample:
+    missing = {"png", "cls", "json"} - set(fields)
+    if missing:
+        raise ValueError(f"sample {key} lacks field(s) {', '.join(sorted(missing))}")
+    return ReadSample(key=key, png=fields["png"], label=int(fields["cls"]), record=json.loads(fields["json"]))
