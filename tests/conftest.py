@@ -1,0 +1,32 @@
+"""Shared fixtures: small data sets built with fracbuild itself."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fracbuild.build import BuildSpec, run_build
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED = REPO_ROOT.parent / "shared"
+
+# Small enough to build in about a second on one core.
+TINY_PARAMS = {"num_classes": 16, "size": 64, "pad": 2, "iterations": 5000}
+
+
+def build_tiny(out_dir: os.PathLike, seed: int = 0, shard_size: int = 6, **params) -> dict:
+    """Build a tiny 1p-frac data set into ``out_dir``; returns its manifest."""
+    spec = BuildSpec(kind="1p-frac", seed=seed, params={**TINY_PARAMS, **params}, prefix="tiny",
+                     shard_size=shard_size)
+    return run_build(spec, str(out_dir), workers=1, progress=False, log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A finished tiny data set (L = 16, 64x64, 3 shards). Do not modify it:
+    copy it first (shutil.copytree) in tests that damage files."""
+    out = tmp_path_factory.mktemp("tiny") / "shards"
+    build_tiny(out)
+    return out
