@@ -192,8 +192,12 @@ def run_build(spec: BuildSpec, out_dir: str, *, workers: int = 1, resume: bool =
     worker_spec = pool.WorkerSpec(spec.kind, params, spec.seed, system, out_dir, spec.prefix, width)
     todo = [p for p in plans if p.index not in results]
     started = time.perf_counter()
-    bar = tqdm(total=num_samples, initial=sum(r.plan.count for r in results.values()), unit="img",
-               desc=f"render {spec.kind}", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar = None
+
+    def on_start() -> None:  # called once the workers exist (see pool.py: fork before threads)
+        nonlocal bar
+        bar = tqdm(total=num_samples, initial=sum(r.plan.count for r in results.values()), unit="img",
+                   desc=f"render {spec.kind}", disable=not progress, file=sys.stderr, dynamic_ncols=True)
 
     def landed(result: pool.ShardResult) -> None:
         results[result.plan.index] = result
@@ -202,11 +206,12 @@ def run_build(spec: BuildSpec, out_dir: str, *, workers: int = 1, resume: bool =
             on_shard(os.path.join(out_dir, result.file), result)
 
     try:
-        pool.run_shards(worker_spec, todo, workers, landed)
+        pool.run_shards(worker_spec, todo, workers, landed, on_start)
     except OSError as error:
         raise BuildFailure(f"cannot write shards to {out_dir}: {error.strerror or error}") from None
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         _remove_partials(out_dir)
     render_seconds = time.perf_counter() - started
 

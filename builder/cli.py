@@ -141,10 +141,16 @@ def _read_ifs(path: str, kind: str) -> dict[str, Any]:
 @click.option("--overwrite", is_flag=True, help="Replace the data set in --out.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@click.option("--publish", "publish_url", metavar="URL",
+              help="Also upload to this s3:// prefix: each shard as it is complete, the manifest last.")
+@click.option("--endpoint-url", metavar="URL",
+              help="S3-compatible endpoint for --publish (R2, MinIO, ...). [default: $FRACBUILD_ENDPOINT_URL, "
+                   "else botocore's configuration]")
 @click.pass_context
 def render(ctx: click.Context, out_dir: str, ifs_path: str | None, manifest_path: str | None,
            prefix: str | None, shard_size: int, workers: int, resume: bool, overwrite: bool,
-           progress: bool, as_json: bool, kind: str, seed: int, **values: Any) -> None:
+           progress: bool, as_json: bool, publish_url: str | None, endpoint_url: str | None,
+           kind: str, seed: int, **values: Any) -> None:
     """Render a data set into WebDataset shards (searching for the base system
     first unless --ifs or --manifest gives one); the manifest is written last."""
     system = None
@@ -159,11 +165,27 @@ def render(ctx: click.Context, out_dir: str, ifs_path: str | None, manifest_path
         build.resolve(spec)  # every option is checked before any file is read or written
         if ifs_path:
             system = _read_ifs(ifs_path, kind)
-    manifest = build.run_build(spec, out_dir, workers=workers, resume=resume, overwrite=overwrite,
-                               system=system, progress=progress, log=_log)
+    if endpoint_url and not publish_url:
+        raise UserError("--endpoint-url needs --publish")
+    streamer = None
+    if publish_url:
+        from .publish import ShardStreamer
+
+        streamer = ShardStreamer(Location(publish_url, endpoint_url=endpoint_url), out_dir,
+                                 overwrite=overwrite, log=_log)
+    try:
+        manifest = build.run_build(spec, out_dir, workers=workers, resume=resume, overwrite=overwrite,
+                                   system=system, progress=progress, log=_log, on_shard=streamer)
+        published = streamer.finish(progress=progress) if streamer else None
+    finally:
+        if streamer:
+            streamer.close()
     summary = _summary(manifest, out_dir)
     _log(f"wrote {summary['num_samples']} samples in {summary['shards']} shards to {out_dir}"
          + (f" ({summary['samples_per_second']:.0f} samples/s)" if summary["samples_per_second"] else ""))
+    if published:
+        _log(published.message())
+        summary["published"] = published.summary()
     if as_json:
         click.echo(json.dumps(summary))
 
@@ -186,7 +208,10 @@ def _summary(manifest: dict[str, Any], where: str) -> dict[str, Any]:
               help="Also re-render this many samples from the manifest and compare pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Chooses the --deep samples.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
-def verify(location: str, deep: int, seed: int, progress: bool) -> None:
+@click.option("--endpoint-url", metavar="URL",
+              help="S3-compatible endpoint for an s3:// LOCATION. [default: $FRACBUILD_ENDPOINT_URL, "
+                   "else botocore's configuration]")
+def verify(location: str, deep: int, seed: int, progress: bool, endpoint_url: str | None) -> None:
     """Check LOCATION (a directory or s3:// prefix) against its manifest:
     schema, shards' sizes, sha256 and counts, decodable samples at the
     declared size, every label present. Exit 1 and list problems on mismatch."""
@@ -194,7 +219,7 @@ def verify(location: str, deep: int, seed: int, progress: bool) -> None:
 
     if deep < 0:
         raise UserError(f"--deep must be >= 0, got {deep}")
-    where = Location(location)
+    where = Location(location, endpoint_url=endpoint_url)
     with tqdm(unit="img", desc="verify", disable=not progress, file=sys.stderr) as bar:
         manifest, problems = verify_mod.verify(where, deep=deep, seed=seed, progress=bar.update)
     if problems:
@@ -203,6 +228,38 @@ def verify(location: str, deep: int, seed: int, progress: bool) -> None:
         raise BuildFailure(f"{location}: {len(problems)} problem(s) found")
     _log(f"{location}: OK, {manifest['num_samples']} samples in {len(manifest['shards'])} shards"
          + (f", {min(deep, manifest['num_samples'])} re-rendered identically" if deep else ""))
+
+
+@cli.command()
+@click.argument("source", type=click.Path(exists=True, file_okay=False))
+@click.argument("destination")
+@click.option("--endpoint-url", metavar="URL",
+              help="S3-compatible endpoint (R2, MinIO, ...). [default: $FRACBUILD_ENDPOINT_URL, else botocore's "
+                   "configuration: AWS_ENDPOINT_URL, the profile]")
+@click.option("--jobs", type=int, default=8, show_default=True, help="Objects uploaded at once.")
+@click.option("--part-size", type=int, default=16, show_default=True,
+              help="Multipart part size, MiB (>= 5); objects of at least twice this go up in parts.")
+@click.option("--trust-metadata", is_flag=True,
+              help="Count an object as already there when its size and the sha256 recorded at upload "
+                   "match the manifest, without reading it back (saves egress on re-runs).")
+@click.option("--overwrite", is_flag=True, help="Replace a different data set already published at DESTINATION.")
+@click.option("--dry-run", is_flag=True, help="List what would be uploaded and kept; move nothing.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+def publish(source: str, destination: str, endpoint_url: str | None, jobs: int, part_size: int,
+            trust_metadata: bool, overwrite: bool, dry_run: bool, progress: bool, as_json: bool) -> None:
+    """Upload the finished data set in SOURCE to DESTINATION (s3://bucket/prefix):
+    every shard, then the manifest last, each checked by sha256 after upload.
+    A re-run uploads only what is missing or wrong. Credentials come from the
+    standard AWS chain (environment, profile, instance role)."""
+    from .publish import MIB, publish as publish_data_set
+
+    report = publish_data_set(source, Location(destination, endpoint_url=endpoint_url), jobs=jobs,
+                              dry_run=dry_run, trust_metadata=trust_metadata, overwrite=overwrite,
+                              part_size=part_size * MIB, progress=progress, log=_log)
+    _log(report.message())
+    if as_json:
+        click.echo(json.dumps(report.summary()))
 
 
 @cli.command()

@@ -56,62 +56,79 @@ def count_valid(xs, ys):
     return xs.shape[0]
 
 
-@numba.njit(cache=True, nogil=True)
-def _to_pixels(v, n, size, pad):
-    """Per axis, as the released code: shift by -min only if min < 0, then
-    ``v / (max - min) * (size - 2 pad) + pad`` truncated to an integer.
-    Returns int64 (n,)."""
-    lo = v[0]
-    hi = v[0]
-    for t in range(n):
-        if v[t] < lo:
-            lo = v[t]
-        if v[t] > hi:
-            hi = v[t]
+@numba.njit(cache=True, nogil=True, inline="always")
+def _axis_transform(lo, hi, size, pad):
+    """The released code's per-axis mapping, as (shift, extent, span):
+    shift by -min only if min < 0, then ``pixel = int((v + shift) / extent *
+    span + pad)`` with extent = max - min and span = size - 2 pad."""
     shift = -lo if lo < 0.0 else 0.0
-    lo += shift
-    hi += shift
-    extent = hi - lo
-    out = np.empty(n, dtype=np.int64)
-    span = float(size - 2 * pad)
-    for t in range(n):
-        if extent > 0.0:
-            out[t] = np.int64((v[t] + shift) / extent * span + float(pad))
-        else:
-            out[t] = np.int64(float(pad))
-    return out
+    return shift, (hi + shift) - (lo + shift), float(size - 2 * pad)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pixel(v, shift, extent, span, pad):
+    if extent > 0.0:
+        return np.int64((v + shift) / extent * span + float(pad))
+    return np.int64(float(pad))
+
+
+def _patch_table():
+    """Cell values of every 3x3 mask code: uint8 (512, 9), row-major cells,
+    bit 8 (most significant) first; a 1 bit is PATCH_VALUE, a 0 bit is 0."""
+    codes = np.arange(512)[:, None]
+    bits = (codes >> (8 - np.arange(9))[None, :]) & 1
+    return (bits * PATCH_VALUE).astype(np.uint8)
+
+
+PATCH_TABLE = _patch_table()
 
 
 @numba.njit(cache=True, nogil=True)
 def rasterize(xs, ys, n_valid, mask_codes, use_mask, size, pad):
-    """Draw the first ``n_valid`` points as 3x3 patches, then flip top-bottom.
+    """Draw the first ``n_valid`` points as 3x3 patches, flipped top-bottom.
 
-    xs, ys: float64 (T,). mask_codes: int16 or int32 (>= n_valid,), each in
-        [1, 511]: its 9 bits, most significant first, row-major, say which of
-        the 9 cells are set to 127 (1) or to 0 (0); the last write wins.
-        Ignored (may be empty) when ``use_mask`` is False: every cell is 127.
-    A patch's top-left cell is at (x + 1, y + 1); cells past the border are
-    clipped. Returns uint8 (size, size), row 0 at the top.
+    xs, ys: float64 (T,). mask_codes: int16 (>= n_valid,), each in [1, 511]:
+        its 9 bits, most significant first, row-major, say which of the 9
+        cells are set to 127 (1) or to 0 (0); the last write wins. Ignored
+        (may be empty) when ``use_mask`` is False: every cell is 127.
+    A patch's top-left cell is at (x + 1, y + 1) with y growing downwards;
+    cells past the border are clipped. The image is flipped top to bottom at
+    the end, as the released code does (done here by writing row y to
+    ``size - 1 - y``). Returns uint8 (size, size).
     """
     image = np.zeros((size, size), dtype=np.uint8)
     if n_valid == 0:
         return image
-    px = _to_pixels(xs, n_valid, size, pad)
-    py = _to_pixels(ys, n_valid, size, pad)
+    x_lo = x_hi = xs[0]
+    y_lo = y_hi = ys[0]
+    for t in range(n_valid):  # one pass for the bounds of both axes
+        x_lo = min(x_lo, xs[t])
+        x_hi = max(x_hi, xs[t])
+        y_lo = min(y_lo, ys[t])
+        y_hi = max(y_hi, ys[t])
+    x_shift, x_extent, span = _axis_transform(x_lo, x_hi, size, pad)
+    y_shift, y_extent, _ = _axis_transform(y_lo, y_hi, size, pad)
+    table = PATCH_TABLE
     for t in range(n_valid):
-        code = mask_codes[t] if use_mask else 511
+        cells = table[mask_codes[t] if use_mask else 511]
+        x0 = _pixel(xs[t], x_shift, x_extent, span, pad) + 1
+        y0 = _pixel(ys[t], y_shift, y_extent, span, pad) + 1
+        if 0 <= x0 and x0 + 3 <= size and 0 <= y0 and y0 + 3 <= size:
+            for dy in range(3):  # fast path: the whole patch is inside
+                row = size - 1 - (y0 + dy)
+                image[row, x0] = cells[3 * dy]
+                image[row, x0 + 1] = cells[3 * dy + 1]
+                image[row, x0 + 2] = cells[3 * dy + 2]
+            continue
         for dy in range(3):
-            row = py[t] + 1 + dy
-            if row < 0 or row >= size:
+            y = y0 + dy
+            if y < 0 or y >= size:
                 continue
             for dx in range(3):
-                col = px[t] + 1 + dx
-                if col < 0 or col >= size:
-                    continue
-                bit = (code >> (8 - (dy * 3 + dx))) & 1
-                image[row, col] = PATCH_VALUE if bit else 0
-    # The released code draws with y growing downwards and flips at the end.
-    return image[::-1].copy()
+                x = x0 + dx
+                if 0 <= x < size:
+                    image[size - 1 - y, x] = cells[3 * dy + dx]
+    return image
 
 
 @numba.njit(cache=True, nogil=True)

@@ -1,58 +1,242 @@
 """Where a data set lives: a local directory or an object-store prefix
 (``s3://bucket/prefix``, ``https://host/path``), read through fsspec so that
-verify, info and the trainer use one code path for both."""
+verify, info, publish and the trainer use one code path for both.
+
+Remote reads are retried with exponential backoff on transient errors
+(dropped connections, timeouts, 5xx and throttling answers); anything else
+(a missing object, denied access) is raised at once. Credentials for s3://
+come from botocore's standard chain (environment, profile, instance role)
+and never appear in a message.
+"""
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import os
 import posixpath
-from typing import Any, BinaryIO
+import time
+from typing import Any, BinaryIO, Callable, TypeVar
 
 import fsspec
 
 from . import manifest as mf
-from .errors import UserError
+from .errors import BuildFailure, UserError
+
+T = TypeVar("T")
+
+# The endpoint of an S3-compatible store (R2, MinIO, ...) when --endpoint-url
+# is not given. botocore itself also honours AWS_ENDPOINT_URL_S3,
+# AWS_ENDPOINT_URL and ``endpoint_url`` in the AWS config file.
+ENDPOINT_ENV = "FRACBUILD_ENDPOINT_URL"
+
+RETRY_TRIES = 4
+RETRY_DELAY = 0.5  # seconds before the second try; doubled before each next one
+READ_CHUNK = 8 << 20
+
+# errno values s3fs and the OS give to answers worth asking again: 500
+# (EREMOTEIO), 503 / SlowDown (EBUSY), timeouts and resets.
+_TRANSIENT_ERRNOS = {errno.EREMOTEIO, errno.EBUSY, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET,
+                     errno.ECONNABORTED, errno.EPIPE}
+# Never transient, whatever their errno says.
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 
 def is_remote(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
 
 
-class Location:
-    """A data-set root. Names are file names relative to the root."""
+def is_transient(error: BaseException) -> bool:
+    """Whether asking again may succeed: a dropped connection, a timeout, a
+    server error or throttling; not a missing object or denied access."""
+    if isinstance(error, _PERMANENT):
+        return False
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS:
+        return True
+    try:
+        from botocore import exceptions as botocore_errors
+    except ImportError:
+        pass
+    else:
+        if isinstance(error, (botocore_errors.ConnectionError, botocore_errors.HTTPClientError)):
+            return True
+    try:
+        import aiohttp
+    except ImportError:
+        pass
+    else:
+        if isinstance(error, aiohttp.ClientResponseError):
+            return error.status >= 500 or error.status == 429
+        if isinstance(error, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
+            return True
+    return False
 
-    def __init__(self, url: str, **storage_options: Any):
+
+def retry(call: Callable[[], T], what: str, tries: int = RETRY_TRIES, delay: float = RETRY_DELAY,
+          sleep: Callable[[float], None] = time.sleep) -> T:
+    """``call()``, tried up to ``tries`` times while it fails transiently,
+    waiting ``delay``, ``2 delay``, ... in between. The last transient error
+    is raised as ``ConnectionError`` naming ``what``; others at once."""
+    for attempt in range(tries):
+        try:
+            return call()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            if attempt == tries - 1:
+                raise ConnectionError(f"{what}: still failing after {tries} tries: {_describe(error)}") from error
+            sleep(delay * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def error_code(error: BaseException) -> str | None:
+    """The S3 error code (``NoSuchBucket``, ``AccessDenied``, ...) behind an
+    exception s3fs translated, if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        response = getattr(error, "response", None)
+        if isinstance(response, dict) and isinstance(response.get("Error"), dict):
+            return response["Error"].get("Code")
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def resolve_endpoint(endpoint_url: str | None) -> str | None:
+    """--endpoint-url, else $FRACBUILD_ENDPOINT_URL, else None (botocore's own
+    configuration decides: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, profile)."""
+    return endpoint_url or os.environ.get(ENDPOINT_ENV) or None
+
+
+class Location:
+    """A data-set root. Names are file names relative to the root.
+
+    ``endpoint_url`` (s3:// only) points at an S3-compatible store; see
+    :func:`resolve_endpoint`. Other keyword arguments go to the fsspec file
+    system unchanged.
+    """
+
+    def __init__(self, url: str, endpoint_url: str | None = None, **storage_options: Any):
         self.url = url.rstrip("/")
+        self.protocol = self.url.split("://", 1)[0] if is_remote(self.url) else "file"
+        if self.protocol in ("s3", "s3a"):
+            endpoint = resolve_endpoint(endpoint_url)
+            if endpoint:
+                storage_options.setdefault("endpoint_url", endpoint)
+            # A fresh client per Location: credentials are read from the chain now,
+            # not reused from an earlier instance with other credentials.
+            storage_options.setdefault("skip_instance_cache", True)
+        elif endpoint_url:
+            raise UserError(f"--endpoint-url applies to s3:// locations, not {url}")
         try:
             self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
-        except (ImportError, ValueError) as error:
+        except ImportError:
+            extra = "s3" if self.protocol in ("s3", "s3a") else "http"
+            hint = "pip install 'onepfrac[s3]'" if extra == "s3" else "pip install aiohttp"
+            raise UserError(f"cannot open {url}: {self.protocol}:// support is not installed ({hint})") from None
+        except ValueError as error:
             raise UserError(f"cannot open {url}: {error}") from None
 
+    @property
+    def remote(self) -> bool:
+        return self.protocol != "file"
+
+    @property
+    def bucket(self) -> str | None:
+        return self.root.split("/", 1)[0] if self.protocol in ("s3", "s3a") else None
+
+    def endpoint(self) -> str:
+        """The service a remote location talks to, for messages."""
+        if self.protocol not in ("s3", "s3a"):
+            return self.url.split("/", 3)[2] if self.remote else "local disk"
+        try:
+            return str(self.fs.s3.meta.endpoint_url)
+        except Exception:  # only a label for a message; never fail on it
+            return getattr(self.fs, "endpoint_url", None) or "the default AWS endpoint"
+
     def path(self, name: str) -> str:
-        return posixpath.join(self.root, name) if is_remote(self.url) else f"{self.root}/{name}"
+        return posixpath.join(self.root, name) if self.remote else f"{self.root}/{name}"
 
     def uri(self, name: str) -> str:
         return f"{self.url}/{name}"
 
+    def _retry(self, call: Callable[[], T], name: str) -> T:
+        return retry(call, self.uri(name)) if self.remote else call()
+
     def exists(self, name: str) -> bool:
-        return self.fs.exists(self.path(name))
+        return self._retry(lambda: self.fs.exists(self.path(name)), name)
 
     def size(self, name: str) -> int:
-        return int(self.fs.size(self.path(name)))
+        return int(self._retry(lambda: self.fs.size(self.path(name)), name))
 
     def open(self, name: str) -> BinaryIO:
-        return self.fs.open(self.path(name), "rb")
+        """A file object for reading ``name``. Opening is retried; a transient
+        error in a later read is the caller's to handle (or use read_bytes)."""
+        return self._retry(lambda: self.fs.open(self.path(name), "rb"), name)
 
     def read_bytes(self, name: str) -> bytes:
-        with self.open(name) as handle:
+        """The whole object, retried from the start on a transient error."""
+        if self.remote:
+            return self._retry(lambda: self.fs.cat_file(self.path(name)), name)
+        with open(self.path(name), "rb") as handle:
             return handle.read()
+
+    def sha256(self, name: str) -> tuple[str, int]:
+        """(sha256 hex digest, bytes) of ``name``, streamed in chunks; a
+        transient error restarts the read."""
+
+        def digest() -> tuple[str, int]:
+            hasher, total = hashlib.sha256(), 0
+            with self.fs.open(self.path(name), "rb", block_size=READ_CHUNK, cache_type="none") as handle:
+                while block := handle.read(READ_CHUNK):
+                    hasher.update(block)
+                    total += len(block)
+            return hasher.hexdigest(), total
+
+        return self._retry(digest, name)
 
     def read_manifest(self) -> dict[str, Any]:
         """The validated manifest; UserError when missing or invalid."""
         source = self.uri(mf.MANIFEST_NAME)
         try:
             text = self.read_bytes(mf.MANIFEST_NAME).decode("utf-8")
-        except FileNotFoundError:
+        except FileNotFoundError as error:
+            self.raise_user_error(error)
             raise UserError(f"no manifest at {source}: not a finished fracbuild data set") from None
-        except (OSError, UnicodeDecodeError) as error:
+        except UnicodeDecodeError as error:
             raise UserError(f"cannot read {source}: {error}") from None
+        except Exception as error:  # remote stores raise their own types too
+            if not isinstance(error, OSError) and not self.remote:
+                raise
+            self.raise_user_error(error)
+            raise UserError(f"cannot read {source}: {_describe(error)}") from None
         return mf.parse_manifest(text, source)
+
+    def raise_user_error(self, error: BaseException) -> None:
+        """Raise the one-line error a user can act on for a failed remote call
+        (missing bucket, denied access, no credentials, unreachable endpoint);
+        return if ``error`` is none of these. Never includes credentials."""
+        if not self.remote:
+            return
+        code = error_code(error)
+        if code == "NoSuchBucket":
+            raise UserError(f"bucket {self.bucket!r} does not exist at {self.endpoint()}") from None
+        if isinstance(error, PermissionError) or code in ("AccessDenied", "InvalidAccessKeyId",
+                                                          "SignatureDoesNotMatch", "ExpiredToken"):
+            raise UserError(f"{self.protocol}://{self.bucket or self.root}: access denied "
+                            "(check AWS credentials)") from None
+        try:
+            from botocore import exceptions as botocore_errors
+        except ImportError:
+            return
+        if isinstance(error, (botocore_errors.NoCredentialsError, botocore_errors.PartialCredentialsError)):
+            raise UserError(f"{self.url}: no AWS credentials found (set AWS_ACCESS_KEY_ID and "
+                            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)") from None
+        if isinstance(error, ConnectionError) and is_transient(error.__cause__ or error):
+            raise BuildFailure(f"cannot reach {self.endpoint()}: {error}") from None
