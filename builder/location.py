@@ -74,11 +74,13 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-def retry(call: Callable[[], T], what: str, tries: int = RETRY_TRIES, delay: float = RETRY_DELAY,
+def retry(call: Callable[[], T], what: str, tries: int = RETRY_TRIES, delay: float | None = None,
           sleep: Callable[[float], None] = time.sleep) -> T:
     """``call()``, tried up to ``tries`` times while it fails transiently,
-    waiting ``delay``, ``2 delay``, ... in between. The last transient error
-    is raised as ``ConnectionError`` naming ``what``; others at once."""
+    waiting ``delay`` (default RETRY_DELAY), ``2 delay``, ... in between. The
+    last transient error is raised as ``ConnectionError`` naming ``what``;
+    any other error at once."""
+    delay = RETRY_DELAY if delay is None else delay
     for attempt in range(tries):
         try:
             return call()
@@ -225,6 +227,8 @@ class Location:
         if not self.remote:
             return
         code = error_code(error)
+        if getattr(error, "status", None) in (401, 403):  # https:// (aiohttp)
+            raise UserError(f"{self.url}: access denied (HTTP {error.status})") from None
         if code == "NoSuchBucket":
             raise UserError(f"bucket {self.bucket!r} does not exist at {self.endpoint()}") from None
         if isinstance(error, PermissionError) or code in ("AccessDenied", "InvalidAccessKeyId",

@@ -83,7 +83,7 @@ def _check_labels(manifest: dict, labels: Counter) -> list[str]:
     if outside:
         problems.append(f"labels outside 0..{num_classes - 1}: {outside[:5]}")
     missing = [c for c in range(num_classes) if labels[c] == 0]
-    if missing and sum(labels.values()) == num_samples:
+    if missing:
         problems.append(f"{len(missing)} class(es) have no sample, e.g. {missing[:5]}")
     if num_samples % num_classes == 0:
         per_class = num_samples // num_classes

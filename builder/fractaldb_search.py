@@ -1,0 +1,244 @@
+"""FractalDB's category search and weight table (Kataoka et al., ACCV 2020).
+
+A candidate category is an IFS of N ~ U{2..7} maps whose six parameters are
+all drawn from U(-1, 1), with no contractivity check, and probabilities
+``p_j ~ |a d - b c|``. Its chaos game (start (0, 0), the 1p-frac NaN rule)
+is drawn one pixel per point (value 127) and the candidate becomes a category
+when at least ``threshold`` of the pixels are set. Categories are the first
+accepted candidates in candidate order, so the result does not depend on how
+many threads evaluate them.
+
+Two candidate streams:
+
+* ``seeded``: candidate k draws N, the maps and its chaos-game uniforms from
+  its own stream ``(SEARCH, k)``; candidates are independent.
+* ``legacy``: the released script's one ``numpy.random.seed(seed)`` stream:
+  per candidate ``randint(2, 8)``, ``uniform(-1, 1, 6)`` per map, then
+  ``random(iterations)`` for the chaos game (``--seed 1`` is the released run).
+
+The draws never depend on the fill checks, so both streams are drawn in
+order in this thread and the chaos games run in a thread pool (the kernels
+release the GIL).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator
+
+import numba
+import numpy as np
+
+from . import ifs, kernels, render, seeds
+
+SEARCH_STREAMS = ("seeded", "legacy")
+MIN_MAPS, MAX_MAPS = 2, 7
+POINT_VALUE = 127
+BATCH_PER_THREAD = 16
+
+
+# --- the weight table -------------------------------------------------------
+def weight_table(step: float) -> np.ndarray:
+    """The 25 weight rows: row 0 is the identity; row 1 + 4 p + i multiplies
+    parameter p (a, b, c, d, e, f) of every map by ``1 - 2k, 1 - k, 1 + k,
+    1 + 2k`` for i = 0..3 and k = ``step``. float64 (25, 6)."""
+    rows = [np.ones(6)]
+    for parameter in range(6):
+        for factor in (1 - 2 * step, 1 - step, 1 + step, 1 + 2 * step):
+            row = np.ones(6)
+            row[parameter] = factor
+            rows.append(row)
+    return np.array(rows, dtype=np.float64)
+
+
+WEIGHT_ROWS = 25
+
+
+# --- one pixel per point ----------------------------------------------------
+@numba.njit(cache=True, nogil=True, inline="always")
+def _axis(v, n):
+    """The released per-axis mapping's (shift, extent): shift by -min only if
+    min < 0; extent = max - min."""
+    lo = v[0]
+    hi = v[0]
+    for t in range(n):
+        lo = min(lo, v[t])
+        hi = max(hi, v[t])
+    shift = -lo if lo < 0.0 else 0.0
+    return shift, (hi + shift) - (lo + shift)
+
+
+@numba.njit(cache=True, nogil=True)
+def rasterize_points(xs, ys, n_valid, size, pad, value):
+    """Draw each of the first ``n_valid`` points as one pixel of ``value``.
+
+    xs, ys: float64 (T,). A point lands on column ``int((x + shift) / extent *
+    (size - 2 pad) + pad)`` (the mapping of :func:`fracbuild.kernels.rasterize`,
+    per axis) and row likewise from y, row 0 at the top, with no flip (the
+    released search image is not flipped; the fill does not depend on it).
+    Returns uint8 (size, size).
+    """
+    image = np.zeros((size, size), dtype=np.uint8)
+    if n_valid == 0:
+        return image
+    x_shift, x_extent = _axis(xs, n_valid)
+    y_shift, y_extent = _axis(ys, n_valid)
+    span = float(size - 2 * pad)
+    for t in range(n_valid):
+        col = np.int64((xs[t] + x_shift) / x_extent * span + pad) if x_extent > 0.0 else np.int64(pad)
+        row = np.int64((ys[t] + y_shift) / y_extent * span + pad) if y_extent > 0.0 else np.int64(pad)
+        if 0 <= row < size and 0 <= col < size:
+            image[row, col] = value
+    return image
+
+
+@numba.njit(cache=True, nogil=True)
+def count_nonzero(image):
+    """Pixels of uint8 ``image`` that are not 0."""
+    count = 0
+    for v in image.ravel():
+        if v != 0:
+            count += 1
+    return count
+
+
+def point_image(maps: np.ndarray, uniforms: np.ndarray, size: int, pad: int) -> np.ndarray:
+    """The search image of one IFS: maps float64 (N, 6), uniforms float64 (T,)
+    choosing the maps (T points, the start included). uint8 (size, size)."""
+    steps = render.map_sequence(uniforms, ifs.map_probabilities(maps))
+    xs, ys = kernels.chaos_game(np.ascontiguousarray(maps, dtype=np.float64), steps)
+    return rasterize_points(xs, ys, kernels.count_valid(xs, ys), size, pad, POINT_VALUE)
+
+
+def point_fill(maps: np.ndarray, uniforms: np.ndarray, size: int, pad: int) -> float:
+    """Share of the search image's pixels that are set (the reference path:
+    :func:`point_image`; the search uses the fused :func:`fused_fill`)."""
+    return count_nonzero(point_image(maps, uniforms, size, pad)) / float(size * size)
+
+
+@numba.njit(cache=True, nogil=True)
+def fused_fill(maps, cumulative, uniforms, size, pad):
+    """What :func:`point_fill` computes, in one kernel and about a third of
+    the time: the map choice (first j with ``r_t <= cumulative[j]``, none
+    keeps the point), the chaos game, the NaN rule, the one-pixel raster and
+    the count. maps float64 (N, 6); cumulative float64 (N,); uniforms
+    float64 (T,). Returns the number of set pixels."""
+    n_points = uniforms.shape[0]
+    n_maps = maps.shape[0]
+    xs = np.empty(n_points, dtype=np.float64)
+    ys = np.empty(n_points, dtype=np.float64)
+    x = 0.0
+    y = 0.0
+    xs[0] = x
+    ys[0] = y
+    for t in range(n_points - 1):
+        r = uniforms[t]
+        k = 0
+        while k < n_maps and r > cumulative[k]:
+            k += 1
+        if k < n_maps:
+            nx = maps[k, 0] * x + maps[k, 1] * y + maps[k, 4]
+            ny = maps[k, 2] * x + maps[k, 3] * y + maps[k, 5]
+            x = nx
+            y = ny
+        xs[t + 1] = x
+        ys[t + 1] = y
+    n_valid = kernels.count_valid(xs, ys)
+    if n_valid == 0:
+        return 0
+    x_shift, x_extent = _axis(xs, n_valid)
+    y_shift, y_extent = _axis(ys, n_valid)
+    span = float(size - 2 * pad)
+    image = np.zeros((size, size), dtype=np.uint8)
+    count = 0
+    for t in range(n_valid):
+        col = np.int64((xs[t] + x_shift) / x_extent * span + pad) if x_extent > 0.0 else np.int64(pad)
+        row = np.int64((ys[t] + y_shift) / y_extent * span + pad) if y_extent > 0.0 else np.int64(pad)
+        if 0 <= row < size and 0 <= col < size and image[row, col] == 0:
+            image[row, col] = 1
+            count += 1
+    return count
+
+
+# --- candidates -------------------------------------------------------------
+def seeded_candidate(seed: int, index: int, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate ``index`` of the seeded stream: (maps (N, 6), uniforms (T,))
+    from ``(SEARCH, index)``: N = integers(2, 8), uniform(-1, 1, (N, 6)),
+    random(T)."""
+    rng = seeds.rng(seed, seeds.SEARCH, index)
+    n_maps = int(rng.integers(MIN_MAPS, MAX_MAPS + 1))
+    maps = rng.uniform(-1.0, 1.0, size=(n_maps, 6))
+    return maps, rng.random(iterations)
+
+
+def legacy_candidates(seed: int, iterations: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The released script's candidates, in order, from one
+    ``RandomState(seed)``: randint(2, 8), uniform(-1, 1, 6) per map, random(T)."""
+    legacy = np.random.RandomState(seed)
+    while True:
+        n_maps = int(legacy.randint(MIN_MAPS, MAX_MAPS + 1))
+        maps = np.array([legacy.uniform(-1.0, 1.0, 6) for _ in range(n_maps)], dtype=np.float64)
+        yield maps, legacy.random_sample(iterations)
+
+
+def candidate_fill(maps: np.ndarray, uniforms: np.ndarray, size: int, pad: int) -> float:
+    """The search image's fill (:func:`point_fill`, computed by :func:`fused_fill`)."""
+    cumulative = np.cumsum(ifs.map_probabilities(maps))
+    return fused_fill(np.ascontiguousarray(maps), cumulative, uniforms, size, pad) / float(size * size)
+
+
+def search_threads() -> int:
+    """Threads for the search: the CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def search(num_categories: int, *, stream: str, seed: int, iterations: int, size: int, pad: int,
+           threshold: float, max_candidates: int, log: Callable[[str], None],
+           threads: int | None = None) -> dict:
+    """Find ``num_categories`` categories: the first candidates, in candidate
+    order, whose search image fill is >= ``threshold``.
+
+    Returns {"categories": [{"maps", "probabilities", "fill_rate", "candidate"}],
+    "candidates_tried", "categories_per_n_maps", "acceptance_rate",
+    "search_seconds"}. Raises RuntimeError when ``max_candidates`` run out.
+    """
+    started = time.perf_counter()
+    threads = threads or search_threads()
+    batch = BATCH_PER_THREAD * threads
+    legacy = legacy_candidates(seed, iterations) if stream == "legacy" else None
+
+    def evaluate(index: int, candidate: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, float]:
+        maps, uniforms = candidate if candidate is not None else seeded_candidate(seed, index, iterations)
+        return maps, candidate_fill(maps, uniforms, size, pad)
+
+    found: list[dict] = []
+    tried = 0
+    next_report = started + 10.0
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        while len(found) < num_categories:
+            if tried >= max_candidates:
+                raise RuntimeError(f"only {len(found)} of {num_categories} categories in {max_candidates} "
+                                   f"candidates (threshold {threshold})")
+            indices = range(tried, min(tried + batch, max_candidates))
+            # Legacy draws must be sequential; seeded ones are drawn in the threads.
+            drawn = [next(legacy) for _ in indices] if legacy is not None else [None] * len(indices)
+            for index, (maps, fill) in zip(indices, pool.map(evaluate, indices, drawn)):
+                if fill >= threshold and len(found) < num_categories:
+                    found.append({"maps": maps.tolist(), "probabilities": ifs.map_probabilities(maps).tolist(),
+                                  "fill_rate": fill, "candidate": index})
+            tried = indices.stop
+            if time.perf_counter() > next_report:
+                next_report = time.perf_counter() + 10.0
+                log(f"search: {len(found)}/{num_categories} categories after {tried} candidates")
+    tried = found[-1]["candidate"] + 1  # later candidates of the last batch were not needed
+    per_n = {str(n): sum(len(c["maps"]) == n for c in found) for n in range(MIN_MAPS, MAX_MAPS + 1)}
+    seconds = time.perf_counter() - started
+    log(f"search: {num_categories} categories from {tried} candidates in {seconds:.1f} s "
+        f"(per map count 2..7: {', '.join(map(str, per_n.values()))})")
+    return {"categories": found, "candidates_tried": tried, "categories_per_n_maps": per_n,
+            "acceptance_rate": num_categories / tried, "search_seconds": seconds}

@@ -1,0 +1,82 @@
+"""verify catches every kind of damage, and says where."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from fracbuild import encode, shards
+from fracbuild.cli import main
+from fracbuild.location import Location
+from fracbuild.verify import verify
+
+
+@pytest.fixture
+def dataset(tmp_path, tiny_dataset):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dataset, copy)
+    return copy
+
+
+def _problems(path, deep=0):
+    return verify(Location(str(path)), deep=deep)[1]
+
+
+def test_intact_data_set_passes(dataset, capsys):
+    assert _problems(dataset, deep=4) == []
+    assert main(["verify", str(dataset), "--deep", "3", "--no-progress"]) == 0
+    assert "OK, 16 samples in 3 shards, 3 re-rendered identically" in capsys.readouterr().err
+
+
+def test_flipped_byte_is_caught(dataset, capsys):
+    shard = dataset / "tiny-000001.tar"
+    data = bytearray(shard.read_bytes())
+    data[2000] ^= 0x01
+    shard.write_bytes(bytes(data))
+    problems = _problems(dataset)
+    assert any(p.startswith("tiny-000001.tar: sha256") for p in problems)
+    assert main(["verify", str(dataset), "--no-progress"]) == 1
+    assert "problem: tiny-000001.tar: sha256" in capsys.readouterr().err
+
+
+def test_truncated_shard_is_caught(dataset):
+    shard = dataset / "tiny-000002.tar"
+    shard.write_bytes(shard.read_bytes()[:3000])
+    problems = _problems(dataset)
+    assert any("tiny-000002.tar" in p and "bytes" in p for p in problems)
+    assert any("tiny-000002.tar" in p and ("unreadable" in p or "holds" in p) for p in problems)
+
+
+def test_missing_shard_is_caught(dataset):
+    (dataset / "tiny-000000.tar").unlink()
+    problems = _problems(dataset)
+    assert "tiny-000000.tar: missing" in problems
+    assert any("class(es)" in p for p in problems)  # its six labels are gone too
+
+
+def test_deep_check_catches_pixels_that_do_not_match_the_manifest(dataset):
+    """A shard rewritten with other pixels but a matching checksum passes the
+    shallow check; only re-rendering finds it."""
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    first = manifest["shards"][0]
+    samples = list(shards.read_shard(str(dataset / first["file"])))
+    image = encode.decode_png(samples[0].png).copy()
+    image[10, 10] = 255 - image[10, 10]
+    samples[0].png = encode.encode_png(image)
+    path = str(dataset / first["file"])
+    shards.write_shard(path, [shards.EncodedSample(s.key, s.png, s.label, s.record) for s in samples])
+    first["bytes"] = (dataset / first["file"]).stat().st_size
+    first["sha256"] = shards.sha256_file(path)
+    (dataset / "manifest.json").write_text(json.dumps(manifest))
+    assert _problems(dataset) == []
+    deep = _problems(dataset, deep=16)
+    assert deep == ["tiny-000000.tar: sample 0 differs from a fresh render in 1 pixels"]
+
+
+def test_missing_manifest_is_one_line(tmp_path, capsys):
+    assert main(["verify", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no manifest" in err
