@@ -56,13 +56,29 @@ def read_manifest(path: str) -> dict[str, Any]:
     return parse_manifest(text, path)
 
 
-def write_json_atomic(path: str, payload: Any, indent: int | None = 1) -> None:
+def to_json_text(payload: Any) -> str:
+    """JSON a person can read and diff: top-level keys indented, and each
+    element of a long list (samples, shards) on one compact line, so that a
+    21,000-class manifest stays a few MB instead of one number per line."""
+    if not isinstance(payload, dict):
+        return json.dumps(payload, indent=1) + "\n"
+    lines = []
+    for key, value in payload.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            items = ",\n".join("  " + json.dumps(item, separators=(",", ":")) for item in value)
+            text = "[\n" + items + "\n ]"
+        else:
+            text = json.dumps(value, indent=1).replace("\n", "\n ")
+        lines.append(f" {json.dumps(key)}: {text}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def write_json_atomic(path: str, payload: Any) -> None:
     """Write JSON to a temporary file, fsync and rename: never half a file."""
     temporary = path + ".partial"
     try:
         with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=indent, sort_keys=False)
-            handle.write("\n")
+            handle.write(to_json_text(payload))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
