@@ -121,13 +121,16 @@ def remote_listing(destination: Location) -> dict[str, int]:
     """Object name -> size directly under the destination prefix. A missing
     bucket or denied access becomes a one-line UserError."""
     try:
-        found = retry(lambda: destination.fs.find(destination.root, maxdepth=1, detail=True), destination.url)
+        found = retry(lambda: destination.fs.ls(destination.root, detail=True, refresh=True), destination.url)
+    except FileNotFoundError as error:
+        destination.raise_user_error(error)  # NoSuchBucket
+        return {}  # an empty prefix
     except Exception as error:
         destination.raise_user_error(error)
         raise
     prefix = destination.root.rstrip("/") + "/"
-    return {name[len(prefix):]: int(info["size"]) for name, info in found.items()
-            if name.startswith(prefix) and info.get("type") != "directory"}
+    return {info["name"][len(prefix):]: int(info["size"]) for info in found
+            if info["name"].startswith(prefix) and info.get("type") != "directory"}
 
 
 def decide(destination: Location, item: Item, listing: dict[str, int], trust_metadata: bool) -> Decision:
