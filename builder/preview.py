@@ -28,28 +28,34 @@ def first_samples(location: Location, manifest: dict, count: int) -> list[tuple[
     return found
 
 
+def _thumbnail(image: np.ndarray, thumb: int) -> np.ndarray:
+    """Occupancy (pixel > 1) averaged down to thumb x thumb and stretched:
+    float32 (thumb, thumb) in [0, 1]. Averaging hides the random 3x3 masks,
+    so what remains is the shape."""
+    occupied = Image.fromarray(((image > 1) * 255).astype(np.uint8))
+    small = np.asarray(occupied.resize((thumb, thumb), Image.Resampling.BOX), dtype=np.float32) / 255.0
+    return np.clip(small * 3.0, 0.0, 1.0)
+
+
 def contact_sheet(samples: list[tuple[int, np.ndarray]], thumb: int = 128) -> Image.Image:
-    """Row 1: the samples. Row 2: |sample - sample 0|, in red where pixels
-    differ, so identical pixels stay black. Returns an RGB image."""
+    """Row 1: the samples. Row 2: each sample over sample 0, as colours:
+    green where only sample 0 has points, magenta where only this sample
+    has them, white where both do. Returns an RGB image."""
     columns = len(samples)
     sheet = Image.new("RGB", (columns * thumb, 2 * (thumb + LABEL_HEIGHT)), "white")
     draw = ImageDraw.Draw(sheet)
-    reference = samples[0][1].astype(np.int16)
+    reference = _thumbnail(samples[0][1], thumb)
     for column, (label, image) in enumerate(samples):
         x = column * thumb
         small = Image.fromarray(image).resize((thumb, thumb), Image.Resampling.BOX)
         sheet.paste(small.convert("RGB"), (x, LABEL_HEIGHT))
         draw.text((x + 3, 1), f"class {label}", fill="black")
-        difference = np.abs(image.astype(np.int16) - reference).astype(np.uint8)
-        # Stretch so that any difference is visible, and tint it red.
-        peak = max(int(difference.max()), 1)
-        stretched = (difference.astype(np.float32) * (255.0 / peak)).astype(np.uint8)
-        red = np.zeros((*stretched.shape, 3), dtype=np.uint8)
-        red[..., 0] = stretched
-        y = thumb + 2 * LABEL_HEIGHT
-        sheet.paste(Image.fromarray(red).resize((thumb, thumb), Image.Resampling.BOX), (x, y))
-        changed = float(np.count_nonzero(difference)) / difference.size
-        draw.text((x + 3, thumb + LABEL_HEIGHT + 1), f"vs 0: {changed:.1%} px", fill="black")
+        occupancy = _thumbnail(image, thumb)
+        overlay = np.stack([occupancy, reference, occupancy], axis=-1)
+        sheet.paste(Image.fromarray((overlay * 255).astype(np.uint8)), (x, thumb + 2 * LABEL_HEIGHT))
+        both = np.minimum(occupancy > 0, reference > 0).sum()
+        either = np.maximum(occupancy > 0, reference > 0).sum()
+        draw.text((x + 3, thumb + LABEL_HEIGHT + 1), f"overlap with 0: {both / max(either, 1):.0%}", fill="black")
     return sheet
 
 
