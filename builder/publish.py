@@ -187,8 +187,10 @@ def _remote_manifest_matches(destination: Location, listing: dict[str, int], sou
     if mf.MANIFEST_NAME not in listing:
         return None
     path = os.path.join(source_dir, mf.MANIFEST_NAME)
-    local = open(path, "rb").read() if os.path.isfile(path) else None
-    return local is not None and destination.read_bytes(mf.MANIFEST_NAME) == local
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as handle:
+        return destination.read_bytes(mf.MANIFEST_NAME) == handle.read()
 
 
 def claim_destination(destination: Location, source_dir: str, overwrite: bool, dry_run: bool,
