@@ -12,6 +12,7 @@ from typing import Any
 import jsonschema
 
 from . import __version__
+from .atomic import atomic_file
 from .errors import UserError
 
 SCHEMA_VERSION = 1
@@ -75,17 +76,8 @@ def to_json_text(payload: Any) -> str:
 
 def write_json_atomic(path: str, payload: Any) -> None:
     """Write JSON to a temporary file, fsync and rename: never half a file."""
-    temporary = path + ".partial"
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(to_json_text(payload))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic_file(path) as handle:
+        handle.write(to_json_text(payload).encode("utf-8"))
 
 
 def environment() -> dict[str, str]:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import tarfile
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-PARTIAL_SUFFIX = ".partial"
+from .atomic import PARTIAL_SUFFIX, atomic_file
+
 # Fixed tar metadata so that two builds produce the same bytes.
 TAR_MTIME = 0
 TAR_OWNER = "fracbuild"
@@ -110,20 +110,11 @@ def write_shard(path: str, samples: Iterable[EncodedSample]) -> None:
     anything fails, so a crash or a full disk leaves no half-written shard
     behind under either name.
     """
-    temporary = path + PARTIAL_SUFFIX
-    try:
-        with open(temporary, "wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for sample in samples:
-                    for field, data in sorted(sample_fields(sample).items()):
-                        _add_member(tar, f"{sample.key}.{field}", data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic_file(path) as handle:
+        with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for sample in samples:
+                for field, data in sorted(sample_fields(sample).items()):
+                    _add_member(tar, f"{sample.key}.{field}", data)
 
 
 @dataclass

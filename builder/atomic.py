@@ -1,0 +1,27 @@
+"""Write a file so that it is either complete under its name or absent."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import BinaryIO, Iterator
+
+PARTIAL_SUFFIX = ".partial"
+
+
+@contextlib.contextmanager
+def atomic_file(path: str) -> Iterator[BinaryIO]:
+    """Yield a binary handle to ``path + PARTIAL_SUFFIX``; on success fsync it
+    and rename it to ``path``, on any failure (a full disk, an interrupt)
+    remove it. Readers therefore never see half a file under ``path``."""
+    temporary = path + PARTIAL_SUFFIX
+    try:
+        with open(temporary, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
