@@ -99,6 +99,9 @@ def check_part_size(part_size: int) -> None:
 def local_items(source_dir: str) -> tuple[list[Item], list[Item]]:
     """(shards, tail) of the finished data set in ``source_dir``: the tail is
     ``_info.json`` then the manifest, which go up after every shard."""
+    if os.path.exists(os.path.join(source_dir, mf.BUILD_STATE_NAME)):
+        raise UserError(f"{source_dir} holds an unfinished build; finish it with 'fracbuild render --resume' "
+                        "before publishing")
     manifest = mf.read_manifest(source_dir)
     items = [Item(s["file"], s["bytes"], s["sha256"]) for s in manifest["shards"]]
     for item in items:

@@ -299,6 +299,11 @@ def test_publish_refuses_what_it_cannot_do(capsys, tiny_dataset, tmp_path, bucke
     empty.mkdir()
     code, _, err = publish_cli(capsys, empty, f"s3://{bucket}/t", s3_endpoint)
     assert code == 2 and "cannot read manifest" in err
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(tiny_dataset, unfinished)
+    (unfinished / ".fracbuild-build.json").write_text("{}")
+    code, _, err = publish_cli(capsys, unfinished, f"s3://{bucket}/t", s3_endpoint)
+    assert code == 2 and "holds an unfinished build" in err
 
 
 # --- render --publish ----------------------------------------------------------
