@@ -25,6 +25,14 @@ PARAM_OPTIONS = {
     "n_maps": "n_maps", "size": "size", "pad": "pad", "iterations": "iterations", "mask": "mask",
     "threshold": "threshold", "chaos_stream": "chaos_stream", "max_attempts": "max_attempts",
     "search_trials": "search_trials", "min_acceptance": "min_acceptance",
+    # other kinds (fracbuild/generators/*.py)
+    "max_candidates": "max_candidates", "categories": "num_categories", "instances": "instances",
+    "repeats": "repeats", "weight_step": "weight_step", "weight_row": "weight_row", "search_size": "search_size",
+    "search_iterations": "search_iterations", "search_stream": "search_stream", "lpce": "lpce",
+    "category": "category", "noise": "distribution", "noise_mean": "mean", "noise_std": "std",
+    "noise_low": "low", "noise_high": "high", "image": "image", "edges": "edges", "warp": "warp",
+    "canny_sigma": "canny_sigma", "canny_low": "canny_low", "canny_high": "canny_high",
+    "elastic_grid": "elastic_grid",
 }
 
 
@@ -38,40 +46,101 @@ def _params_with_defaults(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def generator_options(function):
-    """The options shared by ``search`` and ``render`` (1p-frac parameters)."""
+    """The options shared by ``search`` and ``render``: every kind's parameters.
+    A kind is given only the options the user sets; one it lacks is an error."""
     options = [
         click.option("--kind", default=DEFAULT_KIND, show_default=True, type=click.Choice(sorted(KINDS)),
                      help="Which data set to build."),
         click.option("--L", "L", type=int, default=1000, show_default=True,
-                     help="Number of classes (perturbations of the base system)."),
+                     help="Number of classes (perturbations of the base system; 1p-frac, noise, real-image, "
+                          "and rcdb/visualatom with --lpce)."),
         click.option("--delta", type=float, default=0.1, show_default=True,
                      help="Perturbation degree: factors in U(1-delta, 1+delta) (multiplicative) "
-                          "or offsets in U(-delta/2, delta/2) (additive)."),
+                          "or offsets in U(-delta/2, delta/2) (additive; real-image always, where 0 is allowed)."),
         click.option("--perturbation", type=click.Choice(["multiplicative", "additive"]),
                      default="multiplicative", show_default=True,
                      help="multiplicative: the released code (paper's numbers); additive: the paper's Eq. 9."),
         click.option("--sigma", type=float, default=3.5, show_default=True,
                      help="Sigma-factor (complexity) of the base system; must lie in (0, 3 x maps)."),
         click.option("--n-maps", type=int, default=2, show_default=True, help="Affine maps in the system (N)."),
-        click.option("--size", type=int, default=512, show_default=True, help="Image side, pixels."),
+        click.option("--size", type=int, default=512,
+                     help="Image side, pixels. [default: per kind: 512; fractaldb, ofdb 362]"),
         click.option("--pad", type=int, default=6, show_default=True, help="Border kept free, pixels."),
-        click.option("--iterations", type=int, default=100_000, show_default=True,
-                     help="Chaos-game points per image, the start point included."),
+        click.option("--iterations", type=int, default=100_000,
+                     help="Chaos-game points per image, the start point included. "
+                          "[default: per kind: 1p-frac 100,000; fractaldb, ofdb 200,000]"),
         click.option("--mask", type=click.Choice(["random", "fill"]), default="random", show_default=True,
                      help="3x3 patch per point: random cells (the released code) or all set."),
-        click.option("--threshold", type=float, default=0.05, show_default=True,
-                     help="Fill check: accept an image when its share of pixels > 1 is strictly above this "
-                          "(fraction, [0, 1))."),
+        click.option("--threshold", type=float, default=0.05,
+                     help="Fill check (fraction): 1p-frac accepts an image whose share of pixels > 1 is strictly "
+                          "above this; fractaldb/ofdb accept a category whose one-pixel search image has at least "
+                          "this share set. [default: per kind: 1p-frac 0.05; fractaldb, ofdb 0.2]"),
         click.option("--chaos-stream", type=click.Choice(["seeded", "legacy"]), default="seeded",
-                     show_default=True,
                      help="Uniform stream choosing the maps, shared by all classes: from --seed, or the released "
-                          "code's numpy.random.seed(100)."),
+                          "code's numpy.random.seed(100). [default: per kind: 1p-frac seeded; fractaldb, ofdb "
+                          "legacy]"),
         click.option("--max-attempts", type=int, default=100, show_default=True,
                      help="Fresh epsilons per class before the build fails."),
         click.option("--search-trials", type=int, default=32, show_default=True,
                      help="Trial perturbations per candidate base system in the search."),
         click.option("--min-acceptance", type=float, default=0.5, show_default=True,
                      help="Share of trial perturbations that must pass for a base system to be chosen (fraction)."),
+        click.option("--max-candidates", type=int, default=None,
+                     help="Candidate systems the search may try before the build fails. "
+                          "[default: per kind: 1p-frac 2,000; fractaldb, ofdb 1,000 per category]"),
+        click.option("--categories", type=int, default=1000, show_default=True,
+                     help="fractaldb, ofdb, rcdb, visualatom: number of categories (C), each a class."),
+        click.option("--instances", type=int, default=None,
+                     help="Images per category. fractaldb: the first n of its canonical order (weight row, "
+                          "repeat, flip) [default: all, 25 x repeats x 4 = 1,000]; rcdb, visualatom "
+                          "[default: 1,000]."),
+        click.option("--repeats", type=int, default=10, show_default=True,
+                     help="fractaldb: renders per weight row, each with fresh 3x3 masks."),
+        click.option("--weight-step", type=float, default=0.4, show_default=True,
+                     help="fractaldb, ofdb: k of the weight rows, which multiply one parameter of every map by "
+                          "1-2k, 1-k, 1+k, 1+2k (the released run: 0.4; a 0.1 table also ships)."),
+        click.option("--weight-row", type=int, default=1, show_default=True,
+                     help="ofdb: the weight row of its one render per category (0 identity; 1: a x (1-2k))."),
+        click.option("--search-size", type=int, default=512, show_default=True,
+                     help="fractaldb, ofdb: side of the one-pixel-per-point search image, pixels."),
+        click.option("--search-iterations", type=int, default=100_000, show_default=True,
+                     help="fractaldb, ofdb: chaos-game points of the search image."),
+        click.option("--search-stream", type=click.Choice(["seeded", "legacy"]), default="seeded",
+                     show_default=True,
+                     help="fractaldb, ofdb: candidate draws from --seed per candidate, or the released script's "
+                          "one numpy.random.seed(--seed) stream (the released run: --seed 1)."),
+        click.option("--lpce", is_flag=True,
+                     help="rcdb, visualatom: one category, L classes by perturbing its continuous parameters "
+                          "(radius, noise amplitude, drift, oval factors) by --delta, as 1p-frac does."),
+        click.option("--category", type=int, default=0, show_default=True,
+                     help="rcdb, visualatom with --lpce: which category of --seed is perturbed."),
+        click.option("--noise", type=click.Choice(["gaussian", "uniform"]), default="gaussian", show_default=True,
+                     help="noise: per-pixel N(mean, std^2) or U(low, high), one fixed field for every class."),
+        click.option("--noise-mean", type=float, default=0.5, show_default=True,
+                     help="noise: gaussian mean, intensity in [0, 1]."),
+        click.option("--noise-std", type=float, default=0.2, show_default=True,
+                     help="noise: gaussian standard deviation, intensity."),
+        click.option("--noise-low", type=float, default=0.2, show_default=True,
+                     help="noise: uniform lower bound, intensity in [0, 1]."),
+        click.option("--noise-high", type=float, default=0.8, show_default=True,
+                     help="noise: uniform upper bound, intensity in [0, 1]."),
+        click.option("--image", type=str, default=None,
+                     help="real-image: the photo. [default: scikit-image's camera photo, if installed]"),
+        click.option("--edges", type=click.Choice(["canny", "none"]), default="canny", show_default=True,
+                     help="real-image: reduce each warped photo to its Canny edges, or keep it."),
+        click.option("--warp", type=click.Choice(["affine", "polynomial", "elastic"]), default="affine",
+                     show_default=True,
+                     help="real-image: per class, identity + epsilon of a 2x3 affine matrix, of the 2nd-order "
+                          "coefficients of a quadratic map, or of a G x G grid of smooth displacements "
+                          "(normalised coordinates, image = [-1, 1]^2)."),
+        click.option("--canny-sigma", type=float, default=2.0, show_default=True,
+                     help="real-image: Gaussian smoothing before Canny, pixels."),
+        click.option("--canny-low", type=float, default=0.1, show_default=True,
+                     help="real-image: Canny low threshold, fraction of the largest gradient."),
+        click.option("--canny-high", type=float, default=0.2, show_default=True,
+                     help="real-image: Canny high threshold, fraction of the largest gradient."),
+        click.option("--elastic-grid", type=int, default=4, show_default=True,
+                     help="real-image, --warp elastic: control displacements per side (G)."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Root seed of every random draw (recorded in the manifest)."),
     ]

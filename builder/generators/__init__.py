@@ -5,9 +5,15 @@ from __future__ import annotations
 
 from ..errors import UserError
 from .base import Generator, Sample
+from .contour_kinds import RCDB, VisualAtom
+from .fractaldb import OFDB, FractalDB
+from .noise import Noise
 from .onepfrac import OnePFrac
+from .realimage import RealImage
 
-KINDS: dict[str, type[Generator]] = {cls.kind: cls for cls in (OnePFrac,)}
+KINDS: dict[str, type[Generator]] = {
+    cls.kind: cls for cls in (OnePFrac, FractalDB, OFDB, RCDB, VisualAtom, Noise, RealImage)
+}
 DEFAULT_KIND = OnePFrac.kind
 
 

@@ -1,0 +1,276 @@
+"""Contour data sets: RCDB (radial contours, Kataoka et al., CVPR 2022) and
+VisualAtom (Takashima et al., CVPR 2023), with their LPCE variant.
+
+A category is a handful of drawn scalars (vertices, contours, noise
+amplitude, drift, ...); an instance is a drawing of it. With ``--lpce`` one
+category becomes L classes: its continuous parameters (start radius, noise
+amplitude, drift, oval factors) are perturbed by epsilon exactly as 1p-frac
+perturbs an IFS, and every class shares the category's noise draws.
+
+Geometry is in the released code's 512-pixel units, scaled to ``--size``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import contours, perturb, seeds
+from ..errors import UserError
+from .base import Generator, ProgressCallback, Sample
+
+# The perturbed parameters, in epsilon's column order.
+CONTINUOUS = ("radius", "amplitude", "drift", "oval_x", "oval_y")
+LPCE_DEFAULTS = {"num_classes": 1000, "delta": 0.1, "perturbation": "multiplicative", "category": 0}
+NOISE_RANGE = 10_000.0  # Perlin positions u ~ U(0, 10000)
+
+
+@dataclass(frozen=True)
+class ContourParams:
+    num_categories: int = 1000  # C
+    instances: int = 1000  # M per category
+    size: int = 512
+    lpce: bool = False
+    # LPCE only: None without --lpce; with it, unset ones take LPCE_DEFAULTS.
+    num_classes: int | None = None  # L
+    delta: float | None = None
+    perturbation: str | None = None
+    category: int | None = None  # which category of --seed is perturbed
+
+
+def _lpce_settings(p: ContourParams) -> dict[str, Any]:
+    return {name: default if getattr(p, name) is None else getattr(p, name) for name, default in LPCE_DEFAULTS.items()}
+
+
+def _validate(p: ContourParams) -> None:
+    if p.size < 8:
+        raise UserError(f"--size must be >= 8, got {p.size}")
+    defaults = ContourParams()
+    if not p.lpce:
+        if p.num_categories < 1:
+            raise UserError(f"--categories must be >= 1, got {p.num_categories}")
+        if p.instances < 1:
+            raise UserError(f"--instances must be >= 1, got {p.instances}")
+        given = [f"--{o}" for o, f in (("L", "num_classes"), ("delta", "delta"), ("perturbation", "perturbation"),
+                                       ("category", "category")) if getattr(p, f) is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --lpce "
+                            "(without it a class is a category: see --categories)")
+        return
+    for option, name in (("--categories", "num_categories"), ("--instances", "instances")):
+        if getattr(p, name) != getattr(defaults, name):
+            raise UserError(f"{option} has no effect with --lpce (one category, L classes of one image: use --L)")
+    s = _lpce_settings(p)
+    if s["num_classes"] < 1:
+        raise UserError(f"--L must be >= 1, got {s['num_classes']}")
+    if s["perturbation"] not in perturb.MODES:
+        raise UserError(f"--perturbation must be one of {', '.join(perturb.MODES)}, got {s['perturbation']!r}")
+    if not s["delta"] > 0:
+        raise UserError(f"--delta must be > 0, got {s['delta']}")
+    if s["perturbation"] == "multiplicative" and s["delta"] >= 1:
+        raise UserError(f"--delta must be < 1 in multiplicative mode (a factor could reach 0), got {s['delta']}")
+    if s["category"] < 0:
+        raise UserError(f"--category must be >= 0, got {s['category']}")
+
+
+class ContourKind(Generator):
+    """What RCDB and VisualAtom share: categories, instances, LPCE. A
+    subclass draws a category's scalars, an instance's draws and its noise,
+    and says how the noise offsets and the background look."""
+
+    Params = ContourParams
+    background: int
+
+    # --- to be supplied by the kind -----------------------------------------
+    @staticmethod
+    def draw_category(rng: np.random.Generator) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def draw_instance(self, rng: np.random.Generator, category: int, scalars: dict) -> dict[str, Any]:
+        """The per-image draws; 'grays' uint8 (L,) and 'noise_u' float64 (L, 2, K)
+        included, with 'radius', 'oval_x', 'oval_y', 'centre'."""
+        raise NotImplementedError
+
+    def noise_offset(self, scalars: dict, amplitude: float, count: int) -> np.ndarray:
+        """The per-vertex constant of the noise: float64 (K,)."""
+        raise NotImplementedError
+
+    amplitude_factor: float  # n = amplitude_factor * c * P(u) + offset
+
+    # --- the shared parts -----------------------------------------------------
+    @classmethod
+    def make_params(cls, values: dict[str, Any]) -> ContourParams:
+        """With ``lpce`` set, the LPCE options the user left out take their
+        defaults here, so the manifest records the values used."""
+        if values.get("lpce"):
+            values = {**LPCE_DEFAULTS, **{k: v for k, v in values.items() if v is not None}}
+        return super().make_params(values)
+
+    @classmethod
+    def validate(cls, p: ContourParams) -> None:
+        _validate(p)
+
+    @classmethod
+    def prepare(cls, params: ContourParams, seed: int, log: ProgressCallback) -> dict:
+        if not params.lpce:
+            categories = [cls.draw_category(seeds.rng(seed, seeds.CATEGORY, c)) for c in range(params.num_categories)]
+            return {"categories": categories}
+        s = _lpce_settings(params)
+        return {"lpce": s, "base": cls.draw_category(seeds.rng(seed, seeds.CATEGORY, s["category"])),
+                "perturbed": list(CONTINUOUS)}
+
+    def __init__(self, params: ContourParams, seed: int, system: dict):
+        super().__init__(params, seed, system)
+        self.lpce = _lpce_settings(params) if params.lpce else None
+        self._base_instance: dict | None = None
+        self._cache: dict[Any, Any] = {}
+
+    def num_samples(self) -> int:
+        p = self.params
+        return self.lpce["num_classes"] if self.lpce else p.num_categories * p.instances
+
+    def num_classes(self) -> int:
+        return self.lpce["num_classes"] if self.lpce else self.params.num_categories
+
+    def image_size(self) -> int:
+        return self.params.size
+
+    def draw(self, scalars: dict, instance: dict, values: np.ndarray, canvas: int | None = None,
+             origin: int = 0) -> np.ndarray:
+        """The image of one category/instance with continuous parameters
+        ``values`` (CONTINUOUS order). uint8 (size, size)."""
+        radius, amplitude, drift, oval_x, oval_y = (float(v) for v in values)
+        noise_u = instance["noise_u"]
+        return contours.render_contours(
+            self.params.size, self.background, radius, oval_x, oval_y, instance["centre"], instance["grays"],
+            noise_u, self.amplitude_factor * amplitude, self.noise_offset(scalars, amplitude, noise_u.shape[2]),
+            drift, canvas=canvas, origin=origin)
+
+    @staticmethod
+    def continuous(scalars: dict, instance: dict) -> np.ndarray:
+        return np.array([instance["radius"], scalars["amplitude"], scalars["drift"], instance["oval_x"],
+                         instance["oval_y"]], dtype=np.float64)
+
+    def sample_inputs(self, index: int) -> tuple[dict, dict, int]:
+        """(category scalars, instance draws, label) of a sample (no LPCE)."""
+        category, _ = divmod(index, self.params.instances)
+        scalars = self.system["categories"][category]
+        instance = self.draw_instance(seeds.rng(self.seed, seeds.SAMPLE, index), category, scalars)
+        return scalars, instance, category
+
+    def lpce_base(self) -> dict:
+        """The one instance every LPCE class perturbs, from ``(CATEGORY, k, 2)``."""
+        if self._base_instance is None:
+            k = self.lpce["category"]
+            self._base_instance = self.draw_instance(seeds.rng(self.seed, seeds.CATEGORY, k, 2), k,
+                                                     self.system["base"])
+        return self._base_instance
+
+    def render(self, index: int) -> Sample:
+        if self.lpce is None:
+            scalars, instance, label = self.sample_inputs(index)
+            return Sample(image=self.draw(scalars, instance, self.continuous(scalars, instance)), label=label)
+        scalars, instance = self.system["base"], self.lpce_base()
+        rng = seeds.rng(self.seed, seeds.SAMPLE, index)
+        epsilon = perturb.draw_epsilon(rng, self.lpce["perturbation"], self.lpce["delta"], (1, len(CONTINUOUS)))
+        values = perturb.apply_epsilon(self.continuous(scalars, instance)[None, :], epsilon,
+                                       self.lpce["perturbation"])[0]
+        return Sample(image=self.draw(scalars, instance, values), label=index, record={"epsilon": epsilon.tolist()})
+
+    def streams(self) -> dict[str, str]:
+        doc = {"category": seeds.STREAM_DOC["category"] + ": " + self.category_stream_doc}
+        if self.lpce is None:
+            doc["sample"] = seeds.STREAM_DOC["sample"] + ": " + self.instance_stream_doc
+        else:
+            doc["base"] = ("numpy.random.default_rng(SeedSequence(seed, spawn_key=(3, category, 2))): the base "
+                           "instance: " + self.instance_stream_doc)
+            doc["class"] = (seeds.STREAM_DOC["sample"] + ": epsilon (1 x 5: " + ", ".join(CONTINUOUS)
+                            + "), uniform(1 - delta, 1 + delta) (multiplicative) or uniform(-delta/2, delta/2) "
+                            "(additive)")
+        return doc
+
+
+def _noise_u(rng: np.random.Generator, contours_: int, vertices: int) -> np.ndarray:
+    return rng.uniform(0.0, NOISE_RANGE, size=(contours_, 2, vertices))
+
+
+class RCDB(ContourKind):
+    kind = "rcdb"
+    summary = "radial contours: C categories x M instances (Kataoka et al., CVPR 2022)"
+    background = 255
+    amplitude_factor = 2.0  # n = 2 c P(u) - c
+    category_stream_doc = ("vertices = int(exponential(100)) until 3 <= it <= 200, contours = integers(1, 201), "
+                           "amplitude = uniform(0, 4), drift = uniform(0, 0.1)")
+    instance_stream_doc = ("radius = integers(0, 101), (oval_x, oval_y) = uniform(1, 2, 2), "
+                           "centre = (512 + integers(-400, 401, 2)) / 2, grays = integers(0, 256, contours), "
+                           "noise_u = uniform(0, 10000, (contours, 2, vertices))")
+
+    @staticmethod
+    def draw_category(rng: np.random.Generator) -> dict[str, Any]:
+        while True:
+            vertices = int(rng.exponential(100.0))
+            if 3 <= vertices <= 200:
+                break
+        return {"vertices": vertices, "contours": int(rng.integers(1, 201)),
+                "amplitude": float(rng.uniform(0.0, 4.0)), "drift": float(rng.uniform(0.0, 0.1))}
+
+    def draw_instance(self, rng: np.random.Generator, category: int, scalars: dict) -> dict[str, Any]:
+        radius = float(rng.integers(0, 101))
+        oval_x, oval_y = rng.uniform(1.0, 2.0, size=2)
+        centre = tuple((512.0 + rng.integers(-400, 401, size=2)) / 2.0)
+        grays = rng.integers(0, 256, size=scalars["contours"]).astype(np.uint8)
+        return {"radius": radius, "oval_x": float(oval_x), "oval_y": float(oval_y), "centre": centre,
+                "grays": grays, "noise_u": _noise_u(rng, scalars["contours"], scalars["vertices"])}
+
+    def noise_offset(self, scalars: dict, amplitude: float, count: int) -> np.ndarray:
+        return np.full(count, -amplitude)
+
+
+class VisualAtom(ContourKind):
+    kind = "visualatom"
+    summary = "contours of two sinusoids plus Perlin noise: C categories x M shifted instances (CVPR 2023)"
+    background = 0
+    amplitude_factor = 1.0  # n = c P(u) - c - 0.5 sin(n1 t) - 0.5 sin(n2 t)
+    category_stream_doc = ("vertices = integers(200, 1001), contours = integers(1, 201), amplitude = uniform(0, 4), "
+                           "drift = uniform(0, 0.1), radius = integers(10, 61), frequency_1 = integers(0, 21), "
+                           "frequency_2 = integers(0, 21) redrawn while equal to a nonzero frequency_1, "
+                           "(oval_x, oval_y) = uniform(1, 2, 2); the category's drawing: "
+                           "SeedSequence(seed, spawn_key=(3, category, 1)): grays = integers(0, 256, contours), "
+                           "noise_u = uniform(0, 10000, (contours, 2, vertices))")
+    instance_stream_doc = "centre = (512 + integers(-512, 513, 2)) / 2"
+
+    @staticmethod
+    def draw_category(rng: np.random.Generator) -> dict[str, Any]:
+        scalars = {"vertices": int(rng.integers(200, 1001)), "contours": int(rng.integers(1, 201)),
+                   "amplitude": float(rng.uniform(0.0, 4.0)), "drift": float(rng.uniform(0.0, 0.1)),
+                   "radius": float(rng.integers(10, 61))}
+        first = int(rng.integers(0, 21))
+        second = int(rng.integers(0, 21))
+        while second == first and first != 0:
+            second = int(rng.integers(0, 21))
+        oval_x, oval_y = rng.uniform(1.0, 2.0, size=2)
+        return {**scalars, "frequency_1": first, "frequency_2": second,
+                "oval_x": float(oval_x), "oval_y": float(oval_y)}
+
+    def drawing(self, category: int, scalars: dict) -> tuple[np.ndarray, np.ndarray]:
+        """The category's grays and noise positions, shared by its instances
+        (only the centre moves); the last category's are kept."""
+        if self._cache.get("category") != category:
+            rng = seeds.rng(self.seed, seeds.CATEGORY, category, 1)
+            grays = rng.integers(0, 256, size=scalars["contours"]).astype(np.uint8)
+            self._cache = {"category": category,
+                           "drawing": (grays, _noise_u(rng, scalars["contours"], scalars["vertices"]))}
+        return self._cache["drawing"]
+
+    def draw_instance(self, rng: np.random.Generator, category: int, scalars: dict) -> dict[str, Any]:
+        grays, noise_u = self.drawing(category, scalars)
+        centre = tuple((512.0 + rng.integers(-512, 513, size=2)) / 2.0)
+        return {"radius": scalars["radius"], "oval_x": scalars["oval_x"], "oval_y": scalars["oval_y"],
+                "centre": centre, "grays": grays, "noise_u": noise_u}
+
+    def noise_offset(self, scalars: dict, amplitude: float, count: int) -> np.ndarray:
+        theta = 2.0 * np.pi * np.arange(count) / count
+        return (-amplitude - 0.5 * np.sin(scalars["frequency_1"] * theta)
+                - 0.5 * np.sin(scalars["frequency_2"] * theta))
