@@ -17,14 +17,18 @@ PATCH_VALUE = 127
 
 
 @numba.njit(cache=True, nogil=True)
-def chaos_game(maps, map_index):
-    """Run the chaos game from (0, 0).
+def chaos_game_tracked(maps, map_index):
+    """Run the chaos game from (0, 0), tracking what the rasteriser needs.
 
     maps: float64 (N, 6), rows (a, b, c, d, e, f).
     map_index: uint8 (T-1,), the map applied at each step; a value >= N keeps
         the point where it is (the released code's behaviour when no
         cumulative probability reaches the uniform draw).
-    Returns xs, ys: float64 (T,), the start point included.
+    Returns xs, ys: float64 (T,), the start point included; n_valid (see
+    :func:`count_valid`); bounds: float64 (4,) = (x_min, x_max, y_min, y_max)
+    over the first n_valid points. Tracking the bounds here is off the
+    orbit's dependency chain, so it costs almost nothing and saves the
+    rasteriser two passes over the points.
     """
     n_points = map_index.shape[0] + 1
     xs = np.empty(n_points, dtype=np.float64)
@@ -33,6 +37,8 @@ def chaos_game(maps, map_index):
     y = 0.0
     xs[0] = x
     ys[0] = y
+    x_lo = x_hi = y_lo = y_hi = 0.0
+    first_bad = n_points
     n_maps = maps.shape[0]
     for t in range(n_points - 1):
         k = map_index[t]
@@ -43,7 +49,46 @@ def chaos_game(maps, map_index):
             y = ny
         xs[t + 1] = x
         ys[t + 1] = y
+        x_lo = min(x_lo, x)
+        x_hi = max(x_hi, x)
+        y_lo = min(y_lo, y)
+        y_hi = max(y_hi, y)
+        if not (np.isfinite(x) and np.isfinite(y)):
+            first_bad = t + 1
+            for rest in range(t + 2, n_points):  # the orbit stays non-finite
+                xs[rest] = x
+                ys[rest] = y
+            break
+    bounds = np.empty(4, dtype=np.float64)
+    n_valid = n_points if first_bad == n_points else max(0, first_bad - NAN_LOOKBACK)
+    if n_valid < n_points:  # rare: recompute over the kept prefix only
+        _prefix_bounds(xs, ys, n_valid, bounds)
+    else:
+        bounds[0], bounds[1], bounds[2], bounds[3] = x_lo, x_hi, y_lo, y_hi
+    return xs, ys, n_valid, bounds
+
+
+@numba.njit(cache=True, nogil=True)
+def chaos_game(maps, map_index):
+    """The chaos game alone: xs, ys float64 (T,) (see :func:`chaos_game_tracked`)."""
+    xs, ys, _, _ = chaos_game_tracked(maps, map_index)
     return xs, ys
+
+
+@numba.njit(cache=True, nogil=True)
+def _prefix_bounds(xs, ys, n, bounds):
+    """Write (x_min, x_max, y_min, y_max) of the first n points into bounds."""
+    if n == 0:
+        bounds[:] = 0.0
+        return
+    x_lo = x_hi = xs[0]
+    y_lo = y_hi = ys[0]
+    for t in range(n):
+        x_lo = min(x_lo, xs[t])
+        x_hi = max(x_hi, xs[t])
+        y_lo = min(y_lo, ys[t])
+        y_hi = max(y_hi, ys[t])
+    bounds[0], bounds[1], bounds[2], bounds[3] = x_lo, x_hi, y_lo, y_hi
 
 
 @numba.njit(cache=True, nogil=True)
@@ -96,18 +141,20 @@ def rasterize(xs, ys, n_valid, mask_codes, use_mask, size, pad):
     the end, as the released code does (done here by writing row y to
     ``size - 1 - y``). Returns uint8 (size, size).
     """
+    bounds = np.empty(4, dtype=np.float64)
+    _prefix_bounds(xs, ys, n_valid, bounds)
+    return rasterize_bounded(xs, ys, n_valid, bounds, mask_codes, use_mask, size, pad)
+
+
+@numba.njit(cache=True, nogil=True)
+def rasterize_bounded(xs, ys, n_valid, bounds, mask_codes, use_mask, size, pad):
+    """:func:`rasterize` with the bounds (x_min, x_max, y_min, y_max) of the
+    first ``n_valid`` points already known (from :func:`chaos_game_tracked`)."""
     image = np.zeros((size, size), dtype=np.uint8)
     if n_valid == 0:
         return image
-    x_lo = x_hi = xs[0]
-    y_lo = y_hi = ys[0]
-    for t in range(n_valid):  # one pass for the bounds of both axes
-        x_lo = min(x_lo, xs[t])
-        x_hi = max(x_hi, xs[t])
-        y_lo = min(y_lo, ys[t])
-        y_hi = max(y_hi, ys[t])
-    x_shift, x_extent, span = _axis_transform(x_lo, x_hi, size, pad)
-    y_shift, y_extent, _ = _axis_transform(y_lo, y_hi, size, pad)
+    x_shift, x_extent, span = _axis_transform(bounds[0], bounds[1], size, pad)
+    y_shift, y_extent, _ = _axis_transform(bounds[2], bounds[3], size, pad)
     table = PATCH_TABLE
     for t in range(n_valid):
         cells = table[mask_codes[t] if use_mask else 511]

@@ -42,10 +42,10 @@ def render_ifs(maps: np.ndarray, steps: np.ndarray, size: int, pad: int,
     mask_codes: int16 (T,) for the ``random`` mask mode, None for ``fill``.
     Returns uint8 (size, size).
     """
-    xs, ys = kernels.chaos_game(np.ascontiguousarray(maps, dtype=np.float64), steps)
-    n_valid = kernels.count_valid(xs, ys)
+    xs, ys, n_valid, bounds = kernels.chaos_game_tracked(np.ascontiguousarray(maps, dtype=np.float64), steps)
     use_mask = mask_codes is not None
-    return kernels.rasterize(xs, ys, n_valid, mask_codes if use_mask else _NO_MASK, use_mask, size, pad)
+    return kernels.rasterize_bounded(xs, ys, n_valid, bounds, mask_codes if use_mask else _NO_MASK, use_mask,
+                                     size, pad)
 
 
 def fill_rate(image: np.ndarray) -> float:
