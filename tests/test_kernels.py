@@ -86,3 +86,23 @@ def test_render_is_bounded_and_deterministic():
     assert set(np.unique(a)) <= {0, 127}
     rows, cols = np.nonzero(a)
     assert cols.min() >= 3 and cols.max() <= 63  # left pad kept; patches may reach the right edge
+
+
+def test_tracked_chaos_game_on_a_diverging_orbit():
+    maps = np.array([[2.0, 0, 0, 2.0, 1.0, 1.0]])  # doubles every step: overflows after ~1024 steps
+    steps = np.zeros(3000, dtype=np.uint8)
+    xs, ys, n_valid, bounds = kernels.chaos_game_tracked(maps, steps)
+    first_bad = int(np.argmax(~np.isfinite(xs)))
+    assert 1000 < first_bad < 1100 and not np.isfinite(xs[first_bad:]).any()
+    assert n_valid == first_bad - 100 == kernels.count_valid(xs, ys)
+    assert bounds.tolist() == [xs[:n_valid].min(), xs[:n_valid].max(), ys[:n_valid].min(), ys[:n_valid].max()]
+    image = kernels.rasterize_bounded(xs, ys, n_valid, bounds, np.zeros(0, np.int16), False, 32, 2)
+    assert np.array_equal(image, kernels.rasterize(xs, ys, n_valid, np.zeros(0, np.int16), False, 32, 2))
+
+
+def test_tracked_bounds_match_the_points():
+    rng = np.random.default_rng(4)
+    steps = render.map_sequence(rng.random(3000), np.full(3, 1 / 3))
+    xs, ys, n_valid, bounds = kernels.chaos_game_tracked(SIERPINSKI, steps)
+    assert n_valid == 3000
+    assert bounds.tolist() == [xs.min(), xs.max(), ys.min(), ys.max()]
