@@ -1,0 +1,111 @@
+"""``fractrain bench``: images/s of the full training step with three inputs:
+
+* model: a synthetic batch already on the device (the model-bound ceiling);
+* gpu: the device input path (cached uint8 images + GpuAugment), if available;
+* cpu: the CPU input path (timm transforms in DataLoader workers).
+
+Each is timed end to end through the same optimizer step as training
+(autocast, backward, AdamW), as the median over timed windows after a
+warm-up (which also absorbs torch.compile's compilation).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+from . import data, distributed as dist, model as models, pipeline as pipelines
+from .config import OptimConfig
+from .input_cpu import ArraySource, CpuPipeline
+from .loop import Stepper, resolve_precision
+from .optim import create_optimizer
+from .recipe import AugmentRecipe
+from .schedule import EpochSchedule
+
+
+def measure(stepper: Stepper, batches, warmup: int, steps: int, windows: int, batch: int,
+            device: torch.device) -> float:
+    """Median images/s over ``windows`` windows of ``steps`` steps."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    iterator = iter(batches)
+    for _ in range(warmup):
+        stepper(*next(iterator))
+    sync()
+    rates = []
+    for _ in range(windows):
+        started = time.perf_counter()
+        for _ in range(steps):
+            stepper(*next(iterator))
+        sync()
+        rates.append(steps * batch / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20, warmup: int = 10,
+        windows: int = 3, compile: bool = False, device: str = "auto", workers: int = 8, input_size: int = 224,
+        model_kwargs: dict[str, Any] | None = None, precision: str = "auto", paths: tuple[str, ...] = ("model", "gpu", "cpu"),
+        log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    ctx = dist.Context(rank=0, world_size=1, local_rank=0, local_world_size=1,
+                       device=torch.device(dist.resolve_device(device)))
+    if ctx.device.type == "cuda":
+        torch.cuda.set_device(ctx.device)
+    precision = resolve_precision(precision, ctx.device)
+    dataset = data.load(shards, log=log)
+    num_classes = dataset.num_classes
+    recipe = AugmentRecipe(input_size=input_size)
+    schedule = EpochSchedule(dataset.num_samples, batch_size, seed=0)
+    name = models.resolve_name(model_name)
+    gpu_cls = pipelines.gpu_augment_class()
+
+    def stepper_for() -> Stepper:
+        torch.manual_seed(0)
+        net = models.create(name, num_classes, input_size, 0.1, model_kwargs).to(ctx.device)
+        net.train()
+        optimizer = create_optimizer(net, OptimConfig(), batch_size)
+        from timm.loss import SoftTargetCrossEntropy
+
+        return Stepper(net, optimizer, SoftTargetCrossEntropy(), ctx, precision, compile=compile)
+
+    results: dict[str, Any] = {
+        "model": name, "device": str(ctx.device), "batch_size": batch_size, "input_size": input_size,
+        "compile": compile, "precision": precision, "workers": workers, "num_samples": dataset.num_samples,
+        "image_size": dataset.image_size,
+        "model_images_per_s": None, "gpu_augment_images_per_s": None, "cpu_augment_images_per_s": None,
+    }
+    if ctx.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(ctx.device)
+    for path in paths:
+        if path == "model":
+            source = pipelines.SyntheticPipeline(batch_size, input_size, num_classes, ctx.device)
+        elif path == "gpu":
+            if gpu_cls is None:
+                log("bench: GPU augmentation not available; skipped")
+                continue
+            source = pipelines.DevicePipeline(dataset.images, dataset.labels, schedule, recipe, num_classes,
+                                              ctx.device, seed=0, augment_cls=gpu_cls, log=log)
+        elif path == "cpu":
+            source = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,
+                                 ctx.device, seed=0, workers=workers)
+        else:
+            raise ValueError(f"unknown path {path!r}")
+        stepper = stepper_for()
+        batches = source.batches(0, warmup + steps * windows)
+        rate = measure(stepper, batches, warmup, steps, windows, batch_size, ctx.device)
+        if hasattr(batches, "close"):
+            batches.close()  # stops the DataLoader workers now
+        results[f"{'model' if path == 'model' else path + '_augment'}_images_per_s"] = round(rate, 1)
+        log(f"bench {name} {path:>5}: {rate:,.0f} images/s")
+        del stepper, source
+    m, g, c = (results["model_images_per_s"], results["gpu_augment_images_per_s"], results["cpu_augment_images_per_s"])
+    results["gpu_vs_model"] = round(g / m, 3) if g and m else None
+    results["cpu_vs_model"] = round(c / m, 3) if c and m else None
+    results["gpu_vs_cpu"] = round(g / c, 2) if g and c else None
+    results["peak_gpu_memory_gb"] = (round(torch.cuda.max_memory_allocated(ctx.device) / 2**30, 2)
+                                     if ctx.device.type == "cuda" else None)
+    return results

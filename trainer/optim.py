@@ -1,0 +1,59 @@
+"""Optimizer and learning-rate schedule from timm's factories, in steps.
+
+The schedule's unit is the optimizer step: warm-up and cosine lengths are
+converted from epochs with the run's samples per epoch and global batch, so
+a run of E epochs and one of E x N samples have the same curve.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+
+from .config import OptimConfig
+from .errors import UserError
+
+
+def create_optimizer(model: torch.nn.Module, cfg: OptimConfig, global_batch: int) -> torch.optim.Optimizer:
+    """timm optimizer at the linearly scaled lr; no weight decay on biases,
+    norms and the tokens the model lists in ``no_weight_decay``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise UserError("the model has no trainable parameters")
+    kwargs = {"momentum": cfg.momentum} if cfg.opt.lower() in ("sgd", "momentum", "nesterov", "lars", "lamb") else {}
+    try:
+        return create_optimizer_v2(model, opt=cfg.opt, lr=cfg.scaled_lr(global_batch),
+                                   weight_decay=cfg.weight_decay, **kwargs)
+    except (ValueError, AssertionError, KeyError) as error:
+        raise UserError(f"--opt {cfg.opt}: {error}") from None
+
+
+def create_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int,
+                    steps_per_epoch: float):
+    """A timm scheduler whose ``step_update(step)`` gives the lr of ``step``."""
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    try:
+        scheduler, _ = create_scheduler_v2(
+            optimizer, sched=cfg.sched, num_epochs=max(1, total_steps), warmup_epochs=warmup,
+            warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=False, updates_per_epoch=1)
+    except (ValueError, AssertionError) as error:
+        raise UserError(f"--sched {cfg.sched}: {error}") from None
+    if scheduler is None:
+        raise UserError(f"--sched {cfg.sched}: unknown schedule")
+    return scheduler
+
+
+def steps_per_epoch(samples_per_epoch: int, global_batch: int) -> float:
+    return samples_per_epoch / global_batch
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def describe(cfg: OptimConfig, global_batch: int) -> str:
+    scaled = cfg.scaled_lr(global_batch)
+    rule = (f" (= {cfg.lr:g} x {global_batch} / {cfg.lr_base_batch})" if cfg.lr_base_batch else "")
+    return f"{cfg.opt} lr {scaled:.3g}{rule}, weight decay {cfg.weight_decay:g}, {cfg.sched}"
+

@@ -1,0 +1,131 @@
+"""The input path behind one small interface, so that the CPU path (timm
+transforms in DataLoader workers, ``input_cpu.py``) and the device path
+(``gpu_augment.GpuAugment`` on a batch of cached uint8 images) are
+interchangeable:
+
+    pipeline.batches(start_step, stop_step=None)
+        -> iterator of (images float32 (b, 3, S, S) on the device,
+                        soft targets float32 (b, C) on the device)
+
+Both index the same exact-epoch schedule, so the data order is the same
+whichever path runs; the augmentation draws differ (different generators).
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import UserError
+from .recipe import AugmentRecipe
+from .schedule import EpochSchedule, mix_seed
+
+
+class InputPipeline(Protocol):
+    name: str
+
+    def batches(self, start_step: int, stop_step: int | None = None) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+
+def gpu_augment_class() -> Any | None:
+    """``GpuAugment`` from ``fractrain.gpu_augment``, or None if that module
+    is absent or broken."""
+    try:
+        module = importlib.import_module(f"{__package__}.gpu_augment")
+    except Exception:  # noqa: BLE001 - an absent or broken optional module means "not available"
+        return None
+    return getattr(module, "GpuAugment", None)
+
+
+def choose(requested: str, device: torch.device) -> str:
+    """'auto' | 'cpu' | 'gpu' -> 'cpu' or 'gpu'. auto: gpu when the device is
+    CUDA and the GPU augmentation imports. 'gpu' on a CPU device runs the
+    same batched code on the CPU (slow; for tests and comparisons)."""
+    if requested not in ("auto", "cpu", "gpu"):
+        raise UserError(f"--augment must be auto, cpu or gpu, got {requested!r}")
+    if requested == "cpu":
+        return "cpu"
+    available = gpu_augment_class() is not None
+    if requested == "gpu":
+        if not available:
+            raise UserError("--augment gpu: the GPU augmentation (fractrain.gpu_augment) is not available; "
+                            "use --augment cpu")
+        return "gpu"
+    return "gpu" if available and device.type == "cuda" else "cpu"
+
+
+class DevicePipeline:
+    """The GPU path: the decoded data set cached as uint8 on the device (or
+    in pinned host memory when it does not fit), batches gathered by the
+    schedule's indices and augmented there by ``GpuAugment``.
+
+    Each step's augmentation draws from a fresh generator seeded with
+    ``(seed, rank, step)``: batches are a pure function of the step.
+    """
+
+    name = "gpu"
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, schedule: EpochSchedule, recipe: AugmentRecipe,
+                 num_classes: int, device: torch.device, seed: int, augment_cls: Any | None = None,
+                 log=lambda m: None):
+        augment_cls = augment_cls or gpu_augment_class()
+        if augment_cls is None:
+            raise UserError("the GPU augmentation (fractrain.gpu_augment) is not available")
+        cache = torch.from_numpy(np.ascontiguousarray(images))
+        if cache.dim() == 4:  # (N, H, W, 3) -> (N, 3, H, W)
+            cache = cache.permute(0, 3, 1, 2).contiguous()
+        self.device = device
+        self.schedule = schedule
+        self.seed = seed
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            # Leave room for the model, activations and the allocator.
+            if cache.numel() < free * 0.5:
+                cache = cache.to(device)
+            else:
+                log(f"image cache ({cache.numel() / 1e9:.1f} GB) kept in pinned host memory: "
+                    f"{free / 1e9:.1f} GB free on {device}")
+                cache = cache.pin_memory()
+        self.cache = cache
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+        self.augment = augment_cls(recipe, num_classes, device)
+
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        indices = torch.from_numpy(self.schedule.indices(step))
+        if self.cache.device == self.device:
+            images = self.cache.index_select(0, indices.to(self.device, non_blocking=True))
+        else:
+            images = self.cache.index_select(0, indices).to(self.device, non_blocking=True)
+        targets = self.labels.index_select(0, indices.to(self.device, non_blocking=True))
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(mix_seed(self.seed, 0xA06, self.schedule.rank, step))
+        run = getattr(self.augment, "augment", self.augment)
+        return run(images, targets, generator)
+
+    def batches(self, start_step: int, stop_step: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        steps = range(start_step, stop_step) if stop_step is not None else itertools.count(start_step)
+        for step in steps:
+            yield self.batch(step)
+
+
+class SyntheticPipeline:
+    """The same random batch every step, already on the device: measures
+    the model alone (bench)."""
+
+    name = "synthetic"
+
+    def __init__(self, batch: int, input_size: int, num_classes: int, device: torch.device, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(batch, 3, input_size, input_size, generator=generator).to(device)
+        labels = torch.randint(num_classes, (batch,), generator=generator)
+        self.y = torch.nn.functional.one_hot(labels, num_classes).float().to(device)
+
+    def batches(self, start_step: int, stop_step: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        steps = range(start_step, stop_step) if stop_step is not None else itertools.count(start_step)
+        for _ in steps:
+            yield self.x, self.y

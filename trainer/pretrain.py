@@ -1,0 +1,124 @@
+"""Pre-training on a fracbuild data set: every check first, then the data,
+the model, the input path, and the shared loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Any, Callable
+
+import torch
+
+from . import checkpoint as ckpt
+from . import data, distributed as dist, model as models, pipeline as pipelines
+from .config import TrainConfig
+from .errors import UserError
+from .input_cpu import ArraySource, CpuPipeline
+from .loop import Job, check_resume, fit
+from .runfolder import SUMMARY, RunFolder, decide, default_out, remove_if_unused
+from .schedule import EpochSchedule
+
+
+def check_batch(global_batch: int, world_size: int, mixes: bool) -> int:
+    """The per-rank batch; UserError when the global batch does not split."""
+    if global_batch < 1:
+        raise UserError(f"--batch-size must be >= 1, got {global_batch}")
+    if global_batch % world_size:
+        raise UserError(f"--batch-size {global_batch} is not divisible by the world size {world_size} "
+                        "(the global batch is split equally over the ranks)")
+    local = global_batch // world_size
+    if mixes and local % 2:
+        raise UserError(f"the batch per rank ({local}) must be even with Mixup/CutMix "
+                        f"(--batch-size {global_batch} over {world_size} rank(s))")
+    return local
+
+
+def default_workers(ctx: dist.Context, requested: int | None) -> int:
+    if requested is not None:
+        if requested < 0:
+            raise UserError(f"--workers must be >= 0, got {requested}")
+        return requested
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cpus // max(1, ctx.local_world_size) - 1))
+
+
+def stderr_log(ctx: dist.Context) -> Callable[[str], None]:
+    return (lambda message: print(message, file=sys.stderr, flush=True)) if ctx.is_main else (lambda message: None)
+
+
+def finished_summary(out: str) -> dict[str, Any]:
+    with open(os.path.join(out, SUMMARY), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def run(cfg: TrainConfig, *, resume: str | None = None, on_step: Callable[[int], None] | None = None,
+        augment_cls: Any | None = None) -> dict[str, Any]:
+    """Pre-train as ``cfg`` says; returns the run's summary.
+
+    resume: None (the run folder must be new), "auto" or a checkpoint path.
+    on_step: called after every step (tests use it to simulate a kill).
+    augment_cls: a stand-in for GpuAugment (tests).
+    """
+    ctx = dist.setup(cfg.run.device)
+    try:
+        return _run(cfg, ctx, resume, on_step, augment_cls)
+    finally:
+        dist.teardown()
+
+
+def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> dict[str, Any]:
+    log = stderr_log(ctx)
+    recipe = cfg.recipe()
+    check_batch(cfg.batch_size, ctx.world_size, recipe.mixes)
+    _location, manifest, manifest_sha = data.read_manifest(cfg.data.shards)
+    num_classes, n = manifest["num_classes"], manifest["num_samples"]
+    schedule = EpochSchedule(n, cfg.batch_size, cfg.run.seed, ctx.world_size, ctx.rank)
+    total_steps = schedule.steps_for(cfg.total_samples(n))
+    out = cfg.run.out or default_out("pretrain", cfg.model.name, cfg.data.shards, cfg.run.seed)
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=out))
+    start = decide(out, resume)
+    if start.finished:
+        log(f"{out} is finished; nothing to do")
+        return finished_summary(out)
+    payload = ckpt.load(start.checkpoint) if start.checkpoint else None
+    if payload is not None:
+        check_resume(payload, start.checkpoint, cfg, cfg.model.name, num_classes, manifest_sha)
+    if augment_cls is not None and cfg.run.input_path != "cpu":
+        path = "gpu"
+    else:
+        path = pipelines.choose(cfg.run.input_path, ctx.device)
+    workers = default_workers(ctx, cfg.run.workers)
+
+    torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
+    net = models.create(cfg.model.name, num_classes, recipe.input_size, cfg.model.drop_path, cfg.model.kwargs)
+    net.to(ctx.device)
+
+    dataset = data.load(cfg.data.shards, log=log)
+    if dataset.manifest_sha256 != manifest_sha:
+        raise UserError(f"{cfg.data.shards}: the manifest changed while the run started")
+    if path == "gpu":
+        pipe = pipelines.DevicePipeline(dataset.images, dataset.labels, schedule, recipe, num_classes, ctx.device,
+                                        cfg.run.seed, augment_cls=augment_cls, log=log)
+    else:
+        pipe = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,
+                           ctx.device, cfg.run.seed, workers)
+    if ctx.is_main and total_steps * cfg.batch_size != cfg.total_samples(n):
+        log(f"budget of {cfg.total_samples(n)} samples rounded up to {total_steps} whole global batches "
+            f"({total_steps * cfg.batch_size} samples)")
+
+    existed = os.path.isdir(out)
+    folder = RunFolder(out, ctx.is_main)
+    job = Job(config=cfg, ctx=ctx, model=net, pipeline=pipe, schedule=schedule, total_steps=total_steps,
+              num_classes=num_classes, model_name=cfg.model.name, folder=folder, resume=payload,
+              resume_path=start.checkpoint, manifest_sha256=manifest_sha, log=log, on_step=on_step,
+              extra={"shards": cfg.data.shards, "num_samples": n})
+    try:
+        return fit(job)
+    except BaseException:
+        folder.close()
+        if ctx.is_main:
+            remove_if_unused(out, existed)
+        raise
+
