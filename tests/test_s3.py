@@ -483,7 +483,7 @@ def _trainer_cli():
 
 needs_trainer_cli = pytest.mark.skipif(
     _trainer_cli() is None, reason="fractrain's CLI (trainer/cli.py) is not written yet; these tests use the "
-                                   "contract 'fractrain pretrain --shards URL --model vit_tiny_patch16_224 --steps 2'")
+                                   "contract 'fractrain --shards URL --model vit_tiny --steps 2'")
 
 
 def fractrain(capsys, *args: str) -> tuple[int, str]:
@@ -497,8 +497,9 @@ def fractrain(capsys, *args: str) -> tuple[int, str]:
 
 
 def _pretrain_args(url, out):
-    return ["pretrain", "--shards", url, "--model", "vit_tiny_patch16_224", "--steps", "2", "--batch-size", "4",
-            "--input-size", "32", "--device", "cpu", "--workers", "0", "--out", out, "--no-progress"]
+    # The default command is pretrain: ``fractrain --shards URL ...``.
+    return ["--shards", url, "--model", "vit_tiny", "--steps", "2", "--batch-size", "4", "--input-size", "32",
+            "--device", "cpu", "--augment", "cpu", "--workers", "0", "--out", out, "--no-progress"]
 
 
 @needs_trainer_cli
@@ -507,7 +508,8 @@ def test_fractrain_streams_a_few_steps_from_s3(capsys, tiny_dataset, tmp_path, b
     url = _published(tiny_dataset, bucket, s3_endpoint)
     code, err = fractrain(capsys, *_pretrain_args(url, tmp_path / "run"))
     assert code == 0, err
-    assert (tmp_path / "run").is_dir()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["num_classes"] == 16
 
 
 @needs_trainer_cli
