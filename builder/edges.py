@@ -21,38 +21,28 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _mirror(i, n):
-    """Index ``i`` reflected into [0, n): ... 1 0 | 0 1 ... n-1 | n-1 n-2 ..."""
-    while i < 0 or i >= n:
-        if i < 0:
-            i = -i - 1
-        if i >= n:
-            i = 2 * n - i - 1
-    return i
-
-
 @numba.njit(cache=True, nogil=True)
-def smooth(image, kernel):
-    """Separable convolution of float64 (H, W) with ``kernel`` along both
-    axes, edges mirrored. Returns float64 (H, W)."""
-    height, width = image.shape
-    radius = kernel.shape[0] // 2
-    rows = np.empty((height, width))
-    for i in range(height):
-        for j in range(width):
-            total = 0.0
-            for k in range(kernel.shape[0]):
-                total += kernel[k] * image[i, _mirror(j + k - radius, width)]
-            rows[i, j] = total
-    out = np.empty((height, width))
-    for i in range(height):
-        for j in range(width):
-            total = 0.0
-            for k in range(kernel.shape[0]):
-                total += kernel[k] * rows[_mirror(i + k - radius, height), j]
-            out[i, j] = total
+def _convolve_rows(padded, kernel, width):
+    """Each row of ``padded`` (H, width + 2r) convolved with ``kernel`` (2r + 1,),
+    valid part only. float64 (H, width)."""
+    out = np.zeros((padded.shape[0], width))
+    for i in range(padded.shape[0]):
+        for k in range(kernel.shape[0]):  # tap-major: the loop over j vectorises
+            weight = kernel[k]
+            for j in range(width):
+                out[i, j] += weight * padded[i, j + k]
     return out
+
+
+def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Separable convolution of float64 (H, W) with ``kernel`` along both
+    axes, edges mirrored (``... 1 0 | 0 1 ... | n-1 n-2 ...``). float64 (H, W)."""
+    radius = kernel.shape[0] // 2
+    height, width = image.shape
+    rows = _convolve_rows(np.pad(image, ((0, 0), (radius, radius)), mode="symmetric"), kernel, width)
+    columns = _convolve_rows(np.ascontiguousarray(np.pad(rows, ((radius, radius), (0, 0)), mode="symmetric").T),
+                             kernel, height)
+    return np.ascontiguousarray(columns.T)
 
 
 @numba.njit(cache=True, nogil=True)

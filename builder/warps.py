@@ -52,58 +52,82 @@ def elastic_basis(size: int, control: int) -> np.ndarray:
     return _bspline((grid(size)[None, :] - knots[:, None]) / spacing)
 
 
-def source_points(warp: str, epsilon: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Where each output pixel samples, normalised: (sx, sy), float64 (size, size) each."""
-    u = grid(size)[None, :]
-    v = grid(size)[:, None]
-    if warp == "affine":
-        m = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]) + epsilon
-        return m[0, 0] * u + m[0, 1] * v + m[0, 2], m[1, 0] * u + m[1, 1] * v + m[1, 2]
-    if warp == "polynomial":
-        e = epsilon
-        return (u + e[0, 0] * u * u + e[0, 1] * u * v + e[0, 2] * v * v,
-                v + e[1, 0] * u * u + e[1, 1] * u * v + e[1, 2] * v * v)
-    if warp == "elastic":
-        control = int(round(np.sqrt(epsilon.shape[1])))
-        basis = elastic_basis(size, control)  # (G, size)
-        dx = basis.T @ epsilon[0].reshape(control, control) @ basis  # rows: y knots, columns: x knots
-        dy = basis.T @ epsilon[1].reshape(control, control) @ basis
-        return u + dx, v + dy
-    raise ValueError(f"unknown warp {warp!r}")
+def quadratic_coefficients(warp: str, epsilon: np.ndarray) -> np.ndarray:
+    """The warp as ``s = c0 + c1 u + c2 v + c3 u^2 + c4 u v + c5 v^2`` per axis
+    (rows x, y), before any elastic displacement. float64 (2, 6)."""
+    coefficients = np.array([[0.0, 1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]])
+    if warp == "affine":  # M = identity + epsilon, columns (u, v, 1)
+        coefficients[:, 1:3] += epsilon[:, 0:2]
+        coefficients[:, 0] += epsilon[:, 2]
+    elif warp == "polynomial":
+        coefficients[:, 3:6] += epsilon
+    elif warp != "elastic":
+        raise ValueError(f"unknown warp {warp!r}")
+    return coefficients
+
+
+def displacement_factors(epsilon: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The elastic displacement ``d[i, j] = sum_b rows[i, b] basis[b, j]`` in
+    factored form: rows float64 (2, size, G) (per axis, the knot rows already
+    weighted by the y basis), basis float64 (G, size)."""
+    control = int(round(np.sqrt(epsilon.shape[1])))
+    basis = elastic_basis(size, control)
+    rows = np.stack([basis.T @ epsilon[a].reshape(control, control) for a in range(2)])  # (y knot, x knot)
+    return np.ascontiguousarray(rows), np.ascontiguousarray(basis)
 
 
 @numba.njit(cache=True, nogil=True)
-def sample_bilinear(image, px, py):
-    """Bilinear samples of float64 ``image`` (H, W, C) at pixel coordinates
-    px, py (float64 (h, w)), each clamped into the image first (a point
-    outside takes the nearest edge's value: no black frame, whose border
-    would turn into an edge). Returns float64 (h, w, C)."""
-    height, width, channels = image.shape
-    out = np.empty((px.shape[0], px.shape[1], channels))
-    for i in range(px.shape[0]):
-        for j in range(px.shape[1]):
-            x = min(max(px[i, j], 0.0), width - 1.0)
-            y = min(max(py[i, j], 0.0), height - 1.0)
-            x0 = min(int(np.floor(x)), width - 1)
-            y0 = min(int(np.floor(y)), height - 1)
-            x1 = min(x0 + 1, width - 1)
-            y1 = min(y0 + 1, height - 1)
+def warp_kernel(image, coefficients, rows, basis, use_displacement):
+    """Sample uint8 ``image`` (S, S, C) at each output pixel's source point
+    (see :func:`quadratic_coefficients`, plus the elastic displacement from
+    :func:`displacement_factors` when ``use_displacement``), bilinearly, the
+    source point clamped into the image first (a point outside takes the
+    nearest edge's value: no black frame, whose border would become an
+    edge). Rounds half up to uint8 (S, S, C)."""
+    size = image.shape[0]
+    channels = image.shape[2]
+    out = np.empty_like(image)
+    last = size - 1.0
+    grid_ = np.empty(size)
+    for j in range(size):
+        grid_[j] = (2.0 * j + 1.0) / size - 1.0
+    cx = coefficients[0]
+    cy = coefficients[1]
+    for i in range(size):
+        v = grid_[i]
+        for j in range(size):
+            u = grid_[j]
+            sx = cx[0] + cx[1] * u + cx[2] * v + cx[3] * u * u + cx[4] * u * v + cx[5] * v * v
+            sy = cy[0] + cy[1] * u + cy[2] * v + cy[3] * u * u + cy[4] * u * v + cy[5] * v * v
+            if use_displacement:
+                for b in range(basis.shape[0]):
+                    sx += rows[0, i, b] * basis[b, j]
+                    sy += rows[1, i, b] * basis[b, j]
+            x = min(max(((sx + 1.0) * size - 1.0) * 0.5, 0.0), last)
+            y = min(max(((sy + 1.0) * size - 1.0) * 0.5, 0.0), last)
+            x0 = min(int(x), size - 1)
+            y0 = min(int(y), size - 1)
+            x1 = min(x0 + 1, size - 1)
+            y1 = min(y0 + 1, size - 1)
             fx = x - x0
             fy = y - y0
             for c in range(channels):
-                top = image[y0, x0, c] + fx * (image[y0, x1, c] - image[y0, x0, c])
-                bottom = image[y1, x0, c] + fx * (image[y1, x1, c] - image[y1, x0, c])
-                out[i, j, c] = top + fy * (bottom - top)
+                top = image[y0, x0, c] + fx * (float(image[y0, x1, c]) - image[y0, x0, c])
+                bottom = image[y1, x0, c] + fx * (float(image[y1, x1, c]) - image[y1, x0, c])
+                out[i, j, c] = np.uint8(min(np.floor(top + fy * (bottom - top) + 0.5), 255.0))
     return out
+
+
+_NO_FIELD = (np.zeros((2, 1, 1)), np.zeros((1, 1)))
 
 
 def warp_image(image: np.ndarray, warp: str, epsilon: np.ndarray) -> np.ndarray:
     """Warp uint8 (S, S) or (S, S, 3) ``image``; returns the same shape and dtype
-    (bilinear values rounded). Identity parameters give the image back exactly."""
+    (bilinear values rounded half up). Identity parameters give the image back
+    exactly."""
     size = image.shape[0]
-    sx, sy = source_points(warp, np.asarray(epsilon, dtype=np.float64), size)
-    px = ((sx + 1.0) * size - 1.0) / 2.0
-    py = ((sy + 1.0) * size - 1.0) / 2.0
-    stacked = image.reshape(size, size, -1).astype(np.float64)
-    out = sample_bilinear(stacked, np.ascontiguousarray(px), np.ascontiguousarray(py))
-    return np.rint(np.clip(out, 0.0, 255.0)).astype(np.uint8).reshape(image.shape)
+    epsilon = np.asarray(epsilon, dtype=np.float64)
+    rows, basis = displacement_factors(epsilon, size) if warp == "elastic" else _NO_FIELD
+    stacked = np.ascontiguousarray(image.reshape(size, size, -1))
+    return warp_kernel(stacked, quadratic_coefficients(warp, epsilon), rows, basis,
+                       warp == "elastic").reshape(image.shape)
