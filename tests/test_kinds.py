@@ -22,6 +22,7 @@ from fracbuild.generators import get_kind
 from fracbuild.generators.contour_kinds import CONTINUOUS
 from fracbuild.location import Location
 from fracbuild.perlin import BOUND, PERMUTATION, noise1
+from fracbuild.preview import write_preview
 from fracbuild.verify import verify
 
 SEARCH = {"size": 48, "pad": 2, "iterations": 2000, "search_size": 64, "search_iterations": 3000}
@@ -108,6 +109,17 @@ def test_an_interrupted_build_resumes_to_the_same_bytes(case, photo, tmp_path):
     timing = {"search_seconds"}
     assert {k: v for k, v in resumed["system"].items() if k not in timing} == \
         {k: v for k, v in clean["system"].items() if k not in timing}
+
+
+@pytest.mark.parametrize("case", ["fractaldb", "rcdb", "real-image"])
+def test_preview_draws_a_contact_sheet(case, photo, tmp_path):
+    kind, params = params_for(case, photo)
+    if kind == "real-image":
+        params["edges"] = "none"  # RGB samples
+    build(kind, tmp_path / "d", params)
+    write_preview(Location(str(tmp_path / "d")), str(tmp_path / "p.png"), 4, 32)
+    with Image.open(tmp_path / "p.png") as sheet:
+        assert sheet.width == 4 * 32
 
 
 def test_the_schema_requires_each_kinds_records(photo, tmp_path):

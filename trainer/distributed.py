@@ -43,11 +43,16 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+def world_size_from_env() -> int:
+    """The number of ranks torchrun started (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup(requested_device: str = "auto", timeout_min: float = 30.0) -> Context:
     """Read torchrun's environment, pick the device and, for a world larger
     than one, join the process group (NCCL on GPU, gloo on CPU)."""
     kind = resolve_device(requested_device)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size_from_env()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))

@@ -63,6 +63,7 @@ def run(cfg: TrainConfig, *, resume: str | None = None, on_step: Callable[[int],
 
 def run_downstream(cfg: TrainConfig, build: BuildModel, *, resume: str | None = None,
                    on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    check_batch(cfg.batch_size, dist.world_size_from_env(), cfg.recipe().mixes)
     ctx = dist.setup(cfg.run.device)
     try:
         return _run(cfg, ctx, build, resume, on_step)

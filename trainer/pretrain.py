@@ -61,6 +61,8 @@ def run(cfg: TrainConfig, *, resume: str | None = None, on_step: Callable[[int],
     on_step: called after every step (tests use it to simulate a kill).
     augment_cls: a stand-in for GpuAugment (tests).
     """
+    # Before joining the process group: a bad split fails on every rank at once.
+    check_batch(cfg.batch_size, dist.world_size_from_env(), cfg.recipe().mixes)
     ctx = dist.setup(cfg.run.device)
     try:
         return _run(cfg, ctx, resume, on_step, augment_cls)

@@ -1,0 +1,130 @@
+"""fractrain's command line on bad input: one line ``error: ...`` on stderr,
+exit code 2, and no run folder left behind (certainly none that looks
+finished)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from fractrain.cli import main
+
+TINY = ["--model", "vit_tiny", "--input-size", "32", "--model-arg", "patch_size=8", "--model-arg", "depth=2",
+        "--model-arg", "embed_dim=64", "--model-arg", "num_heads=2", "-b", "8", "--steps", "4", "--workers", "0",
+        "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def fails(capsys, argv, message, out=None):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert err and err[-1].startswith("error: ") and message in err[-1], err
+    if out is not None:
+        assert not out.exists(), f"{out} left behind"
+    return err[-1]
+
+
+def test_missing_and_invalid_manifest(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "run"
+    fails(capsys, ["--shards", str(empty), *TINY, "--out", str(out)], "no manifest at", out)
+    (empty / "manifest.json").write_text("{broken")
+    fails(capsys, ["--shards", str(empty), *TINY, "--out", str(out)], "is not valid JSON", out)
+
+
+@pytest.mark.parametrize("damage, message", [("delete", "is missing"), ("corrupt", "is corrupt")])
+def test_missing_or_corrupt_shard_is_named(tiny_dataset, tmp_path, capsys, damage, message):
+    root = tmp_path / "shards"
+    shutil.copytree(tiny_dataset, root)
+    name = json.loads((root / "manifest.json").read_text())["shards"][2]["file"]
+    if damage == "delete":
+        (root / name).unlink()
+    else:
+        raw = bytearray((root / name).read_bytes())
+        raw[len(raw) // 3] ^= 0x55
+        (root / name).write_bytes(bytes(raw))
+    out = tmp_path / "run"
+    line = fails(capsys, ["--shards", str(root), *TINY, "--out", str(out)], message, out)
+    assert name in line
+
+
+def test_unknown_model_lists_close_matches(tiny_dataset, tmp_path, capsys):
+    line = fails(capsys, ["--shards", str(tiny_dataset), *TINY, "--model", "vit_bse"], "unknown model 'vit_bse'")
+    assert "vit_base" in line
+
+
+def test_batch_not_divisible_by_the_world_size(tiny_dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun would set it; checked before joining the group
+    out = tmp_path / "run"
+    fails(capsys, ["--shards", str(tiny_dataset), *TINY, "-b", "7", "--out", str(out)],
+          "--batch-size 7 is not divisible by the world size 2", out)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpu_requested_where_there_is_none(tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    fails(capsys, ["--shards", str(tiny_dataset), *TINY, "--device", "cuda", "--out", str(out)],
+          "no CUDA GPU is available", out)
+    fails(capsys, ["--shards", str(tiny_dataset), *TINY, "--precision", "fp16", "--out", str(out)],
+          "fp16 needs a CUDA device", out)
+
+
+def test_checkpoint_of_another_model_for_finetune(tiny_dataset, tmp_path, capsys):
+    pre = tmp_path / "pre"
+    assert main(["--shards", str(tiny_dataset), *TINY, "--out", str(pre)]) == 0
+    capsys.readouterr()
+    folder = tmp_path / "images" / "a"
+    folder.mkdir(parents=True)
+    out = tmp_path / "ft"
+    fails(capsys, ["finetune", "--init", str(pre / "final.pt"), "--model", "vit_small", "--train", str(folder.parent),
+                   "--val", str(folder.parent), "--out", str(out)], "is for model vit_tiny_patch16_224", out)
+    not_ckpt = tmp_path / "weights.pt"
+    torch.save({"weights": torch.zeros(2)}, not_ckpt)
+    fails(capsys, ["finetune", "--init", str(not_ckpt), "--train", str(folder.parent), "--val", str(folder.parent),
+                   "--out", str(out)], "is not a fractrain checkpoint", out)
+    # An unfinished run in the way: needs --resume auto.
+    (pre / "summary.json").unlink()
+    fails(capsys, ["--shards", str(tiny_dataset), *TINY, "--out", str(pre)], "holds an unfinished run")
+
+
+def test_downstream_folder_without_images(tmp_path, capsys):
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "train" / "dog").mkdir(parents=True)
+    (tmp_path / "train" / "cat" / "notes.txt").write_text("no image here")
+    out = tmp_path / "run"
+    fails(capsys, ["finetune", "--scratch", "--model", "vit_tiny", "--train", str(tmp_path / "train"),
+                   "--val", str(tmp_path / "train"), "--out", str(out)], "no images in", out)
+    fails(capsys, ["finetune", "--train", str(tmp_path / "train"), "--val", str(tmp_path / "train"),
+                   "--out", str(out)], "needs --init CKPT", out)
+
+
+def test_option_errors_are_one_line(tiny_dataset, capsys):
+    fails(capsys, ["--shards", str(tiny_dataset), *TINY, "--aug-off", "mixup,sparkle"], "unknown augmentation sparkle")
+    fails(capsys, ["--shards", str(tiny_dataset), *TINY, "--epochs", "2"], "give one of --epochs, --samples, --steps")
+    fails(capsys, ["--shards", str(tiny_dataset), *TINY, "--resume", "/no/such.pt"], "no such checkpoint file")
+    fails(capsys, ["--shards", str(tiny_dataset), *TINY, "--model-arg", "depth"], "expected KEY=VALUE")
+    fails(capsys, ["pretrain", *TINY], "--shards is required")
+
+
+def test_help_states_units_and_defaults(capsys):
+    assert main(["pretrain", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for expected in ("Global batch: samples per optimizer step", "[default: 256]", "[default: 0.001]",
+                     "Linear warm-up length, epochs. [default: 5]", "rand-m9-mstd0.5-inc1", "[default: 80000]",
+                     "Table 9"):
+        assert expected in text, expected
+    assert main(["finetune", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[default: sgd]" in text and "[default: 0.01]" in text and "[default: 0.485 0.456 0.406]" in text

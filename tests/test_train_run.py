@@ -1,0 +1,182 @@
+"""fractrain pre-training runs on a tiny data set: learning, exact resume,
+the run folder, the configuration round trip, the GPU input-path adapter
+and the benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+import yaml
+
+from fractrain import pretrain
+from fractrain.cli import main
+from fractrain.config import defaults, from_dict, override
+from fractrain.recipe import SWITCHES
+
+# A ViT small enough for a CPU test: 32 px input, 8 px patches (16 tokens), 2 blocks.
+TINY_VIT = {"patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 2}
+TINY_ARGS = ["--model", "vit_tiny", "--input-size", "32"] + [a for k, v in TINY_VIT.items()
+                                                             for a in ("--model-arg", f"{k}={v}")]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add contention
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(shards, out, **changes):
+    values = {"data.shards": str(shards), "model.kwargs": TINY_VIT, "augment.input_size": 32, "batch_size": 8,
+              "budget.epochs": None, "budget.steps": 12, "run.out": str(out), "run.workers": 0,
+              "run.progress": False, "run.log_every": 2, "run.ckpt_every": 2.0}
+    values.update(changes)
+    return override(defaults("pretrain"), values)
+
+
+def records(out):
+    with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_loss_falls_within_a_few_dozen_steps(tiny_dataset, tmp_path):
+    # Augmentation off and a full-epoch batch: the model must learn the 16
+    # classes apart. (Average pooling learns this faster than a class token.)
+    cfg = tiny_config(tiny_dataset, tmp_path / "run", **{
+        "batch_size": 16, "budget.steps": 50, "aug_off": SWITCHES, "model.drop_path": 0.0,
+        "model.kwargs": {**TINY_VIT, "embed_dim": 128, "global_pool": "avg", "class_token": False},
+        "optim.lr": 1e-3, "optim.lr_base_batch": None, "optim.warmup_epochs": 0.0, "optim.min_lr": 1e-4,
+        "run.log_every": 5})
+    summary = pretrain.run(cfg)
+    losses = [r["loss"] for r in records(tmp_path / "run") if "loss" in r]
+    assert losses[0] > 2.6  # about ln 16 at the start
+    assert summary["last_loss"] < 0.6 * losses[0], losses
+    assert min(losses[-3:]) < min(losses[:3]) - 1.0, losses
+
+
+def test_run_folder_holds_config_metrics_events_and_checkpoints(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    summary = pretrain.run(tiny_config(tiny_dataset, out))
+    names = set(os.listdir(out))
+    assert {"config.yaml", "metrics.jsonl", "summary.json", "final.pt", "tb"} <= names
+    assert sorted(n for n in names if n.startswith("ckpt-")) == ["ckpt-000000004.pt", "ckpt-000000008.pt"]
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(out / "tb"))
+    first = records(out)[0]
+    assert {"step", "epoch", "loss", "lr", "images_per_s"} <= set(first)
+    assert summary["steps"] == 12 and summary["epochs"] == 6.0 and summary["global_batch"] == 8
+    final = torch.load(out / "final.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "scaler", "step", "epoch", "rng", "config", "manifest_sha256",
+            "model_name", "num_classes"} <= set(final)
+    assert final["step"] == 12 and final["num_classes"] == 16 and final["model_name"] == "vit_tiny_patch16_224"
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in final["model"])  # unwrapped
+    # The saved config.yaml resolves back to the same configuration.
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert from_dict(saved) == tiny_config(tiny_dataset, out)
+
+
+def test_stop_and_resume_gives_the_same_weights(tiny_dataset, tmp_path):
+    # The full recipe (RandAugment, Mixup/CutMix, erasing, drop path): every
+    # random draw must line up after the resume.
+    whole = pretrain.run(tiny_config(tiny_dataset, tmp_path / "whole"))
+
+    def kill_at_7(step):
+        if step == 7:
+            raise KeyboardInterrupt
+
+    cut = tiny_config(tiny_dataset, tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.run(cut, on_step=kill_at_7)
+    assert not (tmp_path / "cut" / "summary.json").exists()
+    assert (tmp_path / "cut" / "ckpt-000000004.pt").exists()  # the last checkpoint before the kill
+    # Resume with DataLoader workers this time: batches do not depend on them.
+    resumed = pretrain.run(override(cut, {"run.workers": 2}), resume="auto")
+    assert resumed["resumed_from_step"] == 4 and resumed["steps"] == 12
+    a = torch.load(tmp_path / "whole" / "final.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "final.pt", weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert whole["last_loss"] == pytest.approx(resumed["last_loss"], abs=0, rel=1e-6)
+    steps = [r["step"] for r in records(tmp_path / "cut") if "loss" in r]
+    assert steps == sorted(set(steps)), "records past the checkpoint are not duplicated"
+
+
+def test_resume_refuses_another_model_class_count_or_recipe(tiny_dataset, tmp_path, capsys):
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from conftest import build_tiny
+
+    out = tmp_path / "run"
+    pretrain.run(tiny_config(tiny_dataset, out))
+    final = str(out / "final.pt")
+    base = ["--shards", str(tiny_dataset), *TINY_ARGS, "-b", "8", "--steps", "12", "--workers", "0",
+            "--no-progress", "--out", str(tmp_path / "again")]
+    assert main(base + ["--resume", final, "--model", "vit_small"]) == 2
+    assert "is for model vit_tiny_patch16_224, not vit_small_patch16_224" in capsys.readouterr().err
+    eight = tmp_path / "eight"
+    build_tiny(eight, num_classes=8)
+    assert main([*base[:1], str(eight), *base[2:], "--resume", final]) == 2
+    assert "has 16 classes, this data set has 8" in capsys.readouterr().err
+    assert main(base + ["--resume", final, "--lr", "0.5"]) == 2
+    assert "optim.lr=0.001" in capsys.readouterr().err
+    assert not (tmp_path / "again").exists()
+
+
+def test_gpu_input_path_adapter_with_a_stand_in(tiny_dataset, tmp_path):
+    calls = []
+
+    class FakeAugment:
+        """Records what the adapter passes; returns deterministic noise."""
+
+        def __init__(self, recipe, num_classes, device):
+            self.size, self.num_classes = recipe.input_size, num_classes
+
+        def __call__(self, images, targets, generator):
+            calls.append((images.dtype, tuple(images.shape), targets.dtype, generator.device.type))
+            x = torch.rand(images.shape[0], 3, self.size, self.size, generator=generator)
+            return x, torch.nn.functional.one_hot(targets, self.num_classes).float()
+
+    cfg = tiny_config(tiny_dataset, tmp_path / "a", **{"run.input_path": "gpu"})
+    summary = pretrain.run(cfg, augment_cls=FakeAugment)
+    assert summary["input_path"] == "gpu" and len(calls) == 12
+    assert calls[0] == (torch.uint8, (8, 64, 64), torch.int64, "cpu")
+    again = pretrain.run(override(cfg, {"run.out": str(tmp_path / "b")}), augment_cls=FakeAugment)
+    assert again["last_loss"] == summary["last_loss"]  # seeded per step
+
+
+def test_gpu_input_path_with_the_real_augmentation_on_cpu(tiny_dataset, tmp_path):
+    from fractrain.pipeline import gpu_augment_class
+
+    if gpu_augment_class() is None:
+        pytest.skip("fractrain.gpu_augment is not available")
+    summary = pretrain.run(tiny_config(tiny_dataset, tmp_path / "run", **{"run.input_path": "gpu",
+                                                                          "budget.steps": 4}))
+    assert summary["input_path"] == "gpu" and summary["last_loss"] > 0
+
+
+def test_cli_pretrains_as_written_and_resume_auto_finishes(tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--shards", str(tiny_dataset), *TINY_ARGS, "-b", "8", "--steps", "4", "--workers", "0",
+            "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "global batch 8 = 1 rank(s) x 8" in err and "done: 4 steps" in err
+    assert main(args) == 2
+    assert "holds a finished run" in capsys.readouterr().err
+    assert main(args + ["--resume", "auto"]) == 0
+    assert "nothing to do" in capsys.readouterr().err
+
+
+def test_bench_runs_the_three_inputs_on_cpu(tiny_dataset, capsys):
+    args = ["bench", "--shards", str(tiny_dataset), *TINY_ARGS, "--batch-size", "8", "--steps", "2",
+            "--warmup", "1", "--windows", "1", "--workers", "0", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("model_images_per_s", "gpu_augment_images_per_s", "cpu_augment_images_per_s"):
+        assert key in result
+    assert result["model_images_per_s"] > 0 and result["cpu_augment_images_per_s"] > 0
+    assert result["cpu_vs_model"] > 0
