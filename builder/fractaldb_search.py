@@ -16,9 +16,10 @@ Two candidate streams:
   per candidate ``randint(2, 8)``, ``uniform(-1, 1, 6)`` per map, then
   ``random(iterations)`` for the chaos game (``--seed 1`` is the released run).
 
-The draws never depend on the fill checks, so both streams are drawn in
-order in this thread and the chaos games run in a thread pool (the kernels
-release the GIL).
+The draws never depend on the fill checks, so candidates are evaluated in
+batches by a thread pool (the kernels release the GIL): seeded candidates
+are drawn in the threads, legacy ones in order in this thread, the next
+batch while the pool works on the current one.
 """
 
 from __future__ import annotations
@@ -224,22 +225,28 @@ def search(num_categories: int, *, stream: str, seed: int, iterations: int, size
         maps, uniforms = candidate if candidate is not None else seeded_candidate(seed, index, iterations)
         return maps, candidate_fill(maps, uniforms, size, pad)
 
+    def draw(indices: range) -> list:
+        return [next(legacy) for _ in indices] if legacy is not None else [None] * len(indices)
+
     found: list[dict] = []
     tried = 0
     next_report = started + 10.0
+    indices = range(0, min(batch, max_candidates))
+    drawn = draw(indices)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         while len(found) < num_categories:
-            if tried >= max_candidates:
+            if not indices:
                 raise RuntimeError(f"only {len(found)} of {num_categories} categories in {max_candidates} "
                                    f"candidates (threshold {threshold})")
-            indices = range(tried, min(tried + batch, max_candidates))
-            # Legacy draws must be sequential; seeded ones are drawn in the threads.
-            drawn = [next(legacy) for _ in indices] if legacy is not None else [None] * len(indices)
-            for index, (maps, fill) in zip(indices, pool.map(evaluate, indices, drawn)):
+            results = pool.map(evaluate, indices, drawn)  # submitted now, collected below
+            following = range(indices.stop, min(indices.stop + batch, max_candidates))
+            drawn = draw(following)
+            for index, (maps, fill) in zip(indices, results):
                 if fill >= threshold and len(found) < num_categories:
                     found.append({"maps": maps.tolist(), "probabilities": ifs.map_probabilities(maps).tolist(),
                                   "fill_rate": fill, "candidate": index})
             tried = indices.stop
+            indices = following
             if time.perf_counter() > next_report:
                 next_report = time.perf_counter() + 10.0
                 log(f"search: {len(found)}/{num_categories} categories after {tried} candidates")

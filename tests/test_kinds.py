@@ -476,6 +476,14 @@ def test_unreadable_photo_is_a_user_error(tmp_path):
             generator("real-image", {"image": path})
 
 
+def test_a_search_that_runs_out_of_candidates_fails_the_build(tmp_path):
+    from fracbuild.errors import BuildFailure
+    params = {**TINY["ofdb"], "threshold": 1.0, "max_candidates": 40}
+    with pytest.raises(BuildFailure, match="only 0 of 3 categories in 40 candidates"):
+        build("ofdb", tmp_path / "o", params)
+    assert not os.path.exists(tmp_path / "o")
+
+
 def test_legacy_search_needs_a_32_bit_seed():
     cls = get_kind("ofdb")
     with pytest.raises(UserError, match="--seed"):
