@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fracbuild import contours, edges, fractaldb_search, kernels, render, seeds, warps
+from fracbuild import contours, edges, fractaldb_search, render, seeds, warps
 from fracbuild import manifest as mf
 from fracbuild.build import BuildSpec, run_build
 from fracbuild.cli import main

@@ -57,7 +57,8 @@ def _read_photo(path: str | None) -> tuple[Image.Image, str, str]:
         photo = Image.open(io.BytesIO(raw))
         photo.load()
     except OSError as error:
-        reason = "not an image Pillow can read" if isinstance(error, UnidentifiedImageError) else error.strerror or error
+        unreadable = isinstance(error, UnidentifiedImageError)
+        reason = "not an image Pillow can read" if unreadable else error.strerror or error
         raise UserError(f"cannot read --image {path}: {reason}") from None
     return photo, path, hashlib.sha256(raw).hexdigest()
 
