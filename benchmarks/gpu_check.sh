@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# GPU check of fractrain, in one run (about 7 minutes on one H100/H200):
+#
+#   1. build 1p-frac L = 1,000 at 512 px (the paper's size; rendering takes
+#      seconds on 16 cores, so nothing is gained at 256);
+#   2. `fractrain bench`: vit_tiny eager (model-bound, GPU-augment and
+#      CPU-augment images/s), vit_tiny compiled (model and GPU augment),
+#      vit_base eager;
+#   3. pre-train vit_tiny for about PRETRAIN_SECONDS (a --steps budget sized
+#      from the measured images/s): images/s, loss at start and end, peak GPU
+#      memory;
+#   4. fine-tune that checkpoint and a scratch model (same recipe, the
+#      paper's fine-tuning defaults, a short fixed budget) on scikit-learn's
+#      digits and print both accuracies.
+#
+# Needs: python with torch, timm, numpy, numba, pillow, click, fsspec, tqdm,
+# tensorboard, scikit-learn, webdataset and jsonschema importable, and this
+# repository importable as fracbuild/fractrain (installed, or PYTHONPATH).
+# Everything printed also goes to $OUT/gpu_check.log when $OUT is set.
+#
+# Every setting below can be overridden from the environment; with tiny
+# values the same script runs on a CPU (this is how it is tested), e.g.
+#   DEVICE=cpu L=16 SIZE=64 INPUT=32 BATCH=8 BASE_MODEL=vit_tiny \
+#   MODEL_ARGS="--model-arg patch_size=8 --model-arg depth=2" PRETRAIN_STEPS=4 \
+#   FT_EPOCHS=1 BENCH_STEPS=2 BENCH_WARMUP=1 BENCH_WINDOWS=1 WORKERS=0 benchmarks/gpu_check.sh
+# KEEP_GOING=1 runs the remaining stages after a failed one (exit status 1 at the end).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+L=${L:-1000}
+SIZE=${SIZE:-512}
+INPUT=${INPUT:-224}
+BATCH=${BATCH:-256}
+BASE_MODEL=${BASE_MODEL:-vit_base}
+MODEL_ARGS=${MODEL_ARGS:-}
+PRETRAIN_SECONDS=${PRETRAIN_SECONDS:-150}
+PRETRAIN_STEPS=${PRETRAIN_STEPS:-}          # default: sized from the bench to last PRETRAIN_SECONDS
+FT_EPOCHS=${FT_EPOCHS:-15}
+FT_INPUT=${FT_INPUT:-$INPUT}
+BENCH_STEPS=${BENCH_STEPS:-20}
+BENCH_WARMUP=${BENCH_WARMUP:-10}
+BENCH_WINDOWS=${BENCH_WINDOWS:-3}
+NPROC=$(nproc)
+WORKERS=${WORKERS:-$(( NPROC > 3 ? NPROC - 2 : 1 ))}
+KEEP_GOING=${KEEP_GOING:-0}
+WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")}
+mkdir -p "$WORK"
+
+if [[ -n "${OUT:-}" ]]; then
+    mkdir -p "$OUT"
+    exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+fi
+
+export PYTHONUNBUFFERED=1
+FT=("$PY" -m fractrain)
+FB=("$PY" -m fracbuild.cli)
+read -r -a MARGS <<< "$MODEL_ARGS"
+failed=()
+
+# stage NAME SECONDS COMMAND...: run COMMAND under a time limit; report on stderr.
+stage() {
+    local name=$1 limit=$2 start=$SECONDS rc=0
+    shift 2
+    echo "=== $name (limit ${limit} s)" >&2
+    timeout --kill-after=20 "$limit" "$@" || rc=$?
+    if (( rc == 0 )); then
+        echo "=== $name: ok in $(( SECONDS - start )) s" >&2
+        return 0
+    fi
+    echo "=== $name: FAILED with exit status $rc after $(( SECONDS - start )) s$( (( rc == 124 )) && echo ' (time limit)')" >&2
+    failed+=("$name")
+    if [[ $KEEP_GOING != 1 ]]; then
+        exit "$rc"
+    fi
+    return 0
+}
+
+# json FILE KEY: one value from a JSON file ('' when absent or null).
+json() {
+    "$PY" -c 'import json,sys
+try:
+    v = json.load(open(sys.argv[1])).get(sys.argv[2])
+except Exception:
+    v = None
+print("" if v is None else v)' "$1" "$2"
+}
+
+echo "gpu_check: work folder $WORK; device $DEVICE; L=$L at ${SIZE}px; input ${INPUT}px; batch $BATCH; workers $WORKERS"
+stage environment 120 "$PY" -c '
+import torch, timm, fractrain, fracbuild
+print("torch", torch.__version__, "timm", timm.__version__, "cuda", torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+from fractrain.pipeline import gpu_augment_class
+print("GPU augmentation available:", gpu_augment_class() is not None)'
+
+stage build 240 "${FB[@]}" render --L "$L" --size "$SIZE" --out "$WORK/shards" --workers "$NPROC" --no-progress --json
+
+bench() {  # bench NAME LIMIT ARGS...
+    local name=$1 limit=$2
+    shift 2
+    stage "$name" "$limit" "${FT[@]}" bench --shards "$WORK/shards" --device "$DEVICE" --batch-size "$BATCH" \
+        --input-size "$INPUT" --steps "$BENCH_STEPS" --warmup "$BENCH_WARMUP" --windows "$BENCH_WINDOWS" \
+        --workers "$WORKERS" --json "$@" > "$WORK/$name.json" || true
+    [[ -s "$WORK/$name.json" ]] && cat "$WORK/$name.json"
+    return 0
+}
+bench bench-vit_tiny 240 --model vit_tiny "${MARGS[@]}"
+bench bench-vit_tiny-compiled 300 --model vit_tiny --compile --paths model,gpu "${MARGS[@]}"
+bench bench-base 240 --model "$BASE_MODEL" --paths model,gpu,cpu "${MARGS[@]}"
+
+if [[ -z "$PRETRAIN_STEPS" ]]; then
+    rate=$(json "$WORK/bench-vit_tiny.json" gpu_augment_images_per_s)
+    [[ -z "$rate" ]] && rate=$(json "$WORK/bench-vit_tiny.json" cpu_augment_images_per_s)
+    [[ -z "$rate" ]] && rate=1000
+    PRETRAIN_STEPS=$("$PY" -c "print(max(10, int($PRETRAIN_SECONDS * $rate / $BATCH)))")
+fi
+echo "pre-training vit_tiny for $PRETRAIN_STEPS steps of $BATCH (about ${PRETRAIN_SECONDS} s at the measured rate)"
+stage pretrain $(( PRETRAIN_SECONDS * 2 + 180 )) "${FT[@]}" --shards "$WORK/shards" --model vit_tiny "${MARGS[@]}" \
+    --input-size "$INPUT" --batch-size "$BATCH" --steps "$PRETRAIN_STEPS" --device "$DEVICE" --workers "$WORKERS" \
+    --log-every 100 --ckpt-every 1000000 --no-progress --out "$WORK/runs/pretrain"
+
+stage digits 120 "$PY" benchmarks/train_bench.py digits --out "$WORK/digits" --size 32
+
+# The paper's fine-tuning recipe (SGD 0.01, ImageNet statistics, DeiT
+# augmentation), with a short budget; the scratch model is the same
+# architecture (taken from the checkpoint) with random weights.
+finetune() {  # finetune NAME ARGS...
+    local name=$1
+    shift
+    stage "$name" 300 "${FT[@]}" finetune --init "$WORK/runs/pretrain/final.pt" "$@" \
+        --train "$WORK/digits/train" --val "$WORK/digits/val" --input-size "$FT_INPUT" --epochs "$FT_EPOCHS" \
+        --warmup-epochs 2 --crop-pct 1 --device "$DEVICE" --workers "$WORKERS" --no-progress --out "$WORK/runs/$name"
+}
+finetune finetune-1p-frac
+finetune finetune-scratch --scratch
+
+echo
+echo "=== results"
+for name in bench-vit_tiny bench-vit_tiny-compiled bench-base; do
+    [[ -s "$WORK/$name.json" ]] && "$PY" -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("{:<26} {} | model {} img/s | gpu-augment {} | cpu-augment {} | gpu/model {} cpu/model {} gpu/cpu {} | "
+      "peak {} GB".format(sys.argv[2], r["model"] + (" compiled" if r["compile"] else ""), r["model_images_per_s"],
+                          r["gpu_augment_images_per_s"], r["cpu_augment_images_per_s"], r["gpu_vs_model"],
+                          r["cpu_vs_model"], r["gpu_vs_cpu"], r["peak_gpu_memory_gb"]))' "$WORK/$name.json" "$name"
+done
+runs=()
+for name in pretrain finetune-1p-frac finetune-scratch; do
+    [[ -f "$WORK/runs/$name/summary.json" ]] && runs+=("$WORK/runs/$name")
+done
+if (( ${#runs[@]} )); then
+    "$PY" benchmarks/train_bench.py report "${runs[@]}"
+fi
+for name in finetune-1p-frac finetune-scratch; do
+    if [[ -f "$WORK/runs/$name/summary.json" ]]; then
+        echo "$name: best top-1 $(json "$WORK/runs/$name/summary.json" best_top1)" \
+             "top-5 $(json "$WORK/runs/$name/summary.json" best_top5) after $FT_EPOCHS epochs on digits"
+    fi
+done
+if (( ${#failed[@]} )); then
+    echo "gpu_check: FAILED stages: ${failed[*]}"
+    exit 1
+fi
+echo "gpu_check: all stages passed"
