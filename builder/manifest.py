@@ -57,21 +57,27 @@ def read_manifest(path: str) -> dict[str, Any]:
     return parse_manifest(text, path)
 
 
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _pretty(value: Any, depth: int) -> str:
+    """Objects indented one space per level; a list of scalars on one line;
+    a list of lists or objects with one compact element per line."""
+    pad = " " * depth
+    if isinstance(value, dict) and value:
+        items = [f"{pad} {json.dumps(key)}: {_pretty(item, depth + 1)}" for key, item in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and value and not all(_is_scalar(item) for item in value):
+        items = [f"{pad} {json.dumps(item, separators=(',', ':'))}" for item in value]
+        return "[\n" + ",\n".join(items) + f"\n{pad}]"
+    return json.dumps(value, separators=(", ", ": "))
+
+
 def to_json_text(payload: Any) -> str:
-    """JSON a person can read and diff: top-level keys indented, and each
-    element of a long list (samples, shards) on one compact line, so that a
-    21,000-class manifest stays a few MB instead of one number per line."""
-    if not isinstance(payload, dict):
-        return json.dumps(payload, indent=1) + "\n"
-    lines = []
-    for key, value in payload.items():
-        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            items = ",\n".join("  " + json.dumps(item, separators=(",", ":")) for item in value)
-            text = "[\n" + items + "\n ]"
-        else:
-            text = json.dumps(value, indent=1).replace("\n", "\n ")
-        lines.append(f" {json.dumps(key)}: {text}")
-    return "{\n" + ",\n".join(lines) + "\n}\n"
+    """JSON a person can read and diff, and that stays small: a 21,000-class
+    manifest has one line per sample instead of one line per number."""
+    return _pretty(payload, 0) + "\n"
 
 
 def write_json_atomic(path: str, payload: Any) -> None:

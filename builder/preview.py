@@ -1,4 +1,4 @@
-"""A contact sheet: the first classes and their difference from class 0,
+"""A contact sheet: the first classes and how each differs from class 0,
 so a person sees what the perturbation degree does (the paper's Fig. 2b)."""
 
 from __future__ import annotations
@@ -14,25 +14,38 @@ from .location import Location
 LABEL_HEIGHT = 14
 
 
-def first_samples(location: Location, manifest: dict, count: int) -> list[tuple[int, np.ndarray]]:
-    """(label, uint8 (H, W) grayscale image) of the first ``count`` samples."""
-    found: list[tuple[int, np.ndarray]] = []
+def first_of_each_class(location: Location, manifest: dict, count: int) -> list[tuple[int, np.ndarray]]:
+    """(label, uint8 (H, W) grayscale image) of the first sample of each of
+    the first ``count`` classes, reading only the shards that hold them."""
+    wanted: dict[int, int] = {}  # sample index -> label
+    labels: set[int] = set()
+    for record in manifest["samples"]:
+        if record["label"] not in labels:
+            labels.add(record["label"])
+            wanted[record["index"]] = record["label"]
+            if len(wanted) == count:
+                break
+    found: dict[int, np.ndarray] = {}
     for shard in manifest["shards"]:
+        if not any(shard["first"] <= index < shard["first"] + shard["count"] for index in wanted):
+            continue
         for sample in shards.read_shard(io.BytesIO(location.read_bytes(shard["file"]))):
-            image = encode.decode_png(sample.png)
-            if image.ndim == 3:
-                image = np.asarray(Image.fromarray(image).convert("L"))
-            found.append((sample.label, image))
-            if len(found) == count:
-                return found
-    return found
+            if int(sample.key) in wanted:
+                image = encode.decode_png(sample.png)
+                if image.ndim == 3:
+                    image = np.asarray(Image.fromarray(image).convert("L"))
+                found[wanted[int(sample.key)]] = image
+    return sorted(found.items())
 
 
 def _thumbnail(image: np.ndarray, thumb: int) -> np.ndarray:
-    """Occupancy (pixel > 1) averaged down to thumb x thumb and stretched:
-    float32 (thumb, thumb) in [0, 1]. Averaging hides the random 3x3 masks,
-    so what remains is the shape."""
-    occupied = Image.fromarray(((image > 1) * 255).astype(np.uint8))
+    """Where the image differs from its background (its most common value),
+    averaged down to thumb x thumb and stretched: float32 (thumb, thumb) in
+    [0, 1]. Averaging hides the random 3x3 masks, so what remains is the
+    shape; the background may be black (fractals) or white (RCDB)."""
+    background = int(np.bincount(image.ravel(), minlength=256).argmax())
+    differs = np.abs(image.astype(np.int16) - background) > 1
+    occupied = Image.fromarray((differs * 255).astype(np.uint8))
     small = np.asarray(occupied.resize((thumb, thumb), Image.Resampling.BOX), dtype=np.float32) / 255.0
     return np.clip(small * 3.0, 0.0, 1.0)
 
@@ -61,6 +74,6 @@ def contact_sheet(samples: list[tuple[int, np.ndarray]], thumb: int = 128) -> Im
 
 def write_preview(location: Location, out_path: str, count: int = 8, thumb: int = 128) -> str:
     manifest = location.read_manifest()
-    sheet = contact_sheet(first_samples(location, manifest, count), thumb)
+    sheet = contact_sheet(first_of_each_class(location, manifest, count), thumb)
     sheet.save(out_path)
     return out_path

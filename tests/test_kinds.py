@@ -116,10 +116,10 @@ def test_preview_draws_a_contact_sheet(case, photo, tmp_path):
     kind, params = params_for(case, photo)
     if kind == "real-image":
         params["edges"] = "none"  # RGB samples
-    build(kind, tmp_path / "d", params)
+    manifest = build(kind, tmp_path / "d", params)
     write_preview(Location(str(tmp_path / "d")), str(tmp_path / "p.png"), 4, 32)
-    with Image.open(tmp_path / "p.png") as sheet:
-        assert sheet.width == 4 * 32
+    with Image.open(tmp_path / "p.png") as sheet:  # one column per class, not per sample
+        assert sheet.width == min(4, manifest["num_classes"]) * 32
 
 
 def test_the_schema_requires_each_kinds_records(photo, tmp_path):
