@@ -51,10 +51,9 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
         windows: int = 3, compile: bool = False, device: str = "auto", workers: int = 8, input_size: int = 224,
         model_kwargs: dict[str, Any] | None = None, precision: str = "auto", paths: tuple[str, ...] = ("model", "gpu", "cpu"),
         log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    ctx = dist.Context(rank=0, world_size=1, local_rank=0, local_world_size=1,
-                       device=torch.device(dist.resolve_device(device)))
-    if ctx.device.type == "cuda":
-        torch.cuda.set_device(ctx.device)
+    kind = dist.resolve_device(device)
+    target = torch.device("cuda", torch.cuda.current_device()) if kind == "cuda" else torch.device("cpu")
+    ctx = dist.Context(rank=0, world_size=1, local_rank=0, local_world_size=1, device=target)
     precision = resolve_precision(precision, ctx.device)
     dataset = data.load(shards, log=log)
     num_classes = dataset.num_classes

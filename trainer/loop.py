@@ -150,14 +150,17 @@ def fit(job: Job) -> dict[str, Any]:
     scheduler = create_schedule(optimizer, cfg.optim, job.total_steps, steps_per_epoch)
     from timm.loss import SoftTargetCrossEntropy
 
-    stepper_args = dict(ctx=ctx, precision=precision, clip_grad=cfg.optim.clip_grad)
-    start_step, best = 0, dict(job.resume.get("best") or {}) if job.resume else {}
+    start_step, best = 0, {}
     if job.resume is not None:
         model.load_state_dict(job.resume["model"])
         optimizer.load_state_dict(job.resume["optimizer"])
         scheduler.load_state_dict(job.resume["scheduler"])
         start_step = int(job.resume["step"])
-    stepper = Stepper(model, optimizer, SoftTargetCrossEntropy(), compile=cfg.run.compile, **stepper_args)
+        best = dict(job.resume.get("best") or {})
+    # With Mixup the targets are soft; without it they are label-smoothed
+    # one-hot vectors, for which this equals LabelSmoothingCrossEntropy.
+    stepper = Stepper(model, optimizer, SoftTargetCrossEntropy(), ctx, precision, compile=cfg.run.compile,
+                      clip_grad=cfg.optim.clip_grad)
     if job.resume is not None and job.resume.get("scaler"):
         stepper.scaler.load_state_dict(job.resume["scaler"])
 

@@ -4,7 +4,6 @@ backbone without its head, and cutting a transformer after K blocks."""
 from __future__ import annotations
 
 import difflib
-import inspect
 from typing import Any
 
 import timm
@@ -111,7 +110,3 @@ def cut_blocks(model: nn.Module, keep: int) -> nn.Module:
     kept = list(blocks)[:keep]
     model.blocks = nn.Sequential(*kept) if isinstance(blocks, nn.Sequential) else nn.ModuleList(kept)
     return model
-
-
-def accepts(function: Any, argument: str) -> bool:
-    return argument in inspect.signature(function).parameters
