@@ -121,3 +121,31 @@ def test_probe_freezes_the_cut_backbone_and_trains_a_linear_head(digits, pretrai
     assert torch.equal(final["backbone.blocks.0.attn.qkv.weight"], start["blocks.0.attn.qkv.weight"])  # frozen
     with pytest.raises(UserError, match="--blocks must lie in 1..2"):
         build_probe_model(override(cfg, {"model.blocks": 3}), 10, None)
+
+
+def test_downstream_reads_webdataset_shards(digits, tiny_dataset, tmp_path):
+    import io
+    import tarfile
+
+    from fractrain.downstream import EncodedSource, open_pair, open_source
+
+    shards = tmp_path / "wds"
+    shards.mkdir()
+    files = sorted((digits / "val").glob("*/*.png"))[:40]
+    with tarfile.open(shards / "digits-000000.tar", "w") as tar:
+        for i, path in enumerate(files):
+            for field, payload in (("png", path.read_bytes()), ("cls", path.parent.name.encode())):
+                info = tarfile.TarInfo(f"{i:06d}.{field}")
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    source = open_source(str(shards))
+    assert isinstance(source, EncodedSource) and len(source) == 40
+    assert source.labels.tolist() == [int(p.parent.name) for p in files]
+    assert source.image(0).mode == "RGB" and source.image(0).size == (16, 16)
+    pair = open_pair(str(shards), str(digits / "val"))
+    assert pair.num_classes == 10
+    fracbuild_set = open_source(str(tiny_dataset))  # a fracbuild data set (manifest): decoded once
+    assert len(fracbuild_set) == 16 and fracbuild_set.image(3).mode == "RGB"
+    (shards / "digits-000001.tar").write_bytes(b"not a tar at all" * 40)
+    with pytest.raises(UserError, match="digits-000001.tar is corrupt"):
+        open_source(str(shards))
