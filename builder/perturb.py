@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UserError
+
 MODES = ("multiplicative", "additive")
+
+
+def validate(num_classes: int, mode: str, delta: float) -> None:
+    """The checks every perturbed kind shares: L >= 1, a known mode, and a
+    degree in (0, 1) for multiplicative factors (in (0, inf) for additive
+    offsets). Raises UserError naming the option."""
+    if num_classes < 1:
+        raise UserError(f"--L must be >= 1, got {num_classes}")
+    if mode not in MODES:
+        raise UserError(f"--perturbation must be one of {', '.join(MODES)}, got {mode!r}")
+    if not delta > 0:
+        raise UserError(f"--delta must be > 0, got {delta}")
+    if mode == "multiplicative" and delta >= 1:
+        raise UserError(f"--delta must be < 1 in multiplicative mode (a factor could reach 0), got {delta}")
 
 
 def draw_epsilon(rng: np.random.Generator, mode: str, delta: float, shape: tuple[int, int]) -> np.ndarray:

@@ -63,14 +63,7 @@ def _validate(p: ContourParams) -> None:
         if getattr(p, name) != getattr(defaults, name):
             raise UserError(f"{option} has no effect with --lpce (one category, L classes of one image: use --L)")
     s = _lpce_settings(p)
-    if s["num_classes"] < 1:
-        raise UserError(f"--L must be >= 1, got {s['num_classes']}")
-    if s["perturbation"] not in perturb.MODES:
-        raise UserError(f"--perturbation must be one of {', '.join(perturb.MODES)}, got {s['perturbation']!r}")
-    if not s["delta"] > 0:
-        raise UserError(f"--delta must be > 0, got {s['delta']}")
-    if s["perturbation"] == "multiplicative" and s["delta"] >= 1:
-        raise UserError(f"--delta must be < 1 in multiplicative mode (a factor could reach 0), got {s['delta']}")
+    perturb.validate(s["num_classes"], s["perturbation"], s["delta"])
     if s["category"] < 0:
         raise UserError(f"--category must be >= 0, got {s['category']}")
 

@@ -39,14 +39,7 @@ class Noise(Generator):
     def validate(cls, p: NoiseParams) -> None:
         if p.distribution not in DISTRIBUTIONS:
             raise UserError(f"--noise must be one of {', '.join(DISTRIBUTIONS)}, got {p.distribution!r}")
-        if p.num_classes < 1:
-            raise UserError(f"--L must be >= 1, got {p.num_classes}")
-        if p.perturbation not in perturb.MODES:
-            raise UserError(f"--perturbation must be one of {', '.join(perturb.MODES)}, got {p.perturbation!r}")
-        if not p.delta > 0:
-            raise UserError(f"--delta must be > 0, got {p.delta}")
-        if p.perturbation == "multiplicative" and p.delta >= 1:
-            raise UserError(f"--delta must be < 1 in multiplicative mode (a factor could reach 0), got {p.delta}")
+        perturb.validate(p.num_classes, p.perturbation, p.delta)
         if not p.std > 0:
             raise UserError(f"--noise-std must be > 0, got {p.std}")
         if not p.low < p.high:

@@ -64,14 +64,7 @@ class OnePFrac(Generator):
             raise UserError(f"--n-maps must be >= 1, got {p.n_maps}")
         if not 0 < p.sigma < 3 * p.n_maps:
             raise UserError(f"--sigma must lie in (0, {3 * p.n_maps}) for {p.n_maps} maps, got {p.sigma}")
-        if p.num_classes < 1:
-            raise UserError(f"--L must be >= 1, got {p.num_classes}")
-        if p.perturbation not in perturb.MODES:
-            raise UserError(f"--perturbation must be one of {', '.join(perturb.MODES)}, got {p.perturbation!r}")
-        if not p.delta > 0:
-            raise UserError(f"--delta must be > 0, got {p.delta}")
-        if p.perturbation == "multiplicative" and p.delta >= 1:
-            raise UserError(f"--delta must be < 1 in multiplicative mode (a factor could reach 0), got {p.delta}")
+        perturb.validate(p.num_classes, p.perturbation, p.delta)
         if p.pad < 0:
             raise UserError(f"--pad must be >= 0, got {p.pad}")
         if p.size - 2 * p.pad < 4:
