@@ -46,9 +46,8 @@ def stage_times(generator, repeats: int) -> dict[str, float]:
     maps = generator.base
     steps = generator.inputs.steps
     codes = render.draw_mask_codes(rng, params.iterations)
-    xs, ys = kernels.chaos_game(maps, steps)
-    n_valid = kernels.count_valid(xs, ys)
-    image = kernels.rasterize(xs, ys, n_valid, codes, True, params.size, params.pad)
+    xs, ys, n_valid, bounds = kernels.chaos_game_tracked(maps, steps)
+    image = kernels.rasterize_bounded(xs, ys, n_valid, bounds, codes, True, params.size, params.pad)
     png_bytes = encode.encode_png(image)
     samples = [shards.EncodedSample(f"{i:06d}", png_bytes, i, {"index": i}) for i in range(64)]
     with tempfile.TemporaryDirectory() as folder:
@@ -57,9 +56,9 @@ def stage_times(generator, repeats: int) -> dict[str, float]:
         sha_ms = median_ms(lambda: shards.sha256_file(path), 5) / len(samples)
     return {
         "mask_codes": median_ms(lambda: render.draw_mask_codes(rng, params.iterations), repeats),
-        "chaos": median_ms(lambda: kernels.chaos_game(maps, steps), repeats),
-        "raster": median_ms(lambda: kernels.rasterize(xs, ys, n_valid, codes, True, params.size, params.pad),
-                            repeats),
+        "chaos": median_ms(lambda: kernels.chaos_game_tracked(maps, steps), repeats),
+        "raster": median_ms(lambda: kernels.rasterize_bounded(xs, ys, n_valid, bounds, codes, True, params.size,
+                                                              params.pad), repeats),
         "fill_rate": median_ms(lambda: kernels.fill_rate(image), repeats),
         "encode_png": median_ms(lambda: encode.encode_png(image), repeats),
         "write_tar": write_ms + sha_ms,
@@ -76,9 +75,8 @@ def pure_python_attempt_ms(generator, repeats: int) -> float:
 
     def attempt():
         codes = render.draw_mask_codes(rng, params.iterations)
-        xs, ys = kernels.chaos_game.py_func(generator.base, steps)
-        n_valid = kernels.count_valid.py_func(xs, ys)
-        return kernels.rasterize.py_func(xs, ys, n_valid, codes, True, params.size, params.pad)
+        xs, ys, n_valid, bounds = kernels.chaos_game_tracked.py_func(generator.base, steps)
+        return kernels.rasterize_bounded.py_func(xs, ys, n_valid, bounds, codes, True, params.size, params.pad)
 
     return median_ms(attempt, repeats)
 

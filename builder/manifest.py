@@ -87,14 +87,15 @@ def write_json_atomic(path: str, payload: Any) -> None:
 
 
 def environment() -> dict[str, str]:
-    """Library versions that decide the shards' bytes (zlib via Pillow)."""
+    """Library versions that decide the shards' bytes (the PNG compressor
+    above all) and the renders (numpy's generators, numba)."""
+    import isal
     import numba
     import numpy
     import PIL
-    import zlib
 
     return {"python": platform.python_version(), "numpy": numpy.__version__, "numba": numba.__version__,
-            "pillow": PIL.__version__, "zlib": zlib.ZLIB_RUNTIME_VERSION}
+            "isal": isal.__version__, "pillow": PIL.__version__}
 
 
 def timm_info(manifest: dict[str, Any]) -> dict[str, Any]:
