@@ -93,6 +93,11 @@ def retry(call: Callable[[], T], what: str, tries: int = RETRY_TRIES, delay: flo
     raise AssertionError("unreachable")
 
 
+def _read_local(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
@@ -169,7 +174,9 @@ class Location:
         return f"{self.url}/{name}"
 
     def _retry(self, call: Callable[[], T], name: str) -> T:
-        return retry(call, self.uri(name)) if self.remote else call()
+        # Local reads too: shared file systems (NFS, Lustre) time out and
+        # reset as well; a missing file is never retried (is_transient).
+        return retry(call, self.uri(name))
 
     def exists(self, name: str) -> bool:
         return self._retry(lambda: self.fs.exists(self.path(name)), name)
@@ -186,8 +193,7 @@ class Location:
         """The whole object, retried from the start on a transient error."""
         if self.remote:
             return self._retry(lambda: self.fs.cat_file(self.path(name)), name)
-        with open(self.path(name), "rb") as handle:
-            return handle.read()
+        return self._retry(lambda: _read_local(self.path(name)), name)
 
     def sha256(self, name: str) -> tuple[str, int]:
         """(sha256 hex digest, bytes) of ``name``, streamed in chunks; a

@@ -523,3 +523,12 @@ def test_fractrain_stops_on_a_corrupt_remote_shard(capsys, tiny_dataset, tmp_pat
     assert code != 0
     line = err.strip().splitlines()[-1]
     assert f"{url}/{shard['file']}" in line and shard["sha256"][:12] in line
+
+
+@needs_trainer_cli
+def test_fractrain_on_a_missing_bucket_gives_one_line(capsys, tmp_path, s3_endpoint, monkeypatch):
+    monkeypatch.setenv(location_mod.ENDPOINT_ENV, s3_endpoint)
+    code, err = fractrain(capsys, *_pretrain_args("s3://no-such-bucket/tiny", tmp_path / "run"))
+    assert code == 2
+    assert err == f"error: bucket 'no-such-bucket' does not exist at {s3_endpoint}\n"
+    assert not (tmp_path / "run").exists()

@@ -103,25 +103,29 @@ def test_a_bad_shard_stops_the_load_naming_the_file(tmp_path, tiny_dataset, how,
 
 
 def test_transient_read_errors_are_retried(monkeypatch, tiny_dataset):
-    from fracbuild.location import Location
+    from fracbuild import location
 
-    monkeypatch.setattr(data, "BACKOFF_S", 0.0)
-    original = Location.read_bytes
+    monkeypatch.setattr(location, "RETRY_DELAY", 0.0)
+    original = location._read_local
     failures = {"left": 3}
 
-    def flaky(self, name):
-        if name.endswith(".tar") and failures["left"]:
+    def flaky(path):
+        if path.endswith(".tar") and failures["left"]:
             failures["left"] -= 1
             raise ConnectionResetError("connection reset by peer")
-        return original(self, name)
+        return original(path)
 
-    monkeypatch.setattr(Location, "read_bytes", flaky)
+    monkeypatch.setattr(location, "_read_local", flaky)
     assert data.load(str(tiny_dataset)).num_samples == 16
     assert failures["left"] == 0
 
-    monkeypatch.setattr(Location, "read_bytes", lambda self, name: (_ for _ in ()).throw(TimeoutError("timed out")))
-    with pytest.raises(UserError, match="after 5 attempts"):
+    def always_times_out(path):
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(location, "_read_local", always_times_out)
+    with pytest.raises(UserError, match="still failing after 4 tries") as caught:
         data.load(str(tiny_dataset))
+    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize("content, message", [(None, "no manifest"), ("{not json", "not valid JSON"),

@@ -35,8 +35,6 @@ from fracbuild.shards import read_shard
 
 from .errors import UserError
 
-RETRIES = 4  # attempts after the first, on transient OSError
-BACKOFF_S = 0.5  # first wait; doubles each retry
 
 
 @dataclass
@@ -73,11 +71,10 @@ def read_manifest(url: str) -> tuple[Location, dict[str, Any], str]:
     location = Location(url)
     source = location.uri(MANIFEST_NAME)
     try:
-        raw = _with_retries(lambda: location.read_bytes(MANIFEST_NAME), source)
-    except (FileNotFoundError, IsADirectoryError):
+        raw = _read(location, MANIFEST_NAME)
+    except (FileNotFoundError, IsADirectoryError) as error:
+        location.raise_user_error(error)  # a missing bucket, denied access: their own line
         raise UserError(f"no manifest at {source}: not a finished fracbuild data set") from None
-    except PermissionError as error:
-        raise UserError(f"cannot read {source}: {error}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -139,7 +136,7 @@ def read_verified(location: Location, shard: dict[str, Any]) -> bytes:
     name = shard["file"]
     where = location.uri(name)
     try:
-        data = _with_retries(lambda: location.read_bytes(name), where)
+        data = _read(location, name)
     except FileNotFoundError:
         raise UserError(f"shard {where} is missing") from None
     if len(data) != shard["bytes"]:
@@ -196,20 +193,17 @@ def _probe_channels(location: Location, shard: dict[str, Any]) -> int:
     raise UserError(f"shard {location.uri(shard['file'])}: images are {pixels.shape}; expected grayscale or RGB")
 
 
-def _with_retries(read: Callable[[], bytes], where: str) -> bytes:
-    """Call ``read``; retry transient OSError (not a missing file) with backoff."""
-    wait = BACKOFF_S
-    for attempt in range(RETRIES + 1):
-        try:
-            return read()
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            raise
-        except OSError as error:
-            if attempt == RETRIES:
-                raise UserError(f"cannot read {where} after {RETRIES + 1} attempts: {error}") from None
-            time.sleep(wait)
-            wait *= 2
-    raise AssertionError("unreachable")
+def _read(location: Location, name: str) -> bytes:
+    """``location.read_bytes(name)``, which retries transient errors with
+    backoff (fracbuild.location.retry); a missing file is raised as is and
+    any other failure becomes one line naming the file."""
+    try:
+        return location.read_bytes(name)
+    except (FileNotFoundError, IsADirectoryError):
+        raise
+    except Exception as error:  # remote stores raise their own types too
+        location.raise_user_error(error)
+        raise UserError(f"cannot read {location.uri(name)}: {error}") from None
 
 
 def _available_memory() -> int:
