@@ -728,7 +728,7 @@ def translate_y_matrix(pct: Tensor, height: int) -> Tensor:
     return _matrix(one, zero, zero, zero, one, pct * height)
 
 
-def _interpolate(x: Tensor, sx: Tensor, sy: Tensor, cubic: bool) -> Tensor:
+def _interpolate(x: Tensor, sx: Tensor, sy: Tensor, cubic: bool | Tensor) -> Tensor:
     """PIL's affine-transform interpolation (Geometry.c) at source points
     (sx, sy) float64 (N, H', W') in pixel coordinates (pixel i spans [i, i + 1)),
     edge pixels repeated. Bilinear: lerp(a, b, d) = a + (b - a) * d along x on
@@ -736,14 +736,18 @@ def _interpolate(x: Tensor, sx: Tensor, sy: Tensor, cubic: bool) -> Tensor:
     neighbours (Keys' kernel with a = -1; PIL's resize uses a = -0.5, torch's
     grid_sample a = -0.75), along x on four rows, then along y. Using PIL's
     own formulas keeps flat and linear regions exact in float32, which
-    matters because the result is truncated. Returns float32 (N, C, H', W').
+    matters because the result is truncated. cubic: bool, or bool (N,) to
+    choose per sample; then the 16 bicubic taps are gathered once and the
+    bilinear result is made from their inner 4 (the gathers are the cost).
+    Returns float32 (N, C, H', W').
     """
     n, c, h, w = x.shape
     fx, fy = sx - 0.5, sy - 0.5
     x0, y0 = torch.floor(fx), torch.floor(fy)
     dx = (fx - x0).to(x.dtype).reshape(n, 1, -1)
     dy = (fy - y0).to(x.dtype).reshape(n, 1, -1)
-    offsets = (-1, 0, 1, 2) if cubic else (0, 1)
+    any_cubic = not isinstance(cubic, bool) or cubic
+    offsets = (-1, 0, 1, 2) if any_cubic else (0, 1)
     # Edge-replicate padding of 2 stands in for clamping each tap: one index
     # tensor for the top-left tap, and each other tap reads a shifted view of
     # the padded image through it (no per-tap index arithmetic). Points far
@@ -755,22 +759,31 @@ def _interpolate(x: Tensor, sx: Tensor, sy: Tensor, cubic: bool) -> Tensor:
     flat = F.pad(x, (2, 2, 2, 2), mode="replicate").reshape(n, c, (h + 4) * pw)
     length = flat.shape[-1] - (len(offsets) - 1) * (pw + 1)
 
-    def combine(v: list[Tensor], d: Tensor) -> Tensor:
-        if not cubic:
-            return v[0] + (v[1] - v[0]) * d
+    def lerp(v0: Tensor, v1: Tensor, d: Tensor) -> Tensor:
+        return v0 + (v1 - v0) * d
+
+    def cubic_combine(v: list[Tensor], d: Tensor) -> Tensor:
         p2 = v[2] - v[0]
         p3 = 2 * (v[0] - v[1]) + v[2] - v[3]
         p4 = v[1] - v[0] - v[2] + v[3]
         return v[1] + d * (p2 + d * (p3 + d * p4))
 
-    rows = []
-    for j in range(len(offsets)):
-        taps = []
-        for i in range(len(offsets)):
-            shift = j * pw + i
-            taps.append(flat[:, :, shift : shift + length].gather(2, base))
-        rows.append(combine(taps, dx))
-    return combine(rows, dy).view(n, c, *sx.shape[1:])
+    taps = [[flat[:, :, j * pw + i : j * pw + i + length].gather(2, base) for i in range(len(offsets))]
+            for j in range(len(offsets))]
+    inner = (1, 2) if any_cubic else (0, 1)  # the bilinear neighbours among the taps
+
+    def bilinear() -> Tensor:
+        rows = [lerp(taps[j][inner[0]], taps[j][inner[1]], dx) for j in inner]
+        return lerp(rows[0], rows[1], dy)
+
+    def bicubic() -> Tensor:
+        return cubic_combine([cubic_combine(row, dx) for row in taps], dy)
+
+    if isinstance(cubic, bool):
+        out = bicubic() if cubic else bilinear()
+    else:
+        out = torch.where(cubic.view(n, 1, 1), bicubic(), bilinear())
+    return out.view(n, c, *sx.shape[1:])
 
 
 def affine(x: Tensor, matrix: Tensor, fill: tuple[float, ...], cubic: Tensor | bool = True) -> Tensor:
@@ -792,10 +805,7 @@ def affine(x: Tensor, matrix: Tensor, fill: tuple[float, ...], cubic: Tensor | b
     m = matrix.to(torch.float64)[:, :, :, None, None]  # (N, 2, 3, 1, 1)
     sx = m[:, 0, 0] * gx + m[:, 0, 1] * gy + m[:, 0, 2]  # (N, H, W)
     sy = m[:, 1, 0] * gx + m[:, 1, 1] * gy + m[:, 1, 2]
-    if isinstance(cubic, bool):
-        out = _interpolate(x, sx, sy, cubic)
-    else:  # a per-sample choice ('random' interpolation): both, then pick
-        out = torch.where(_col(cubic, 4), _interpolate(x, sx, sy, True), _interpolate(x, sx, sy, False))
+    out = _interpolate(x, sx, sy, cubic)  # cubic may be a per-sample choice ('random' interpolation)
     outside = (sx < 0) | (sx >= w) | (sy < 0) | (sy >= h)
     fill_t = _channels(fill, x.device).view(1, -1, 1, 1)
     return torch.where(outside[:, None], fill_t, out.clamp_(0, 255).floor_())  # PIL truncates
