@@ -43,10 +43,14 @@ def records(out):
         return [json.loads(line) for line in handle]
 
 
-def test_loss_falls_within_a_few_dozen_steps(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("input_path", ["cpu", "gpu"])
+def test_loss_falls_within_a_few_dozen_steps(tiny_dataset, tmp_path, input_path):
     # Augmentation off and a full-epoch batch: the model must learn the 16
     # classes apart. (Average pooling learns this faster than a class token.)
+    # Both input paths (the GPU one runs here with device cpu): a path that
+    # paired images with the wrong labels would never learn.
     cfg = tiny_config(tiny_dataset, tmp_path / "run", **{
+        "run.input_path": input_path,
         "batch_size": 16, "budget.steps": 50, "aug_off": SWITCHES, "model.drop_path": 0.0,
         "model.kwargs": {**TINY_VIT, "embed_dim": 128, "global_pool": "avg", "class_token": False},
         "optim.lr": 1e-3, "optim.lr_base_batch": None, "optim.warmup_epochs": 0.0, "optim.min_lr": 1e-4,
