@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from . import manifest as mf
 from . import pool, shards
+from .atomic import PARTIAL_SUFFIX
 from .errors import BuildFailure, UserError
 from .generators import get_kind
 
@@ -57,7 +58,7 @@ def spec_from_manifest(manifest: dict[str, Any]) -> BuildSpec:
 
 # --- the output directory ---------------------------------------------------
 def _ours(name: str, prefix: str) -> bool:
-    base = name[: -len(shards.PARTIAL_SUFFIX)] if name.endswith(shards.PARTIAL_SUFFIX) else name
+    base = name[: -len(PARTIAL_SUFFIX)] if name.endswith(PARTIAL_SUFFIX) else name
     return (base in (mf.MANIFEST_NAME, mf.TIMM_INFO_NAME, mf.BUILD_STATE_NAME)
             or bool(shards.shard_pattern(prefix).match(base)))
 
@@ -118,7 +119,7 @@ def _clear(out_dir: str, prefix: str) -> None:
 
 def _remove_partials(out_dir: str) -> None:
     for entry in os.listdir(out_dir):
-        if entry.endswith(shards.PARTIAL_SUFFIX):
+        if entry.endswith(PARTIAL_SUFFIX):
             os.remove(os.path.join(out_dir, entry))
 
 

@@ -14,7 +14,7 @@ from . import __version__, build, verify as verify_mod
 from . import manifest as mf
 from .errors import BuildFailure, UserError
 from .generators import DEFAULT_KIND, KINDS, get_kind
-from .location import Location, is_remote
+from .location import Location
 from .shards import DEFAULT_SHARD_SIZE
 
 # Generator parameters settable from the command line: option -> parameter.
@@ -39,10 +39,6 @@ PARAM_OPTIONS = {
 def _given_params(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
     return {param: values[option] for option, param in PARAM_OPTIONS.items()
             if ctx.get_parameter_source(option) not in (None, click.core.ParameterSource.DEFAULT)}
-
-
-def _params_with_defaults(values: dict[str, Any]) -> dict[str, Any]:
-    return {param: values[option] for option, param in PARAM_OPTIONS.items()}
 
 
 def generator_options(function):

@@ -22,7 +22,7 @@ import tarfile
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-from .atomic import PARTIAL_SUFFIX, atomic_file
+from .atomic import atomic_file
 
 # Fixed tar metadata so that two builds produce the same bytes.
 TAR_MTIME = 0
@@ -103,7 +103,7 @@ def sample_fields(sample: EncodedSample) -> dict[str, bytes]:
 
 
 def write_shard(path: str, samples: Iterable[EncodedSample]) -> None:
-    """Write samples to ``path + PARTIAL_SUFFIX``, fsync, then rename to ``path``.
+    """Write samples to ``path + ".partial"``, fsync, then rename to ``path``.
 
     Member metadata is fixed (mtime 0, owner, mode, order), so the same
     samples always give the same bytes. The temporary file is removed if

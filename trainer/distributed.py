@@ -92,15 +92,6 @@ def gather_objects(ctx: Context, value: Any) -> list[Any]:
     return out
 
 
-def broadcast_object(ctx: Context, value: Any) -> Any:
-    """Rank 0's ``value`` on every rank."""
-    if not ctx.distributed:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def all_reduce_sum(ctx: Context, tensor: torch.Tensor) -> torch.Tensor:
     if ctx.distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
