@@ -17,9 +17,9 @@ from . import distributed as dist, downstream, model as models
 from .config import TrainConfig
 from .errors import UserError
 from .input_cpu import CpuPipeline
-from .loop import Job, check_resume, fit
+from .loop import Job, check_resume, fit_in_folder
 from .pretrain import check_batch, default_workers, finished_summary, stderr_log
-from .runfolder import RunFolder, decide, default_out, remove_if_unused
+from .runfolder import RunFolder, decide, default_out
 from .schedule import EpochSchedule
 
 BuildModel = Callable[[TrainConfig, int, "dict[str, Any] | None"], nn.Module]
@@ -105,10 +105,4 @@ def _run(cfg: TrainConfig, ctx: dist.Context, build: BuildModel, resume, on_step
               resume_path=start.checkpoint, evaluate=evaluate, log=log, on_step=on_step,
               extra={"train": cfg.data.train, "val": cfg.data.val, "init": None if cfg.model.scratch else cfg.model.init,
                      "scratch": cfg.model.scratch or init is None})
-    try:
-        return fit(job)
-    except BaseException:
-        folder.close()
-        if ctx.is_main:
-            remove_if_unused(out, existed)
-        raise
+    return fit_in_folder(job, out, existed)

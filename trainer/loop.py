@@ -31,7 +31,7 @@ from .config import TrainConfig, differences, dump_yaml, to_dict
 from .errors import TrainFailure, UserError
 from .optim import create_optimizer, create_schedule, current_lr, describe
 from .pipeline import InputPipeline
-from .runfolder import RunFolder
+from .runfolder import RunFolder, remove_if_unused
 from .schedule import EpochSchedule, mix_seed
 
 SUMMARY_MIN_STEPS = 100  # auto summary cadence: lines at least this many steps apart
@@ -139,6 +139,19 @@ def _crossed(schedule: EpochSchedule, step: int, every: float) -> bool:
         return False
     return (math.floor(schedule.epoch_at(step) / every + 1e-9)
             > math.floor(schedule.epoch_at(step - 1) / every + 1e-9))
+
+
+def fit_in_folder(job: Job, out: str, existed: bool) -> dict[str, Any]:
+    """:func:`fit`; on any failure (a user error, an interrupt) close the run
+    folder and, on the main rank, remove it if this run created it and it
+    holds nothing worth keeping, so no half-run folder looks finished."""
+    try:
+        return fit(job)
+    except BaseException:
+        job.folder.close()
+        if job.ctx.is_main:
+            remove_if_unused(out, existed)
+        raise
 
 
 def fit(job: Job) -> dict[str, Any]:

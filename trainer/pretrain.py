@@ -16,8 +16,8 @@ from . import data, distributed as dist, model as models, pipeline as pipelines
 from .config import TrainConfig
 from .errors import UserError
 from .input_cpu import ArraySource, CpuPipeline
-from .loop import Job, check_resume, fit
-from .runfolder import SUMMARY, RunFolder, decide, default_out, remove_if_unused
+from .loop import Job, check_resume, fit_in_folder
+from .runfolder import SUMMARY, RunFolder, decide, default_out
 from .schedule import EpochSchedule
 
 
@@ -116,11 +116,5 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
               num_classes=num_classes, model_name=cfg.model.name, folder=folder, resume=payload,
               resume_path=start.checkpoint, manifest_sha256=manifest_sha, log=log, on_step=on_step,
               extra={"shards": cfg.data.shards, "num_samples": n})
-    try:
-        return fit(job)
-    except BaseException:
-        folder.close()
-        if ctx.is_main:
-            remove_if_unused(out, existed)
-        raise
+    return fit_in_folder(job, out, existed)
 

@@ -96,3 +96,17 @@ class Generator(ABC):
     def streams(self) -> dict[str, str]:
         """How each random stream derives from the seed (for the manifest)."""
         return {}
+
+
+class OneImagePerClass(Generator):
+    """A kind whose every class is one image, and whose ``Params`` have
+    ``num_classes`` (L) and ``size``: 1p-frac, noise, real-image."""
+
+    def num_samples(self) -> int:
+        return self.params.num_classes
+
+    def num_classes(self) -> int:
+        return self.params.num_classes
+
+    def image_size(self) -> int:
+        return self.params.size

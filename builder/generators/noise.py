@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import perturb, seeds
 from ..errors import UserError
-from .base import Generator, Sample
+from .base import OneImagePerClass, Sample
 
 DISTRIBUTIONS = ("gaussian", "uniform")
 
@@ -30,7 +30,7 @@ class NoiseParams:
     size: int = 512
 
 
-class Noise(Generator):
+class Noise(OneImagePerClass):
     kind = "noise"
     Params = NoiseParams
     summary = "one fixed noise field; a class is one perturbation of (mean, std) or (low, high)"
@@ -54,15 +54,6 @@ class Noise(Generator):
         self.field = rng.standard_normal(shape) if params.distribution == "gaussian" else rng.random(shape)
         self.base = np.array([[params.mean, params.std]] if params.distribution == "gaussian"
                              else [[params.low, params.high]], dtype=np.float64)
-
-    def num_samples(self) -> int:
-        return self.params.num_classes
-
-    def num_classes(self) -> int:
-        return self.params.num_classes
-
-    def image_size(self) -> int:
-        return self.params.size
 
     def image(self, first: float, second: float) -> np.ndarray:
         """The field under parameters (mean, std) or (low, high), in 0..255.

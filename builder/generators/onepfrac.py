@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import ifs, perturb, render, seeds
 from ..errors import BuildFailure, UserError
-from .base import Generator, ProgressCallback, Sample
+from .base import OneImagePerClass, ProgressCallback, Sample
 
 CHAOS_STREAMS = ("seeded", "legacy")
 
@@ -53,7 +53,7 @@ def _render_attempt(params: OnePFracParams, maps: np.ndarray, steps: np.ndarray,
     return image, render.fill_rate(image)
 
 
-class OnePFrac(Generator):
+class OnePFrac(OneImagePerClass):
     kind = "1p-frac"
     Params = OnePFracParams
     summary = "one IFS perturbed L times (Nakamura et al.); a class is one perturbation"
@@ -93,15 +93,6 @@ class OnePFrac(Generator):
         self.base = np.asarray(system["maps"], dtype=np.float64)
         self.probabilities = np.asarray(system["probabilities"], dtype=np.float64)
         self.inputs = RenderInputs(params, seed, self.probabilities)
-
-    def num_samples(self) -> int:
-        return self.params.num_classes
-
-    def num_classes(self) -> int:
-        return self.params.num_classes
-
-    def image_size(self) -> int:
-        return self.params.size
 
     def render(self, index: int) -> Sample:
         """Class ``index``: draw epsilons from the class's own stream until the

@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from .. import edges as edges_mod
 from .. import seeds, warps
 from ..errors import UserError
-from .base import Generator, ProgressCallback, Sample
+from .base import OneImagePerClass, ProgressCallback, Sample
 
 EDGES = ("canny", "none")
 DEFAULT_PHOTO = "skimage.data.camera"
@@ -79,7 +79,7 @@ def load_base(p: RealImageParams) -> tuple[np.ndarray, dict]:
                   "base_sha256": hashlib.sha256(base.tobytes()).hexdigest(), "base_shape": list(base.shape)}
 
 
-class RealImage(Generator):
+class RealImage(OneImagePerClass):
     kind = "real-image"
     Params = RealImageParams
     summary = "one photo (Canny edges by default); a class is one perturbed warp of it"
@@ -120,15 +120,6 @@ class RealImage(Generator):
         if provenance["base_sha256"] != system["base_sha256"]:
             raise UserError(f"--image {provenance['image_source']} is not the photo this data set was built from "
                             f"(its pixels' sha256 differs from the manifest's)")
-
-    def num_samples(self) -> int:
-        return self.params.num_classes
-
-    def num_classes(self) -> int:
-        return self.params.num_classes
-
-    def image_size(self) -> int:
-        return self.params.size
 
     def finish(self, image: np.ndarray) -> np.ndarray:
         p = self.params
