@@ -166,7 +166,7 @@ def run_build(spec: BuildSpec, out_dir: str, *, workers: int = 1, resume: bool =
         system = state["system"]
     elif system is None:
         started = time.perf_counter()
-        system = generator_cls.prepare(params, spec.seed, log)
+        system = generator_cls.prepare(params, spec.seed, log, workers=workers)
         search_seconds = time.perf_counter() - started
 
     # From here on we write. The state file lets --resume finish the build.

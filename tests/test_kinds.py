@@ -510,3 +510,22 @@ def test_cli_renders_each_kind_and_rejects_bad_options(tmp_path, photo, capsys):
         assert main(["render", *argv, "--out", str(tmp_path / "bad")]) == 2
         assert capsys.readouterr().err.startswith("error: ")
     assert not os.path.exists(tmp_path / "bad")
+
+
+def test_fractaldb_search_follows_workers_and_does_not_depend_on_them(monkeypatch):
+    """--workers bounds the search's threads; the categories are the same."""
+    seen = []
+    real_search = fractaldb_search.search
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("threads"))
+        return real_search(*args, **kwargs)
+
+    monkeypatch.setattr(fractaldb_search, "search", spy)
+    cls = get_kind("ofdb")
+    params = cls.make_params({"num_categories": 3, "search_size": 64, "search_iterations": 3000, "size": 32,
+                              "iterations": 2000})
+    one = cls.prepare(params, 5, lambda m: None, workers=1)
+    two = cls.prepare(params, 5, lambda m: None, workers=2)
+    assert seen == [1, 2]
+    assert one["categories"] == two["categories"]

@@ -73,8 +73,10 @@ class Generator(ABC):
 
     # --- the two steps ----------------------------------------------------
     @classmethod
-    def prepare(cls, params: Any, seed: int, log: ProgressCallback) -> dict[str, Any]:
-        """Decisions shared by all samples, as a JSON-able dict (default: none)."""
+    def prepare(cls, params: Any, seed: int, log: ProgressCallback, workers: int | None = None) -> dict[str, Any]:
+        """Decisions shared by all samples, as a JSON-able dict (default: none).
+        ``workers``: how many CPUs it may keep busy (None: all); the result
+        must not depend on it."""
         return {}
 
     @abstractmethod

@@ -106,7 +106,7 @@ class ContourKind(Generator):
         _validate(p)
 
     @classmethod
-    def prepare(cls, params: ContourParams, seed: int, log: ProgressCallback) -> dict:
+    def prepare(cls, params: ContourParams, seed: int, log: ProgressCallback, workers: int | None = None) -> dict:
         if not params.lpce:
             categories = [cls.draw_category(seeds.rng(seed, seeds.CATEGORY, c)) for c in range(params.num_categories)]
             return {"categories": categories}

@@ -78,7 +78,7 @@ def _check_common(p) -> None:
         raise UserError(f"--max-candidates must be >= the number of categories, got {p.max_candidates}")
 
 
-def search_categories(p, seed: int, log: ProgressCallback) -> dict:
+def search_categories(p, seed: int, log: ProgressCallback, workers: int | None = None) -> dict:
     """The category search of FractalDB and OFDB, as the system record:
     the search's result plus the weight table."""
     if p.search_stream == "legacy" and seed >= 2**32:
@@ -87,7 +87,8 @@ def search_categories(p, seed: int, log: ProgressCallback) -> dict:
     try:
         system = fractaldb_search.search(p.num_categories, stream=p.search_stream, seed=seed,
                                          iterations=p.search_iterations, size=p.search_size, pad=p.pad,
-                                         threshold=p.threshold, max_candidates=budget, log=log)
+                                         threshold=p.threshold, max_candidates=budget, log=log,
+                                         threads=workers)
     except RuntimeError as error:
         raise BuildFailure(f"search: {error}; lower --threshold or raise --max-candidates") from None
     system["weights"] = fractaldb_search.weight_table(p.weight_step).tolist()
@@ -172,8 +173,8 @@ class FractalDB(Generator):
                             f"got {p.instances}")
 
     @classmethod
-    def prepare(cls, params: FractalDBParams, seed: int, log: ProgressCallback) -> dict:
-        return search_categories(params, seed, log)
+    def prepare(cls, params: FractalDBParams, seed: int, log: ProgressCallback, workers: int | None = None) -> dict:
+        return search_categories(params, seed, log, workers)
 
     def __init__(self, params: FractalDBParams, seed: int, system: dict):
         super().__init__(params, seed, system)
@@ -221,8 +222,8 @@ class OFDB(Generator):
             raise UserError(f"--weight-row must lie in [0, {fractaldb_search.WEIGHT_ROWS - 1}], got {p.weight_row}")
 
     @classmethod
-    def prepare(cls, params: OFDBParams, seed: int, log: ProgressCallback) -> dict:
-        return search_categories(params, seed, log)
+    def prepare(cls, params: OFDBParams, seed: int, log: ProgressCallback, workers: int | None = None) -> dict:
+        return search_categories(params, seed, log, workers)
 
     def __init__(self, params: OFDBParams, seed: int, system: dict):
         super().__init__(params, seed, system)

@@ -84,7 +84,7 @@ class OnePFrac(OneImagePerClass):
             raise UserError(f"--min-acceptance must lie in [0, 1], got {p.min_acceptance}")
 
     @classmethod
-    def prepare(cls, params: OnePFracParams, seed: int, log: ProgressCallback) -> dict:
+    def prepare(cls, params: OnePFracParams, seed: int, log: ProgressCallback, workers: int | None = None) -> dict:
         """Search for the base system (see :func:`search`)."""
         return search(params, seed, log)
 

@@ -105,7 +105,7 @@ class RealImage(OneImagePerClass):
             raise UserError(f"--elastic-grid must be >= 2, got {p.elastic_grid}")
 
     @classmethod
-    def prepare(cls, params: RealImageParams, seed: int, log: ProgressCallback) -> dict:
+    def prepare(cls, params: RealImageParams, seed: int, log: ProgressCallback, workers: int | None = None) -> dict:
         _, provenance = load_base(params)
         log(f"real-image: {provenance['image_source']} as {'x'.join(map(str, provenance['base_shape']))}")
         return {**provenance, "coordinates": warps.COORDINATES, "warp_definition": warps.WARP_DOC[params.warp],
