@@ -30,3 +30,15 @@ def tiny_dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "shards"
     build_tiny(out)
     return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: on a small shared machine torch's threads only add
+    contention (the trainer tests use it)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,12 +17,7 @@ from fracbuild.build import BuildSpec, run_build  # noqa: E402
 TINY_VIT = {"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def rgb_photo(path) -> str:

@@ -17,12 +17,7 @@ TINY = ["--model", "vit_tiny", "--input-size", "32", "--model-arg", "patch_size=
         "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def fails(capsys, argv, message, out=None):

@@ -18,12 +18,7 @@ from fractrain.recipe import SWITCHES, AugmentRecipe
 from fractrain.schedule import EpochSchedule
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- the schedule -----------------------------------------------------------------

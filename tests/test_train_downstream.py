@@ -26,12 +26,7 @@ LEARNABLE = ["--aug-off", "randaugment,mixup,cutmix,erasing,flips,crop", "--opt"
              "--weight-decay", "0.05", "--warmup-epochs", "0.2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

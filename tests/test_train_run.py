@@ -22,12 +22,7 @@ TINY_ARGS = ["--model", "vit_tiny", "--input-size", "32"] + [a for k, v in TINY_
                                                              for a in ("--model-arg", f"{k}={v}")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(shards, out, **changes):
