@@ -176,6 +176,11 @@ def test_bench_runs_the_three_inputs_on_cpu(tiny_dataset, capsys):
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("model_images_per_s", "gpu_augment_images_per_s", "cpu_augment_images_per_s"):
-        assert key in result
-    assert result["model_images_per_s"] > 0 and result["cpu_augment_images_per_s"] > 0
-    assert result["cpu_vs_model"] > 0
+        assert result[key] > 0
+    assert result["cpu_vs_model"] > 0 and result["gpu_vs_model"] > 0
+    assert "gpu_serial_augment_images_per_s" not in result  # only on request
+    assert main(args + ["--paths", "gpu-serial"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["gpu_serial_augment_images_per_s"] > 0 and result["model_images_per_s"] is None
+    assert main(args + ["--paths", "model,tpu"]) == 2
+    assert "--paths takes model, gpu, gpu-serial, cpu" in capsys.readouterr().err

@@ -1,7 +1,9 @@
 """``fractrain bench``: images/s of the full training step with three inputs:
 
 * model: a synthetic batch already on the device (the model-bound ceiling);
-* gpu: the device input path (cached uint8 images + GpuAugment), if available;
+* gpu: the device input path (cached uint8 images + GpuAugment), if available,
+  each batch augmented on a side stream while the step before trains;
+* gpu-serial (on request): the same, without the side stream;
 * cpu: the CPU input path (timm transforms in DataLoader workers).
 
 Each is timed end to end through the same optimizer step as training
@@ -24,6 +26,13 @@ from .loop import Stepper, resolve_precision
 from .optim import create_optimizer
 from .recipe import AugmentRecipe
 from .schedule import EpochSchedule
+
+PATHS = ("model", "gpu", "gpu-serial", "cpu")
+
+
+def result_key(path: str) -> str:
+    """The result's images/s key of a path: model_images_per_s, gpu_augment_images_per_s, ..."""
+    return "model_images_per_s" if path == "model" else f"{path.replace('-', '_')}_augment_images_per_s"
 
 
 def measure(stepper: Stepper, batches, warmup: int, steps: int, windows: int, batch: int,
@@ -82,12 +91,13 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
     for path in paths:
         if path == "model":
             source = pipelines.SyntheticPipeline(batch_size, input_size, num_classes, ctx.device)
-        elif path == "gpu":
+        elif path in ("gpu", "gpu-serial"):
             if gpu_cls is None:
                 log("bench: GPU augmentation not available; skipped")
                 continue
             source = pipelines.DevicePipeline(dataset.images, dataset.labels, schedule, recipe, num_classes,
-                                              ctx.device, seed=0, augment_cls=gpu_cls, log=log)
+                                              ctx.device, seed=0, augment_cls=gpu_cls, log=log,
+                                              overlap=path == "gpu")
         elif path == "cpu":
             source = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,
                                  ctx.device, seed=0, workers=workers)
@@ -98,13 +108,16 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
         rate = measure(stepper, batches, warmup, steps, windows, batch_size, ctx.device)
         if hasattr(batches, "close"):
             batches.close()  # stops the DataLoader workers now
-        results[f"{'model' if path == 'model' else path + '_augment'}_images_per_s"] = round(rate, 1)
+        results[result_key(path)] = round(rate, 1)
         log(f"bench {name} {path:>5}: {rate:,.0f} images/s")
         del stepper, source
     m, g, c = (results["model_images_per_s"], results["gpu_augment_images_per_s"], results["cpu_augment_images_per_s"])
     results["gpu_vs_model"] = round(g / m, 3) if g and m else None
     results["cpu_vs_model"] = round(c / m, 3) if c and m else None
     results["gpu_vs_cpu"] = round(g / c, 2) if g and c else None
+    if "gpu-serial" in paths:
+        serial = results.get("gpu_serial_augment_images_per_s")
+        results["gpu_serial_vs_model"] = round(serial / m, 3) if serial and m else None
     results["peak_gpu_memory_gb"] = (round(torch.cuda.max_memory_allocated(ctx.device) / 2**30, 2)
                                      if ctx.device.type == "cuda" else None)
     return results

@@ -313,7 +313,8 @@ def _print_result(summary: dict[str, Any]) -> None:
 @click.option("--input-size", type=int, default=224, show_default=True, help="Model input side, pixels.")
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Extra create_model argument.")
 @click.option("--paths", default="model,gpu,cpu", show_default=True,
-              help="Which inputs to time, comma-separated: model (synthetic), gpu, cpu.")
+              help="Which inputs to time, comma-separated: model (synthetic), gpu, gpu-serial "
+                   "(the GPU path without its side stream), cpu.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
 def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, windows: int, compile: bool, device: str,
           precision: str, workers: int, input_size: int, model_args: tuple[str, ...], paths: str, as_json: bool) -> None:
@@ -324,9 +325,9 @@ def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, win
     if min(batch_size, steps, windows) < 1 or warmup < 0 or workers < 0:
         raise UserError("--batch-size, --steps and --windows must be >= 1; --warmup and --workers >= 0")
     chosen = tuple(p.strip() for p in paths.split(",") if p.strip())
-    unknown = sorted(set(chosen) - {"model", "gpu", "cpu"})
+    unknown = sorted(set(chosen) - set(runner.PATHS))
     if unknown or not chosen:
-        raise UserError(f"--paths takes model, gpu, cpu; got {paths!r}")
+        raise UserError(f"--paths takes {', '.join(runner.PATHS)}; got {paths!r}")
     kwargs = resolve("pretrain", {"model_args": model_args})
     result = runner.run(model_name=model, shards=shards, batch_size=batch_size, steps=steps, warmup=warmup,
                         windows=windows, compile=compile, device=device, workers=workers, input_size=input_size,
@@ -334,9 +335,11 @@ def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, win
     if as_json:
         click.echo(json.dumps(result))
         return
-    for key in ("model_images_per_s", "gpu_augment_images_per_s", "cpu_augment_images_per_s",
-                "gpu_vs_model", "cpu_vs_model", "gpu_vs_cpu", "peak_gpu_memory_gb"):
-        click.echo(f"{key}: {result[key]}")
+    for key in ("model_images_per_s", "gpu_augment_images_per_s", "gpu_serial_augment_images_per_s",
+                "cpu_augment_images_per_s", "gpu_vs_model", "gpu_serial_vs_model", "cpu_vs_model", "gpu_vs_cpu",
+                "peak_gpu_memory_gb"):
+        if key in result:
+            click.echo(f"{key}: {result[key]}")
 
 
 def _log(message: str) -> None:

@@ -67,16 +67,21 @@ from .recipe import AugmentRecipe
 
 __all__ = [
     "GpuAugment",
+    "AugmentPlan",
+    "GENERATOR_ON_HOST",
     "PILLOW_VERTICAL_FIRST",
     "RandAugmentConfig",
     "RAND_INCREASING_TRANSFORMS",
     "RAND_TRANSFORMS",
     "parse_rand_augment",
     "sample_crop_boxes",
+    "resize_order",
     "resized_crop",
     "sample_flips",
-    "flip",
     "sample_rand_augment_layer",
+    "LayerPlan",
+    "plan_rand_augment_layer",
+    "apply_rand_augment_layer",
     "rand_augment_layer",
     "level_to_arg",
     "apply_lut",
@@ -104,6 +109,7 @@ __all__ = [
     "sample_beta",
     "sample_mix_params",
     "sample_cutmix_box",
+    "mix_choice",
     "mix_batch",
     "smoothed_targets",
 ]
@@ -263,7 +269,9 @@ def _cubic_kernel(t: Tensor, a: float) -> Tensor:
     return torch.where(t < 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
 
 
-def _resample_weights(start: Tensor, length: Tensor, in_size: int, out_size: int, cubic: Tensor) -> Tensor:
+def _resample_weights(
+    start: Tensor, length: Tensor, in_size: int, out_size: int, cubic: Tensor, reverse: Tensor | None = None
+) -> Tensor:
     """Weights of PIL's ImagingResample along one axis, per sample: float32 (N, out_size, in_size).
 
     Output pixel i of sample n reads the span [start[n], start[n] + length[n])
@@ -273,6 +281,10 @@ def _resample_weights(start: Tensor, length: Tensor, in_size: int, out_size: int
     to sum 1, then rounded to PIL's 22-bit fixed point. The filter is PIL's
     bicubic (a = -0.5, support 2) where ``cubic``, else its triangle (support 1);
     both widen by the scale when shrinking, which is PIL's antialiasing.
+
+    ``reverse`` (bool (N,), optional) lists the output pixels backwards for
+    the samples marked: the matrix of the resized crop followed by a flip of
+    that axis (the same numbers, permuted), which makes flips free.
 
     The taps are computed in float64 (as PIL) on a window of ``taps`` pixels
     per output pixel, a bound fixed by the sizes alone (no look at the data,
@@ -287,7 +299,10 @@ def _resample_weights(start: Tensor, length: Tensor, in_size: int, out_size: int
     filterscale = scale.clamp(min=1.0)
     cubic = cubic.reshape(-1, 1, 1)
     support = torch.where(cubic, 2.0, 1.0) * filterscale
-    center = (torch.arange(out_size, device=device, dtype=torch.float64)[None, :, None] + 0.5) * scale
+    index = torch.arange(out_size, device=device, dtype=torch.float64)[None, :, None]
+    if reverse is not None:
+        index = torch.where(reverse.reshape(-1, 1, 1), out_size - 1 - index, index)
+    center = (index + 0.5) * scale
     xmin = torch.trunc(center - support + 0.5).clamp(min=0)
     xmax = torch.minimum(torch.trunc(center + support + 0.5), length)
     pos = xmin + torch.arange(taps, device=device, dtype=torch.float64)  # (N, out, taps), in the span
@@ -307,6 +322,40 @@ def _resample_weights(start: Tensor, length: Tensor, in_size: int, out_size: int
     return dense[:, :, :in_size]
 
 
+def resize_order(h: Tensor, w: Tensor, size: int, pillow_vertical_first: bool | None = None) -> Tensor:
+    """Which samples PIL resizes vertically first: bool (N,) for crop sizes h, w (N,).
+
+    The order of the two passes matters (the first is rounded and clipped,
+    and bicubic overshoots). Pillow 12 and earlier always run the horizontal
+    pass first; Pillow 13 runs the vertical one first when
+    ``h - size > 2 * max(w - size, 0)`` (found by comparing outputs over
+    thousands of crop geometries, not from its source). pillow_vertical_first
+    picks the behaviour (default: the installed Pillow's, PILLOW_VERTICAL_FIRST).
+    """
+    if pillow_vertical_first is None:
+        pillow_vertical_first = PILLOW_VERTICAL_FIRST
+    if not pillow_vertical_first:
+        return torch.zeros(h.shape, dtype=torch.bool, device=h.device)
+    return (h - size) > 2 * (w - size).clamp(min=0)
+
+
+def _two_pass_resize(x: Tensor, wx: Tensor, wy: Tensor, rows_first: int) -> Tensor:
+    """PIL's separable resize as two batched matrix products, each pass rounded
+    to uint8 as PIL does. x float32 (N, C, H, W); wx (N, 1, S, W), wy (N, 1, S, H)
+    from _resample_weights. The first ``rows_first`` samples run the horizontal
+    pass first, the others the vertical one. Returns float32 (N, C, S, S)."""
+    def to_uint8(v: Tensor) -> Tensor:
+        return torch.floor(v + 0.5).clamp_(0, 255)
+
+    n, k = x.shape[0], rows_first
+    parts = []
+    if k > 0:
+        parts.append(to_uint8(wy[:k] @ to_uint8(x[:k] @ wx[:k].transpose(2, 3))))
+    if k < n:
+        parts.append(to_uint8(to_uint8(wy[k:] @ x[k:]) @ wx[k:].transpose(2, 3)))
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def resized_crop(
     x: Tensor,
     top: Tensor,
@@ -316,8 +365,11 @@ def resized_crop(
     size: int,
     cubic: Tensor | bool = True,
     pillow_vertical_first: bool | None = None,
+    hflip: Tensor | None = None,
+    vflip: Tensor | None = None,
 ) -> Tensor:
-    """Crop each sample's box and resize it to ``size x size`` as PIL's resize does.
+    """Crop each sample's box and resize it to ``size x size`` as PIL's resize
+    does, then flip the samples marked in hflip/vflip (bool (N,), optional).
 
     x: float32 (N, C, H, W) of integers in [0, 255]; top/left/h/w: int (N,);
     cubic: bool or bool (N,), PIL's BICUBIC where true, else BILINEAR.
@@ -327,16 +379,10 @@ def resized_crop(
     resize is separable: one pass along each axis, each a weighted sum over
     the antialiasing support, the first rounded to uint8. Here each pass is
     one batched matrix product with per-sample weight matrices that are zero
-    outside the crop, so crops of every size go in one call.
-
-    The order of the passes matters (the first is rounded and clipped, and
-    bicubic overshoots). Pillow 12 and earlier always run the horizontal pass
-    first; Pillow 13 runs the vertical one first when
-    ``h - size > 2 * max(w - size, 0)`` (found by comparing outputs over
-    thousands of crop geometries, not from its source). pillow_vertical_first
-    picks the behaviour (default: the installed Pillow's,
-    PILLOW_VERTICAL_FIRST); with it on, both orders are computed and each
-    sample keeps the one Pillow 13 would use.
+    outside the crop, so crops of every size go in one call; a flip lists a
+    matrix's output pixels backwards, which costs nothing. The order of the
+    passes follows resize_order (decided on the host: a sync when the boxes
+    are on a GPU; GpuAugment plans it on the host).
 
     The sums run in float32, not PIL's fixed point: a value can differ by 1
     where the exact sum lies within float error of a rounding tie (and more
@@ -345,20 +391,13 @@ def resized_crop(
     n, c, height, width = x.shape
     if isinstance(cubic, bool):
         cubic = torch.full((n,), cubic, dtype=torch.bool, device=x.device)
-    wx = _resample_weights(left, w, width, size, cubic)[:, None]  # (N, 1, S, W)
-    wy = _resample_weights(top, h, height, size, cubic)[:, None]  # (N, 1, S, H)
-
-    def to_uint8(v: Tensor) -> Tensor:
-        return torch.floor(v + 0.5).clamp_(0, 255)
-
-    rows_first = wy @ to_uint8(x @ wx.transpose(2, 3))  # horizontal pass, then vertical
-    if pillow_vertical_first is None:
-        pillow_vertical_first = PILLOW_VERTICAL_FIRST
-    if not pillow_vertical_first:
-        return to_uint8(rows_first)
-    cols_first = to_uint8(wy @ x) @ wx.transpose(2, 3)  # vertical pass, then horizontal
-    vertical_first = (h - size) > 2 * (w - size).clamp(min=0)
-    return to_uint8(torch.where(_col(vertical_first, 4), cols_first, rows_first))
+    wx = _resample_weights(left, w, width, size, cubic, hflip)[:, None]  # (N, 1, S, W)
+    wy = _resample_weights(top, h, height, size, cubic, vflip)[:, None]  # (N, 1, S, H)
+    vertical_first = resize_order(h, w, size, pillow_vertical_first).cpu()
+    perm = torch.argsort(vertical_first.to(torch.uint8), stable=True).to(x.device)
+    rows_first = n - int(vertical_first.sum())
+    out = _two_pass_resize(x[perm], wx[perm], wy[perm], rows_first)
+    return out.index_select(0, torch.argsort(perm))
 
 
 # ---------------------------------------------------------------------------
@@ -369,12 +408,6 @@ def sample_flips(batch: int, hflip: float, vflip: float, generator: torch.Genera
     """Per-sample flip decisions as torchvision draws them (flip if U < p). Bool (N,) each."""
     u = _rand((2, batch), generator)
     return u[0] < hflip, u[1] < vflip
-
-
-def flip(x: Tensor, hflip: Tensor, vflip: Tensor) -> Tensor:
-    """Flip the samples marked in the bool (N,) masks; x (N, C, H, W), any dtype."""
-    x = torch.where(hflip[:, None, None, None], x.flip(-1), x)
-    return torch.where(vflip[:, None, None, None], x.flip(-2), x)
 
 
 # ---------------------------------------------------------------------------
@@ -738,26 +771,32 @@ def _interpolate(x: Tensor, sx: Tensor, sy: Tensor, cubic: bool | Tensor) -> Ten
     own formulas keeps flat and linear regions exact in float32, which
     matters because the result is truncated. cubic: bool, or bool (N,) to
     choose per sample; then the 16 bicubic taps are gathered once and the
-    bilinear result is made from their inner 4 (the gathers are the cost).
+    bilinear result is made from their inner 4.
     Returns float32 (N, C, H', W').
+
+    All taps come from one gather (the cost on a GPU is the number of
+    kernels): edge-replicate padding of 2 stands in for clamping each tap,
+    so tap (j, i) of a point sits at a fixed offset from its top-left tap in
+    the padded, flattened image. The rows are then combined all at once.
     """
     n, c, h, w = x.shape
     fx, fy = sx - 0.5, sy - 0.5
     x0, y0 = torch.floor(fx), torch.floor(fy)
-    dx = (fx - x0).to(x.dtype).reshape(n, 1, -1)
+    dx = (fx - x0).to(x.dtype).reshape(n, 1, 1, -1)
     dy = (fy - y0).to(x.dtype).reshape(n, 1, -1)
     any_cubic = not isinstance(cubic, bool) or cubic
     offsets = (-1, 0, 1, 2) if any_cubic else (0, 1)
-    # Edge-replicate padding of 2 stands in for clamping each tap: one index
-    # tensor for the top-left tap, and each other tap reads a shifted view of
-    # the padded image through it (no per-tap index arithmetic). Points far
-    # outside are clamped first; they get the fill colour anyway.
+    t = len(offsets)
     pw = w + 4
+    # Points far outside are clamped first; they get the fill colour anyway.
     x0 = x0.clamp(-1, w - 1)
     y0 = y0.clamp(-1, h - 1)
-    base = ((y0 + 2 + offsets[0]) * pw + (x0 + 2 + offsets[0])).long().reshape(n, 1, -1).expand(n, c, -1)
+    base = ((y0 + 2 + offsets[0]) * pw + (x0 + 2 + offsets[0])).long().reshape(n, 1, 1, -1)
+    tap = torch.tensor([j * pw + i for j in range(t) for i in range(t)], dtype=torch.int64)
+    index = (base + tap.to(x.device, non_blocking=True).view(1, 1, -1, 1)).reshape(n, 1, -1).expand(n, c, -1)
     flat = F.pad(x, (2, 2, 2, 2), mode="replicate").reshape(n, c, (h + 4) * pw)
-    length = flat.shape[-1] - (len(offsets) - 1) * (pw + 1)
+    taps = flat.gather(2, index).view(n, c, t, t, -1)  # (N, C, row, column, point)
+    v = [taps[:, :, :, i] for i in range(t)]  # each (N, C, row, point)
 
     def lerp(v0: Tensor, v1: Tensor, d: Tensor) -> Tensor:
         return v0 + (v1 - v0) * d
@@ -768,16 +807,17 @@ def _interpolate(x: Tensor, sx: Tensor, sy: Tensor, cubic: bool | Tensor) -> Ten
         p4 = v[1] - v[0] - v[2] + v[3]
         return v[1] + d * (p2 + d * (p3 + d * p4))
 
-    taps = [[flat[:, :, j * pw + i : j * pw + i + length].gather(2, base) for i in range(len(offsets))]
-            for j in range(len(offsets))]
+    def split_rows(rows: Tensor) -> list[Tensor]:
+        return [rows[:, :, j] for j in range(rows.shape[2])]
+
     inner = (1, 2) if any_cubic else (0, 1)  # the bilinear neighbours among the taps
 
     def bilinear() -> Tensor:
-        rows = [lerp(taps[j][inner[0]], taps[j][inner[1]], dx) for j in inner]
-        return lerp(rows[0], rows[1], dy)
+        rows = lerp(v[inner[0]][:, :, inner[0] : inner[1] + 1], v[inner[1]][:, :, inner[0] : inner[1] + 1], dx)
+        return lerp(*split_rows(rows), dy)
 
     def bicubic() -> Tensor:
-        return cubic_combine([cubic_combine(row, dx) for row in taps], dy)
+        return cubic_combine(split_rows(cubic_combine(v, dx)), dy)
 
     if isinstance(cubic, bool):
         out = bicubic() if cubic else bilinear()
@@ -798,17 +838,19 @@ def affine(x: Tensor, matrix: Tensor, fill: tuple[float, ...], cubic: Tensor | b
     """
     n, c, h, w = x.shape
     # Source points in float64, as PIL computes them (a pixel value read a
-    # hair left or right of an integer position truncates differently).
-    ys = torch.arange(h, device=x.device, dtype=torch.float64) + 0.5
-    xs = torch.arange(w, device=x.device, dtype=torch.float64) + 0.5
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    # hair left or right of an integer position truncates differently):
+    # (a x + b y) + c for both coordinates at once, (N, 2, H, W).
+    ys = torch.arange(h, device=x.device, dtype=torch.float64).view(1, 1, h, 1) + 0.5
+    xs = torch.arange(w, device=x.device, dtype=torch.float64).view(1, 1, 1, w) + 0.5
     m = matrix.to(torch.float64)[:, :, :, None, None]  # (N, 2, 3, 1, 1)
-    sx = m[:, 0, 0] * gx + m[:, 0, 1] * gy + m[:, 0, 2]  # (N, H, W)
-    sy = m[:, 1, 0] * gx + m[:, 1, 1] * gy + m[:, 1, 2]
+    source = m[:, :, 0] * xs + m[:, :, 1] * ys + m[:, :, 2]
+    sx, sy = source[:, 0], source[:, 1]
     out = _interpolate(x, sx, sy, cubic)  # cubic may be a per-sample choice ('random' interpolation)
-    outside = (sx < 0) | (sx >= w) | (sy < 0) | (sy >= h)
-    fill_t = _channels(fill, x.device).view(1, -1, 1, 1)
-    return torch.where(outside[:, None], fill_t, out.clamp_(0, 255).floor_())  # PIL truncates
+    outside = ((sx < 0) | (sx >= w) | (sy < 0) | (sy >= h))[:, None]
+    out = out.clamp_(0, 255).floor_()  # PIL truncates
+    if len(set(fill)) == 1:  # one number: no per-channel tensor to make
+        return out.masked_fill_(outside, float(fill[0]))
+    return torch.where(outside, _channels(fill, x.device).view(1, -1, 1, 1), out)
 
 
 def _affine_matrix(name: str, arg: Tensor, height: int, width: int) -> Tensor:
@@ -825,6 +867,177 @@ def _affine_matrix(name: str, arg: Tensor, height: int, width: int) -> Tensor:
     raise ValueError(name)
 
 
+@dataclass
+class LayerPlan:
+    """One RandAugment layer planned on the host: which samples get which op.
+
+    Each sample draws one op (or none). The value-mapping ops whose table
+    depends only on the drawn argument are folded into one per-sample table
+    ``lut`` here on the host; the others become groups of sample indices, so
+    the device works only on the samples that drew them (a sixth of the batch
+    draws a geometric op, a thirtieth sharpness) and never has to ask how
+    many there are. All tensors are on the host until ``_to_device``.
+
+    * lut: float32 (N, 1, 256), the identity for samples without such an op;
+      uses_lut says whether any sample has a non-identity table here or in
+      ``stats`` (else the look-up is skipped).
+    * stats: (index int64 (k,), factor float32 (k,)) of the samples whose
+      table needs the image: first those that drew AutoContrast, then
+      Equalize, then Contrast, as many as stats_counts says.
+    * affine: cubic (bool) -> (index int64 (k,), matrix float64 (k, 2, 3)).
+    * sharpness, color: (index int64 (k,), factor float32 (k,)) or None.
+    """
+
+    lut: Tensor
+    uses_lut: bool
+    stats: tuple[Tensor, Tensor]
+    stats_counts: tuple[int, int, int]
+    affine: dict[bool, tuple[Tensor, Tensor]]
+    sharpness: tuple[Tensor, Tensor] | None
+    color: tuple[Tensor, Tensor] | None
+
+    def tensors(self, prefix: str) -> dict[str, Tensor]:
+        """The host tensors, flattened under unique names (for _to_device)."""
+        out = {f"{prefix}.lut": self.lut}
+        out[f"{prefix}.stats.index"], out[f"{prefix}.stats.factor"] = self.stats
+        for cubic, (index, matrix) in self.affine.items():
+            out[f"{prefix}.affine{int(cubic)}.index"], out[f"{prefix}.affine{int(cubic)}.matrix"] = index, matrix
+        for name in ("sharpness", "color"):
+            group = getattr(self, name)
+            if group is not None:
+                out[f"{prefix}.{name}.index"], out[f"{prefix}.{name}.factor"] = group
+        return out
+
+    def on(self, moved: dict[str, Tensor], prefix: str) -> "LayerPlan":
+        """The same plan with its tensors taken from ``moved`` (their device copies)."""
+        def pair(name):
+            return moved[f"{prefix}.{name}.index"], moved[f"{prefix}.{name}.factor"]
+
+        return LayerPlan(
+            lut=moved[f"{prefix}.lut"],
+            uses_lut=self.uses_lut,
+            stats=pair("stats"),
+            stats_counts=self.stats_counts,
+            affine={c: (moved[f"{prefix}.affine{int(c)}.index"], moved[f"{prefix}.affine{int(c)}.matrix"])
+                    for c in self.affine},
+            sharpness=pair("sharpness") if self.sharpness is not None else None,
+            color=pair("color") if self.color is not None else None,
+        )
+
+
+# The value-mapping ops whose table needs the image, in the order of stats_counts.
+_STATS_OPS = {"AutoContrast": 0, "Equalize": 1, "Contrast": 2, "ContrastIncreasing": 2}
+
+
+def plan_rand_augment_layer(
+    op: Tensor,
+    apply: Tensor,
+    magnitude: Tensor,
+    sign: Tensor,
+    ops: tuple[str, ...],
+    height: int,
+    width: int,
+    channels: int,
+    cubic: Tensor | bool = True,
+) -> LayerPlan:
+    """Turn one layer's draws (host tensors (N,), as sample_rand_augment_layer
+    makes them) into a LayerPlan for images of ``channels`` x height x width.
+    cubic: bool, or bool (N,) for a per-sample choice of bicubic/bilinear."""
+    n = op.shape[0]
+    if isinstance(cubic, bool):
+        cubic = torch.full((n,), cubic, dtype=torch.bool)
+    lut = _levels(n, op.device).clone()
+    uses_lut = False
+    stats: list[list[tuple[Tensor, Tensor]]] = [[], [], []]
+    affine_parts: dict[bool, list[tuple[Tensor, Tensor]]] = {}
+    sharpness_group = color_group = None
+    for k, name in enumerate(ops):
+        chosen = apply & (op == k)
+        if not bool(chosen.any()):
+            continue
+        index = chosen.nonzero().view(-1)
+        arg = level_to_arg(name, magnitude[index], sign[index])
+        if name in _STATS_OPS:
+            stats[_STATS_OPS[name]].append((index, arg))
+            uses_lut = True
+        elif name in _LUT_OPS:
+            if name == "Invert":
+                table = _invert_lut(len(index), op.device)
+            elif name.startswith("Posterize"):
+                table = _posterize_lut(arg)
+            elif name.startswith("SolarizeAdd"):
+                table = _solarize_add_lut(arg)
+            elif name.startswith("Solarize"):
+                table = _solarize_lut(arg)
+            else:  # Brightness
+                table = _brightness_lut(arg)
+            lut[index] = table
+            uses_lut = True
+        elif name in _AFFINE_OPS:
+            matrix = _affine_matrix(name, arg, height, width)
+            for c in (True, False):
+                pick = cubic[index] == c
+                if bool(pick.any()):
+                    affine_parts.setdefault(c, []).append((index[pick], matrix[pick]))
+        elif name in _COLOR_OPS:
+            if channels > 1:  # colour is the identity on one grey channel
+                color_group = (index, arg)
+        elif name in _SHARPNESS_OPS:
+            sharpness_group = (index, arg)
+        else:
+            raise ValueError(f"unknown RandAugment op {name!r}")
+    affine_groups = {c: (torch.cat([i for i, _ in parts]), torch.cat([m for _, m in parts]))
+                     for c, parts in affine_parts.items()}
+    groups = [group for kind in stats for group in kind]
+    stats_group = ((torch.cat([i for i, _ in groups]), torch.cat([f for _, f in groups])) if groups
+                   else (torch.zeros(0, dtype=torch.int64), torch.zeros(0)))
+    stats_counts = tuple(sum(len(i) for i, _ in kind) for kind in stats)
+    return LayerPlan(lut, uses_lut, stats_group, stats_counts, affine_groups, sharpness_group, color_group)
+
+
+def _put(out: Tensor, source: Tensor, index: Tensor, values: Tensor) -> Tensor:
+    """out with the samples at ``index`` replaced by ``values``; never writes
+    into ``source`` (out starts as source when no op has written yet)."""
+    if out is source:
+        out = source.clone()
+    return out.index_copy_(0, index, values)
+
+
+def apply_rand_augment_layer(x: Tensor, plan: LayerPlan, fill: tuple[float, ...]) -> Tensor:
+    """Apply a planned layer (its tensors on x's device) to x float32 (N, C, H, W)
+    of integers in [0, 255]. Every op reads the layer's input x; each sample
+    gets one op, so the groups write disjoint samples. No host sync: the
+    group sizes are in the plan."""
+    n, c = x.shape[:2]
+    lut = plan.lut
+    autocontrast, equalize, contrast = plan.stats_counts
+    if autocontrast + equalize + contrast:
+        index, factor = plan.stats
+        part = x.index_select(0, index)
+        tables = []
+        if autocontrast + equalize:
+            hist = _histogram(part[: autocontrast + equalize])
+            if autocontrast:
+                tables.append(_auto_contrast_lut(hist[:autocontrast]))
+            if equalize:
+                tables.append(_equalize_lut(hist[autocontrast:]))
+        if contrast:  # blend with the mean of the L image
+            last = autocontrast + equalize
+            tables.append(_contrast_lut(factor[last:], _luma_mean(part[last:])).expand(-1, c, -1))
+        lut = lut.expand(n, c, 256).clone()
+        lut.index_copy_(0, index, tables[0] if len(tables) == 1 else torch.cat(tables))
+    out = apply_lut(x, lut) if plan.uses_lut else x
+    for cubic, (index, matrix) in plan.affine.items():
+        out = _put(out, x, index, affine(x.index_select(0, index), matrix, fill, cubic))
+    if plan.color is not None and c > 1:
+        index, factor = plan.color
+        out = _put(out, x, index, color(x.index_select(0, index), factor))
+    if plan.sharpness is not None:
+        index, factor = plan.sharpness
+        out = _put(out, x, index, sharpness(x.index_select(0, index), factor))
+    return out.clone() if out is x else out
+
+
 def rand_augment_layer(
     x: Tensor,
     op: Tensor,
@@ -838,62 +1051,15 @@ def rand_augment_layer(
     """Apply one RandAugment layer: sample n gets ``ops[op[n]]`` at ``magnitude[n]``
     if ``apply[n]``. x float32 (N, C, H, W) of integers in [0, 255]; the others (N,).
 
-    Without a host sync: all value-mapping ops become one per-sample look-up
-    table (one gather), all geometric ops one per-sample matrix (one
-    resampling), and colour/sharpness are blended in where chosen. Each is
-    computed for the whole batch and kept where chosen (torch.where), which
-    does more arithmetic than gathering the samples of each op but never
-    waits for the host to learn how many there are.
+    The draws are brought to the host to plan the layer (a sync where they
+    live on a GPU; GpuAugment draws them on the host in the first place).
     """
     n, c, h, w = x.shape
-    lut = _levels(n, x.device).expand(n, c, 256)
-    identity = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-    matrix = _matrix(*(torch.full((n,), v, device=x.device, dtype=torch.float64) for v in identity))
-    geometric = torch.zeros(n, dtype=torch.bool, device=x.device)
-    colored, sharpened = torch.zeros_like(geometric), torch.zeros_like(geometric)
-    color_factor = sharp_factor = torch.ones(n, device=x.device)
-    hist = mean = None
-    for k, name in enumerate(ops):
-        chosen = apply & (op == k)
-        arg = level_to_arg(name, magnitude, sign)
-        if name in _LUT_OPS:
-            if name == "AutoContrast" or name == "Equalize":
-                hist = _histogram(x) if hist is None else hist
-                table = _auto_contrast_lut(hist) if name == "AutoContrast" else _equalize_lut(hist)
-            elif name == "Invert":
-                table = _invert_lut(n, x.device)
-            elif name.startswith("Posterize"):
-                table = _posterize_lut(arg)
-            elif name.startswith("SolarizeAdd"):
-                table = _solarize_add_lut(arg)
-            elif name.startswith("Solarize"):
-                table = _solarize_lut(arg)
-            elif name.startswith("Brightness"):
-                table = _brightness_lut(arg)
-            else:  # Contrast
-                mean = _luma_mean(x) if mean is None else mean
-                table = _contrast_lut(arg, mean)
-            lut = torch.where(chosen[:, None, None], table, lut)
-        elif name in _AFFINE_OPS:
-            matrix = torch.where(chosen[:, None, None], _affine_matrix(name, arg, h, w), matrix)
-            geometric = geometric | chosen
-        elif name in _COLOR_OPS:
-            color_factor = torch.where(chosen, arg, color_factor)
-            colored = colored | chosen
-        elif name in _SHARPNESS_OPS:
-            sharp_factor = torch.where(chosen, arg, sharp_factor)
-            sharpened = sharpened | chosen
-        else:
-            raise ValueError(f"unknown RandAugment op {name!r}")
-
-    out = apply_lut(x, lut)  # identity table for samples without a value-mapping op
-    if _AFFINE_OPS & set(ops):
-        out = torch.where(_col(geometric, 4), affine(x, matrix, fill, cubic), out)
-    if _COLOR_OPS & set(ops) and c > 1:  # colour is the identity on one grey channel
-        out = torch.where(_col(colored, 4), color(x, color_factor), out)
-    if _SHARPNESS_OPS & set(ops):
-        out = torch.where(_col(sharpened, 4), sharpness(x, sharp_factor), out)
-    return out
+    host = [t.cpu() for t in (op, apply, magnitude, sign)]
+    cubic = cubic.cpu() if isinstance(cubic, Tensor) else cubic
+    plan = plan_rand_augment_layer(*host, ops, h, w, c, cubic)
+    moved = _to_device(plan.tensors("layer"), x.device)
+    return apply_rand_augment_layer(x, plan.on(moved, "layer"), fill)
 
 
 # ---------------------------------------------------------------------------
@@ -939,14 +1105,15 @@ def color_jitter(x: Tensor, factors: Tensor, order: Tensor) -> Tensor:
 # 5. Normalise
 
 
-def normalize(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+def normalize(x: Tensor, mean: tuple[float, ...] | Tensor, std: tuple[float, ...] | Tensor) -> Tensor:
     """ToTensor + Normalize: x float (N, C, H, W) in [0, 255] (C = 1 expanded to 3)
-    -> float32 (N, 3, H, W) of (x / 255 - mean) / std."""
+    -> float32 (N, 3, H, W) of (x / 255 - mean) / std. mean/std: per-channel
+    numbers, or float32 (C,) tensors on x's device (made once by the caller)."""
+    m = mean if isinstance(mean, Tensor) else _channels(mean, x.device)
+    s = std if isinstance(std, Tensor) else _channels(std, x.device)
     if x.shape[1] == 1:
-        x = x.expand(-1, len(mean), -1, -1)
-    m = _channels(mean, x.device).view(1, -1, 1, 1)
-    s = _channels(std, x.device).view(1, -1, 1, 1)
-    return (x / 255.0 - m) / s
+        x = x.expand(-1, m.shape[0], -1, -1)
+    return (x / 255.0 - m.view(1, -1, 1, 1)) / s.view(1, -1, 1, 1)
 
 
 # ---------------------------------------------------------------------------
@@ -1124,25 +1291,33 @@ def sample_cutmix_box(
     return yl, yh, xl, xh, lam_box
 
 
-def mix_batch(
-    x: Tensor, lam: Tensor, use_cutmix: Tensor, box: tuple[Tensor, Tensor, Tensor, Tensor], lam_box: Tensor
-) -> tuple[Tensor, Tensor]:
+def mix_choice(lam: Tensor, use_cutmix: Tensor, box: tuple[Tensor, ...], lam_box: Tensor
+               ) -> tuple[str, float, tuple[int, int, int, int]]:
+    """Host draws (from sample_mix_params / sample_cutmix_box, 0-d CPU tensors)
+    -> (mode "none" | "mixup" | "cutmix", the targets' lam as a float
+    (box-corrected for CutMix, 1.0 when not mixed), the CutMix box (y0, y1, x0, x1))."""
+    if bool(use_cutmix):
+        return "cutmix", float(lam_box), tuple(int(v) for v in box)
+    if float(lam) < 1.0:
+        return "mixup", float(lam), (0, 0, 0, 0)
+    return "none", 1.0, (0, 0, 0, 0)
+
+
+def mix_batch(x: Tensor, mode: str, lam: float, box: tuple[int, int, int, int]) -> Tensor:
     """Mix the batch x (N, C, H, W) with its reverse (x.flip(0)), as timm's
-    ``Mixup._mix_batch``: Mixup ``lam * x + (1 - lam) * flipped`` or CutMix
-    (the box pasted from flipped). Both are computed and one is kept with
-    torch.where (no host sync). Returns (mixed x, effective lam 0-d float32:
-    lam for Mixup, the box-corrected lam for CutMix, 1 when not mixed)."""
-    yl, yh, xl, xh = box
-    n, c, h, w = x.shape
-    flipped = x.flip(0)
-    rows = torch.arange(h, device=x.device)[:, None]
-    cols = torch.arange(w, device=x.device)[None, :]
-    inside = (rows >= yl) & (rows < yh) & (cols >= xl) & (cols < xh)
-    cut = torch.where(inside & use_cutmix, flipped, x)
-    # timm leaves the batch untouched at lam == 1; x * 1 + flipped * 0 == x.
-    mixed = x * lam + flipped * (1.0 - lam)
-    out = torch.where(use_cutmix, cut, mixed)
-    return out, torch.where(use_cutmix, lam_box, lam)
+    ``Mixup._mix_batch``: "mixup" is ``lam * x + (1 - lam) * flipped``,
+    "cutmix" pastes the box (y0, y1, x0, x1) from flipped, "none" returns x.
+    The choice is made on the host (mix_choice), so only one is computed."""
+    if mode == "cutmix":
+        y0, y1, x0, x1 = box
+        out = x.clone()
+        out[:, :, y0:y1, x0:x1] = x.flip(0)[:, :, y0:y1, x0:x1]
+        return out
+    if mode == "mixup":
+        return x * lam + x.flip(0) * (1.0 - lam)
+    if mode == "none":
+        return x
+    raise ValueError(f"unknown mix mode {mode!r}")
 
 
 def smoothed_targets(targets: Tensor, num_classes: int, lam: Tensor | float, smoothing: float) -> Tensor:
@@ -1156,7 +1331,76 @@ def smoothed_targets(targets: Tensor, num_classes: int, lam: Tensor | float, smo
 
 
 # ---------------------------------------------------------------------------
-# The whole recipe
+# The whole recipe: every per-sample choice is drawn on the host, the pixels
+# are worked on the device.
+
+
+GENERATOR_ON_HOST = True  # GpuAugment takes a CPU generator (see GpuAugment)
+
+_ALIGN = 8  # bytes: the largest element size packed by _pack
+
+
+def _pack(tensors: dict[str, Tensor], pin: bool = False) -> tuple[Tensor, list[tuple[str, int, int, torch.dtype, tuple]]]:
+    """Host tensors -> one uint8 buffer (pinned if asked) and its layout
+    [(name, byte offset, byte length, dtype, shape)]; each tensor starts on an
+    8-byte boundary, so that it can be viewed back as its dtype."""
+    layout, offset = [], 0
+    for name, tensor in tensors.items():
+        offset = -(-offset // _ALIGN) * _ALIGN
+        nbytes = tensor.numel() * tensor.element_size()
+        layout.append((name, offset, nbytes, tensor.dtype, tuple(tensor.shape)))
+        offset += nbytes
+    buffer = torch.empty(max(offset, 1), dtype=torch.uint8, pin_memory=pin)
+    for (_, start, nbytes, dtype, _), tensor in zip(layout, tensors.values()):
+        buffer[start : start + nbytes].view(dtype).copy_(tensor.reshape(-1))
+    return buffer, layout
+
+
+def _unpack(buffer: Tensor, layout: list[tuple[str, int, int, torch.dtype, tuple]]) -> dict[str, Tensor]:
+    """The tensors of a _pack layout, as views of ``buffer`` (wherever it lives)."""
+    return {name: buffer[start : start + nbytes].view(dtype).view(shape)
+            for name, start, nbytes, dtype, shape in layout}
+
+
+def _to_device(tensors: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    """The host tensors' copies on ``device`` (same names, shapes, dtypes), moved
+    in one copy: packed into one pinned byte buffer, sent with
+    ``non_blocking=True`` (the host does not wait; the caching host allocator
+    keeps the buffer until the copy is done), and viewed back on the device
+    (views cost no kernel). On the CPU the tensors are returned as they are."""
+    if device.type == "cpu":
+        return dict(tensors)
+    buffer, layout = _pack(tensors, pin=device.type == "cuda")
+    return _unpack(buffer.to(device, non_blocking=True), layout)
+
+
+@dataclass
+class AugmentPlan:
+    """One batch's per-sample choices, drawn on the host by ``GpuAugment.plan``.
+
+    ``tensors`` holds every host tensor the device needs (moved in one copy);
+    the other fields are plain Python numbers that decide which kernels run,
+    so the device never has to report anything back.
+
+    Crop (names ``crop.*``): samples are resized in two groups, those PIL
+    resizes horizontally first and those it resizes vertically first
+    (``rows_first`` of them, listed first by the permutation ``crop.perm``,
+    int64 (N,); ``crop.inverse`` restores the order). ``crop.start``,
+    ``crop.length`` int64 (2N,), ``crop.cubic``, ``crop.reverse`` bool (2N,):
+    the x-axis windows of the permuted samples, then their y-axis windows;
+    ``reverse`` is the flip of that axis.
+    """
+
+    tensors: dict[str, Tensor]
+    batch: int
+    rows_first: int
+    layers: list[LayerPlan]
+    jitter: bool  # colour jitter (``jitter.factors`` (N, 3), ``jitter.order`` (N, 3))
+    erase: bool  # any sample erased (``erase.top/left/h/w`` int64 (N, K))
+    mix: str  # "none", "mixup" or "cutmix"
+    lam: float  # the targets' mixing weight (box-corrected for CutMix)
+    box: tuple[int, int, int, int]  # CutMix (y0, y1, x0, x1)
+    noise_seed: int  # seeds the device generator of the erasing noise
 
 
 class GpuAugment:
@@ -1166,8 +1410,14 @@ class GpuAugment:
 
     * images: uint8 (B, H, W) or (B, C, H, W), C in {1, 3}, on ``device``;
       grayscale is expanded to 3 channels.
-    * targets: int64 (B,) class indices.
-    * generator: torch.Generator on ``device``; the only source of randomness.
+    * targets: int64 (B,) class indices, on ``device``.
+    * generator: a CPU ``torch.Generator``, the only source of randomness.
+      Every per-sample choice (crop boxes, flips, RandAugment ops and
+      magnitudes, erasing boxes, Mixup/CutMix) is drawn from it on the host,
+      where they are a few kilobytes, and sent to the device in one copy;
+      the per-pixel erasing noise is drawn on the device from a generator
+      seeded by it. Knowing every choice on the host lets the device work only
+      on the samples an op applies to, without ever waiting for the device.
       Under DDP give each rank its own seed (e.g. seed + rank).
 
     Returns ``(x, y)``: x float32 (B, 3, S, S), S = recipe.input_size,
@@ -1179,6 +1429,7 @@ class GpuAugment:
     without auto_augment, as timm's transforms_imagenet_train, which turns
     colour jitter off when an auto-augment policy other than '3a' is set) ->
     normalise -> RandomErasing -> Mixup/CutMix over the batch.
+    ``plan`` and ``apply`` are the two halves of a call.
     """
 
     def __init__(self, recipe: AugmentRecipe, num_classes: int, device: torch.device | str):
@@ -1200,64 +1451,142 @@ class GpuAugment:
         if recipe.interpolation not in ("bicubic", "bilinear", "random"):
             raise ValueError(f"interpolation {recipe.interpolation!r} is not supported on the GPU path")
         self.interpolation = recipe.interpolation
+        self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
-    def _cubic(self, batch: int, generator: torch.Generator) -> Tensor | bool:
-        """Bicubic or bilinear resampling; 'random' is timm's per-call coin flip, per sample."""
+    def _cubic(self, batch: int, generator: torch.Generator) -> Tensor:
+        """Bicubic (True) or bilinear per sample: bool (batch,); 'random' is
+        timm's per-call coin flip, per sample."""
         if self.interpolation == "random":
             return _rand((batch,), generator) < 0.5
-        return self.interpolation == "bicubic"
+        return torch.full((batch,), self.interpolation == "bicubic", dtype=torch.bool)
 
-    def __call__(self, images: Tensor, targets: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        r = self.recipe
+    def _channels_after_expand(self, channels: int) -> int:
+        # One channel stands for three identical ones only if the fill agrees.
+        return 3 if channels == 1 and len(set(self.fill)) > 1 else channels
+
+    def _check(self, images: Tensor, targets: Tensor, generator: torch.Generator) -> Tensor:
         if images.dtype != torch.uint8:
             raise TypeError(f"images must be uint8, got {images.dtype}")
         if images.dim() == 3:
             images = images[:, None]
         if images.dim() != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"images must be (B, H, W) or (B, C, H, W) with C in (1, 3), got {tuple(images.shape)}")
-        # An empty tensor normalises the device ('cuda' -> 'cuda:0').
-        if torch.empty(0, device=generator.device).device != images.device:
-            raise ValueError(f"generator is on {generator.device}, images on {images.device}")
-        b, c, height, width = images.shape
-        s = self.size
+        if generator.device.type != "cpu":
+            raise ValueError(f"generator must be a CPU torch.Generator (the choices are drawn on the host), "
+                             f"got one on {generator.device}")
+        if targets.shape != images.shape[:1]:
+            raise ValueError(f"targets must be ({images.shape[0]},), got {tuple(targets.shape)}")
+        return images
 
-        x = images.to(torch.float32)
-        # One channel stands for three identical ones only if the fill agrees.
-        if c == 1 and len(set(self.fill)) > 1:
-            x = x.expand(-1, 3, -1, -1)
-        fill = self.fill if x.shape[1] == 3 else self.fill[:1]
+    def __call__(self, images: Tensor, targets: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        images = self._check(images, targets, generator)
+        return self.apply(images, targets, self.plan(tuple(images.shape), generator))
+
+    # -- host: draw every choice ------------------------------------------------
+
+    def plan(self, shape: tuple[int, int, int, int], generator: torch.Generator) -> AugmentPlan:
+        """Draw one batch's choices for images of ``shape`` (B, C, H, W) from the
+        CPU ``generator``. Pure host work on tensors of a few thousand elements."""
+        r, s = self.recipe, self.size
+        b, c, height, width = shape
+        tensors: dict[str, Tensor] = {}
 
         if r.crop:
             top, left, h, w = sample_crop_boxes(b, height, width, r.scale, r.ratio, generator)
         else:
-            zero = torch.zeros(b, dtype=torch.int64, device=x.device)
+            zero = torch.zeros(b, dtype=torch.int64)
             top, left, h, w = zero, zero, zero + height, zero + width
-        x = resized_crop(x, top, left, h, w, s, self._cubic(b, generator))
-
+        cubic = self._cubic(b, generator)
         hflip, vflip = sample_flips(b, r.hflip, r.vflip, generator)
-        x = flip(x, hflip, vflip)
+        vertical_first = resize_order(h, w, s)
+        perm = torch.argsort(vertical_first.to(torch.uint8), stable=True)
+        tensors["crop.perm"] = perm
+        tensors["crop.inverse"] = torch.argsort(perm)
+        tensors["crop.start"] = torch.cat([left[perm], top[perm]])
+        tensors["crop.length"] = torch.cat([w[perm], h[perm]])
+        tensors["crop.cubic"] = torch.cat([cubic[perm], cubic[perm]])
+        tensors["crop.reverse"] = torch.cat([hflip[perm], vflip[perm]])
+        rows_first = b - int(vertical_first.sum())
 
+        layers = []
         if self.rand_augment is not None:
-            for _ in range(self.rand_augment.num_layers):
+            channels = self._channels_after_expand(c)
+            for k in range(self.rand_augment.num_layers):
                 op, apply, magnitude, sign = sample_rand_augment_layer(b, self.rand_augment, generator)
-                cubic = self._cubic(b, generator)
-                x = rand_augment_layer(x, op, apply, magnitude, sign, self.rand_augment.ops, fill, cubic)
+                layer = plan_rand_augment_layer(op, apply, magnitude, sign, self.rand_augment.ops, s, s,
+                                                channels, self._cubic(b, generator))
+                tensors.update(layer.tensors(f"layer{k}"))
+                layers.append(layer)
 
-        if self.color_jitter is not None:
-            factors, order = sample_color_jitter(b, self.color_jitter, generator)
-            x = color_jitter(x, factors, order)
+        jitter = self.color_jitter is not None
+        if jitter:
+            tensors["jitter.factors"], tensors["jitter.order"] = sample_color_jitter(b, self.color_jitter, generator)
 
-        x = normalize(x, r.mean, r.std)
-
+        erase = False
         if r.reprob > 0:
-            top, left, h, w, _ = sample_erasing_boxes(b, s, s, r.reprob, generator, max_count=r.recount)
-            x = random_erasing(x, top, left, h, w, generator, mode=r.remode)
+            top, left, h, w, active = sample_erasing_boxes(b, s, s, r.reprob, generator, max_count=r.recount)
+            erase = bool(active.any())
+            tensors.update({"erase.top": top, "erase.left": left, "erase.h": h, "erase.w": w})
 
+        mix, lam, box = "none", 1.0, (0, 0, 0, 0)
         if r.mixes:
-            lam, use_cutmix = sample_mix_params(r.mixup_alpha, r.cutmix_alpha, r.mix_prob, r.switch_prob, generator)
-            *box, lam_box = sample_cutmix_box(lam, s, s, generator)
-            x, lam = mix_batch(x, lam, use_cutmix, tuple(box), lam_box)
+            lam_t, use_cutmix = sample_mix_params(r.mixup_alpha, r.cutmix_alpha, r.mix_prob, r.switch_prob, generator)
+            *box_t, lam_box = sample_cutmix_box(lam_t, s, s, generator)
+            mix, lam, box = mix_choice(lam_t, use_cutmix, tuple(box_t), lam_box)
+        noise_seed = int(torch.randint(2**62, (), generator=generator))
+        return AugmentPlan(tensors, b, rows_first, layers, jitter, erase, mix, lam, box, noise_seed)
+
+    # -- device: work the pixels ------------------------------------------------
+
+    def _normalize(self, x: Tensor) -> Tensor:
+        """normalize() with mean/std tensors made once per device."""
+        if x.device not in self._constants:
+            self._constants[x.device] = tuple(torch.tensor(v, dtype=torch.float32).to(x.device)
+                                              for v in (self.recipe.mean, self.recipe.std))
+        return normalize(x, *self._constants[x.device])
+
+    def _crop(self, images: Tensor, plan: AugmentPlan, dev: dict[str, Tensor]) -> Tensor:
+        """RandomResizedCrop + flips (folded into the resize matrices):
+        uint8 (B, C, H, W) -> float32 (B, C', S, S) of integers."""
+        b, c, height, width = images.shape
+        s, k = self.size, plan.rows_first
+        if 0 < k < b:
+            images = images.index_select(0, dev["crop.perm"])
+        x = images.to(torch.float32)
+        if self._channels_after_expand(c) != c:
+            x = x.expand(-1, 3, -1, -1)
+        start, length, cubic, reverse = (dev[f"crop.{n}"] for n in ("start", "length", "cubic", "reverse"))
+        if height == width:  # both axes in one call
+            weights = _resample_weights(start, length, width, s, cubic, reverse)
+            wx, wy = weights[:b, None], weights[b:, None]
         else:
-            lam = 1.0
-        y = smoothed_targets(targets, self.num_classes, lam, r.label_smoothing)
+            wx = _resample_weights(start[:b], length[:b], width, s, cubic[:b], reverse[:b])[:, None]
+            wy = _resample_weights(start[b:], length[b:], height, s, cubic[b:], reverse[b:])[:, None]
+
+        out = _two_pass_resize(x, wx, wy, k)
+        return out.index_select(0, dev["crop.inverse"]) if 0 < k < b else out
+
+    def apply(self, images: Tensor, targets: Tensor, plan: AugmentPlan) -> tuple[Tensor, Tensor]:
+        """Augment ``images`` uint8 (B, C, H, W) on their device as ``plan`` says."""
+        r = self.recipe
+        if images.dim() == 3:
+            images = images[:, None]
+        dev = _to_device(plan.tensors, images.device)
+
+        x = self._crop(images, plan, dev)
+        fill = self.fill if x.shape[1] == 3 else self.fill[:1]
+        for k, layer in enumerate(plan.layers):
+            x = apply_rand_augment_layer(x, layer.on(dev, f"layer{k}"), fill)
+        if plan.jitter:
+            x = color_jitter(x, dev["jitter.factors"], dev["jitter.order"])
+
+        x = self._normalize(x)
+
+        if plan.erase:
+            noise = torch.Generator(device=x.device).manual_seed(plan.noise_seed)
+            boxes = (dev[f"erase.{n}"] for n in ("top", "left", "h", "w"))
+            x = random_erasing(x, *boxes, noise, mode=r.remode)
+
+        x = mix_batch(x, plan.mix, plan.lam, plan.box)
+        y = smoothed_targets(targets, self.num_classes, plan.lam, r.label_smoothing)
         return x.contiguous(), y

@@ -1,0 +1,171 @@
+"""GpuAugment alone: device operations launched and time per batch, for the
+working tree's ``fractrain.gpu_augment`` and (optionally) the same module at
+another git revision, side by side in one process.
+
+    python benchmarks/augment_bench.py                          # this tree, on the CPU
+    python benchmarks/augment_bench.py --baseline 98d3ee1       # plus that revision's module
+    python benchmarks/augment_bench.py --device cuda --batch 256 --image 512
+
+Two figures per configuration:
+
+* ops: aten operations dispatched per call (counted with a TorchDispatchMode,
+  so the same on any device), split into those planning the batch on the
+  host (tiny CPU tensors) and those working the pixels on the device. On a
+  GPU each device op is (at most) one kernel launch, a few microseconds of
+  host time (views launch none); small batches are bound by them.
+* ms: median wall time per call over ``--repeats`` calls (on CUDA with a
+  synchronise after each; on the CPU it is the arithmetic, which also says
+  how much work the GPU is given).
+
+Prints a markdown table on stderr and one JSON line on stdout. The machines
+this runs on are shared: quote medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten operations run under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def load_revision(revision: str):
+    """``fractrain.gpu_augment`` as it was at ``revision``, imported as a
+    separate module (it only imports torch and ``.recipe``, which is loaded
+    from the working tree: the recipe is the same object for both)."""
+    source = subprocess.run(["git", "-C", REPO, "show", f"{revision}:trainer/gpu_augment.py"],
+                            check=True, capture_output=True, text=True).stdout
+    source = source.replace("from .recipe import", "from fractrain.recipe import")
+    folder = tempfile.mkdtemp(prefix="augment-baseline-")
+    path = os.path.join(folder, f"gpu_augment_{revision}.py")
+    with open(path, "w") as f:
+        f.write(source)
+    spec = importlib.util.spec_from_file_location(f"gpu_augment_{revision}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def generator_for(module, device: torch.device, seed: int) -> torch.Generator:
+    """The generator kind the module's GpuAugment takes: its ``GENERATOR_ON_HOST``
+    says the host (newer modules); older ones draw on the images' device."""
+    on_host = getattr(module, "GENERATOR_ON_HOST", False)
+    return torch.Generator("cpu" if on_host else device).manual_seed(seed)
+
+
+def fractal_batch(batch: int, size: int, seed: int) -> np.ndarray:
+    """uint8 (batch, size, size): sparse bright points on black, like the data."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((batch, size, size), dtype=np.uint8)
+    points = rng.integers(0, size, (batch, size * 8, 2))
+    for n in range(batch):
+        images[n, points[n, :, 0], points[n, :, 1]] = 255
+    return images
+
+
+def count_ops(augment, images, targets, module, device) -> tuple[int, int]:
+    """(ops on the host planning the batch, ops working the pixels). Modules
+    without a plan/apply split draw on the device: all their ops count there."""
+    counter = OpCounter()
+    generator = generator_for(module, device, 1)
+    if not hasattr(augment, "plan"):
+        with counter:
+            augment(images, targets, generator)
+        return 0, counter.count
+    with counter:
+        plan = augment.plan(tuple(images[:, None].shape if images.dim() == 3 else images.shape), generator)
+    host = counter.count
+    counter.count = 0
+    with counter:
+        augment.apply(images, targets, plan)
+    return host, counter.count
+
+
+def time_calls(augment, images, targets, module, device, repeats: int) -> float:
+    """Median ms per whole call (plan + apply)."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    augment(images, targets, generator_for(module, device, 0))  # warm-up
+    times = []
+    for r in range(repeats):
+        sync()
+        started = time.perf_counter()
+        augment(images, targets, generator_for(module, device, 2 + r))
+        sync()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", help="git revision whose gpu_augment.py runs beside this tree's")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--configs", default="32x512->224,256x64->32",
+                        help="comma-separated BATCHxIMAGE->SIZE (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sys.path.insert(0, REPO)
+    from fractrain import gpu_augment as current
+    from fractrain.recipe import AugmentRecipe
+
+    device = torch.device(args.device)
+    modules = {"current": current}
+    if args.baseline:
+        modules[args.baseline] = load_revision(args.baseline)
+    rows = []
+    for config in args.configs.split(","):
+        shape, size = config.split("->")
+        batch, image = (int(v) for v in shape.split("x"))
+        images = torch.from_numpy(fractal_batch(batch, image, 0)).to(device)
+        targets = torch.zeros(batch, dtype=torch.int64, device=device)
+        recipe = AugmentRecipe(input_size=int(size))
+        for name, module in modules.items():
+            augment = module.GpuAugment(recipe, 1000, device)
+            host_ops, device_ops = count_ops(augment, images, targets, module, device)
+            ms = time_calls(augment, images, targets, module, device, args.repeats)
+            rows.append({"config": config, "module": name, "host_ops": host_ops, "device_ops": device_ops,
+                         "ms": round(ms, 2)})
+    base = {r["config"]: r for r in rows if r["module"] != "current"}
+    print("| config | module | host ops | device ops | ms per call (median) | vs baseline (ms) |", file=sys.stderr)
+    print("| --- | --- | --- | --- | --- | --- |", file=sys.stderr)
+    for r in rows:
+        ref = base.get(r["config"])
+        ratio = f"{r['ms'] / ref['ms']:.2f}" if ref and r["module"] == "current" else ""
+        print(f"| {r['config']} | {r['module']} | {r['host_ops']} | {r['device_ops']} | {r['ms']} | {ratio} |",
+              file=sys.stderr)
+    print(json.dumps({"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                      "machine": platform.machine(), "cpus": os.cpu_count(), "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
