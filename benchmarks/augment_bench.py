@@ -12,7 +12,8 @@ Two figures per configuration:
   so the same on any device), split into those planning the batch on the
   host (tiny CPU tensors) and those working the pixels on the device. On a
   GPU each device op is (at most) one kernel launch, a few microseconds of
-  host time (views launch none); small batches are bound by them.
+  host time; views are not counted (they launch none). Small batches are
+  bound by them.
 * ms: median wall time per call over ``--repeats`` calls (on CUDA with a
   synchronise after each; on the CPU it is the arithmetic, which also says
   how much work the GPU is given).
@@ -42,33 +43,33 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class OpCounter(TorchDispatchMode):
-    """Counts the aten operations run under it."""
+    """Counts the aten operations run under it, views excepted (a view
+    launches no kernel)."""
 
     def __init__(self):
         super().__init__()
         self.count = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += 1
+        if not func.is_view:
+            self.count += 1
         return func(*args, **(kwargs or {}))
 
 
 def load_revision(revision: str):
-    """``fractrain.gpu_augment`` as it was at ``revision``, imported as a
-    separate module (it only imports torch and ``.recipe``, which is loaded
-    from the working tree: the recipe is the same object for both)."""
-    source = subprocess.run(["git", "-C", REPO, "show", f"{revision}:trainer/gpu_augment.py"],
-                            check=True, capture_output=True, text=True).stdout
-    source = source.replace("from .recipe import", "from fractrain.recipe import")
+    """``fractrain.gpu_augment`` as it was at ``revision``: that revision's
+    trainer/ package is extracted (git archive) and imported under another
+    name, so both versions run in this process."""
     folder = tempfile.mkdtemp(prefix="augment-baseline-")
-    path = os.path.join(folder, f"gpu_augment_{revision}.py")
-    with open(path, "w") as f:
-        f.write(source)
-    spec = importlib.util.spec_from_file_location(f"gpu_augment_{revision}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    archive = subprocess.run(["git", "-C", REPO, "archive", revision, "trainer"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+    name = f"fractrain_{revision.replace('-', '_').replace('.', '_')}"
+    spec = importlib.util.spec_from_file_location(name, os.path.join(folder, "trainer", "__init__.py"),
+                                                  submodule_search_locations=[os.path.join(folder, "trainer")])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package  # relative imports and dataclasses look it up there
+    spec.loader.exec_module(package)
+    return importlib.import_module(f"{name}.gpu_augment")
 
 
 def generator_for(module, device: torch.device, seed: int) -> torch.Generator:

@@ -26,6 +26,7 @@ from timm.data import auto_augment as aa
 from timm.data.mixup import mixup_target
 from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import RandomResizedCropAndInterpolation
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fractrain import gpu_augment as ga
 from fractrain.gpu_augment import GpuAugment
@@ -767,6 +768,44 @@ def test_plan_is_host_only_and_apply_leaves_it_unchanged():
     assert torch.equal(x1, x3) and torch.equal(y1, y3)
 
 
+class HostReads(TorchDispatchMode):
+    """Records the operations that make the host wait for the device on CUDA:
+    reading a value back (item(), bool(), int()) or ops whose output size
+    depends on the data (nonzero, masked_select, unique)."""
+
+    WAITS = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique")
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.name().split("::")[-1].split(".")[0] in self.WAITS:
+            self.seen.append(func.name())
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("switch_off", [[], ["randaugment"], ["mixup"], ["cutmix"]])
+def test_apply_never_reads_the_device(switch_off):
+    """The device half of a call reads nothing back (on the CPU the same code
+    runs, so this is checked here without a GPU); the plan does its reading
+    on the host, where it costs no sync."""
+    recipe = AugmentRecipe(input_size=24, interpolation="random").without(switch_off)
+    aug = GpuAugment(recipe, 10, "cpu")
+    images = torch.from_numpy(fractal_like(64, 40, seed=9))
+    targets = torch.arange(64) % 10
+    for seed in range(3):
+        plan = aug.plan(tuple(images[:, None].shape), gen(seed))
+        mode = HostReads()
+        with mode:
+            aug.apply(images, targets, plan)
+        assert mode.seen == []
+    mode = HostReads()  # the check can fail: planning does read values
+    with mode:
+        aug.plan(tuple(images[:, None].shape), gen(0))
+    assert mode.seen
+
+
 def test_generator_must_be_on_the_host():
     aug = GpuAugment(AugmentRecipe(input_size=16), 10, "cpu")
     images = torch.zeros(2, 20, 20, dtype=torch.uint8)
@@ -789,10 +828,10 @@ def test_pack_and_unpack_round_trip():
         "f": torch.tensor(7, dtype=torch.int64),
         "g": torch.rand(3)[::2],  # not contiguous
     }
-    buffer, layout = ga._pack(tensors)
+    buffer, layout = ga.transfer.pack(tensors)
     assert buffer.dtype == torch.uint8 and buffer.dim() == 1
     assert all(start % 8 == 0 for _, start, *_ in layout)
-    back = ga._unpack(buffer, layout)
+    back = ga.transfer.unpack(buffer, layout)
     for name, tensor in tensors.items():
         assert back[name].dtype == tensor.dtype and torch.equal(back[name], tensor), name
 

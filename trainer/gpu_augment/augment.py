@@ -1,0 +1,241 @@
+"""GpuAugment: the whole recipe. Every per-sample choice is drawn on the
+host (``plan``), then the pixels are worked on the device (``apply``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..recipe import AugmentRecipe
+from .color_jitter import color_jitter, sample_color_jitter
+from .crop import _resample_weights, _two_pass_resize, resize_order, sample_crop_boxes, sample_flips
+from .draws import _rand
+from .erasing import random_erasing, sample_erasing_boxes
+from .mixing import mix_batch, mix_choice, sample_cutmix_box, sample_mix_params, smoothed_targets
+from .pixel_ops import normalize
+from .rand_augment import (LayerPlan, apply_rand_augment_layer, parse_rand_augment, plan_rand_augment_layer,
+                           sample_rand_augment_layer)
+from .transfer import to_device
+
+
+GENERATOR_ON_HOST = True  # GpuAugment takes a CPU generator (see GpuAugment)
+
+
+@dataclass
+class AugmentPlan:
+    """One batch's per-sample choices, drawn on the host by ``GpuAugment.plan``.
+
+    ``tensors`` holds every host tensor the device needs (moved in one copy);
+    the other fields are plain Python numbers that decide which kernels run,
+    so the device never has to report anything back.
+
+    Crop (names ``crop.*``): samples are resized in two groups, those PIL
+    resizes horizontally first and those it resizes vertically first
+    (``rows_first`` of them, listed first by the permutation ``crop.perm``,
+    int64 (N,); ``crop.inverse`` restores the order). ``crop.start``,
+    ``crop.length`` int64 (2N,), ``crop.cubic``, ``crop.reverse`` bool (2N,):
+    the x-axis windows of the permuted samples, then their y-axis windows;
+    ``reverse`` is the flip of that axis.
+    """
+
+    tensors: dict[str, Tensor]
+    batch: int
+    rows_first: int
+    layers: list[LayerPlan]
+    jitter: bool  # colour jitter (``jitter.factors`` (N, 3), ``jitter.order`` (N, 3))
+    erase: bool  # any sample erased (``erase.top/left/h/w`` int64 (N, K))
+    mix: str  # "none", "mixup" or "cutmix"
+    lam: float  # the targets' mixing weight (box-corrected for CutMix)
+    box: tuple[int, int, int, int]  # CutMix (y0, y1, x0, x1)
+    noise_seed: int  # seeds the device generator of the erasing noise
+
+
+class GpuAugment:
+    """timm's training augmentation + Mixup for a batch of uint8 images on a device.
+
+    ``GpuAugment(recipe, num_classes, device)(images, targets, generator)``:
+
+    * images: uint8 (B, H, W) or (B, C, H, W), C in {1, 3}, on ``device``;
+      grayscale is expanded to 3 channels.
+    * targets: int64 (B,) class indices, on ``device``.
+    * generator: a CPU ``torch.Generator``, the only source of randomness.
+      Every per-sample choice (crop boxes, flips, RandAugment ops and
+      magnitudes, erasing boxes, Mixup/CutMix) is drawn from it on the host,
+      where they are a few kilobytes, and sent to the device in one copy;
+      the per-pixel erasing noise is drawn on the device from a generator
+      seeded by it. Knowing every choice on the host lets the device work only
+      on the samples an op applies to, without ever waiting for the device.
+      Under DDP give each rank its own seed (e.g. seed + rank).
+
+    Returns ``(x, y)``: x float32 (B, 3, S, S), S = recipe.input_size,
+    normalised by recipe.mean/std; y float32 (B, num_classes) soft targets
+    (label-smoothed one-hot, mixed when recipe.mixes).
+
+    The order is timm's: RandomResizedCrop (or, with recipe.crop off, the
+    whole image resized) -> h/v flips -> RandAugment -> ColorJitter (only
+    without auto_augment, as timm's transforms_imagenet_train, which turns
+    colour jitter off when an auto-augment policy other than '3a' is set) ->
+    normalise -> RandomErasing -> Mixup/CutMix over the batch.
+    ``plan`` and ``apply`` are the two halves of a call.
+    """
+
+    def __init__(self, recipe: AugmentRecipe, num_classes: int, device: torch.device | str):
+        self.recipe = recipe
+        self.num_classes = int(num_classes)
+        self.device = torch.device(device)
+        self.size = int(recipe.input_size)
+        # timm's hparams['img_mean'], the fill of the geometric ops.
+        self.fill = tuple(float(min(255, round(255 * m))) for m in recipe.mean)
+        self.rand_augment = parse_rand_augment(recipe.auto_augment) if recipe.auto_augment else None
+        # timm: disable_color_jitter = not (force_color_jitter or '3a' in auto_augment).
+        jitter_off = bool(recipe.auto_augment) and "3a" not in recipe.auto_augment
+        cj = recipe.color_jitter
+        if jitter_off or cj is None:
+            self.color_jitter = None
+        else:
+            strength = (float(cj),) * 3 if isinstance(cj, (int, float)) else tuple(float(v) for v in cj[:3])
+            self.color_jitter = strength if any(s > 0 for s in strength) else None
+        if recipe.interpolation not in ("bicubic", "bilinear", "random"):
+            raise ValueError(f"interpolation {recipe.interpolation!r} is not supported on the GPU path")
+        self.interpolation = recipe.interpolation
+        self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def _cubic(self, batch: int, generator: torch.Generator) -> Tensor:
+        """Bicubic (True) or bilinear per sample: bool (batch,); 'random' is
+        timm's per-call coin flip, per sample."""
+        if self.interpolation == "random":
+            return _rand((batch,), generator) < 0.5
+        return torch.full((batch,), self.interpolation == "bicubic", dtype=torch.bool)
+
+    def _channels_after_expand(self, channels: int) -> int:
+        # One channel stands for three identical ones only if the fill agrees.
+        return 3 if channels == 1 and len(set(self.fill)) > 1 else channels
+
+    def _check(self, images: Tensor, targets: Tensor, generator: torch.Generator) -> Tensor:
+        if images.dtype != torch.uint8:
+            raise TypeError(f"images must be uint8, got {images.dtype}")
+        if images.dim() == 3:
+            images = images[:, None]
+        if images.dim() != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"images must be (B, H, W) or (B, C, H, W) with C in (1, 3), got {tuple(images.shape)}")
+        if generator.device.type != "cpu":
+            raise ValueError(f"generator must be a CPU torch.Generator (the choices are drawn on the host), "
+                             f"got one on {generator.device}")
+        if targets.shape != images.shape[:1]:
+            raise ValueError(f"targets must be ({images.shape[0]},), got {tuple(targets.shape)}")
+        return images
+
+    def __call__(self, images: Tensor, targets: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        images = self._check(images, targets, generator)
+        return self.apply(images, targets, self.plan(tuple(images.shape), generator))
+
+    # -- host: draw every choice ------------------------------------------------
+
+    def plan(self, shape: tuple[int, int, int, int], generator: torch.Generator) -> AugmentPlan:
+        """Draw one batch's choices for images of ``shape`` (B, C, H, W) from the
+        CPU ``generator``. Pure host work on tensors of a few thousand elements."""
+        r, s = self.recipe, self.size
+        b, c, height, width = shape
+        tensors: dict[str, Tensor] = {}
+
+        if r.crop:
+            top, left, h, w = sample_crop_boxes(b, height, width, r.scale, r.ratio, generator)
+        else:
+            zero = torch.zeros(b, dtype=torch.int64)
+            top, left, h, w = zero, zero, zero + height, zero + width
+        cubic = self._cubic(b, generator)
+        hflip, vflip = sample_flips(b, r.hflip, r.vflip, generator)
+        vertical_first = resize_order(h, w, s)
+        perm = torch.argsort(vertical_first.to(torch.uint8), stable=True)
+        tensors["crop.perm"] = perm
+        tensors["crop.inverse"] = torch.argsort(perm)
+        tensors["crop.start"] = torch.cat([left[perm], top[perm]])
+        tensors["crop.length"] = torch.cat([w[perm], h[perm]])
+        tensors["crop.cubic"] = torch.cat([cubic[perm], cubic[perm]])
+        tensors["crop.reverse"] = torch.cat([hflip[perm], vflip[perm]])
+        rows_first = b - int(vertical_first.sum())
+
+        layers = []
+        if self.rand_augment is not None:
+            channels = self._channels_after_expand(c)
+            for k in range(self.rand_augment.num_layers):
+                op, apply, magnitude, sign = sample_rand_augment_layer(b, self.rand_augment, generator)
+                layer = plan_rand_augment_layer(op, apply, magnitude, sign, self.rand_augment.ops, s, s,
+                                                channels, self._cubic(b, generator))
+                tensors.update(layer.tensors(f"layer{k}"))
+                layers.append(layer)
+
+        jitter = self.color_jitter is not None
+        if jitter:
+            tensors["jitter.factors"], tensors["jitter.order"] = sample_color_jitter(b, self.color_jitter, generator)
+
+        erase = False
+        if r.reprob > 0:
+            top, left, h, w, active = sample_erasing_boxes(b, s, s, r.reprob, generator, max_count=r.recount)
+            erase = bool(active.any())
+            tensors.update({"erase.top": top, "erase.left": left, "erase.h": h, "erase.w": w})
+
+        mix, lam, box = "none", 1.0, (0, 0, 0, 0)
+        if r.mixes:
+            lam_t, use_cutmix = sample_mix_params(r.mixup_alpha, r.cutmix_alpha, r.mix_prob, r.switch_prob, generator)
+            *box_t, lam_box = sample_cutmix_box(lam_t, s, s, generator)
+            mix, lam, box = mix_choice(lam_t, use_cutmix, tuple(box_t), lam_box)
+        noise_seed = int(torch.randint(2**62, (), generator=generator))
+        return AugmentPlan(tensors, b, rows_first, layers, jitter, erase, mix, lam, box, noise_seed)
+
+    # -- device: work the pixels ------------------------------------------------
+
+    def _normalize(self, x: Tensor) -> Tensor:
+        """normalize() with mean/std tensors made once per device."""
+        if x.device not in self._constants:
+            self._constants[x.device] = tuple(torch.tensor(v, dtype=torch.float32).to(x.device)
+                                              for v in (self.recipe.mean, self.recipe.std))
+        return normalize(x, *self._constants[x.device])
+
+    def _crop(self, images: Tensor, plan: AugmentPlan, dev: dict[str, Tensor]) -> Tensor:
+        """RandomResizedCrop + flips (folded into the resize matrices):
+        uint8 (B, C, H, W) -> float32 (B, C', S, S) of integers."""
+        b, c, height, width = images.shape
+        s, k = self.size, plan.rows_first
+        if 0 < k < b:
+            images = images.index_select(0, dev["crop.perm"])
+        x = images.to(torch.float32)
+        if self._channels_after_expand(c) != c:
+            x = x.expand(-1, 3, -1, -1)
+        start, length, cubic, reverse = (dev[f"crop.{n}"] for n in ("start", "length", "cubic", "reverse"))
+        if height == width:  # both axes in one call
+            weights = _resample_weights(start, length, width, s, cubic, reverse)
+            wx, wy = weights[:b, None], weights[b:, None]
+        else:
+            wx = _resample_weights(start[:b], length[:b], width, s, cubic[:b], reverse[:b])[:, None]
+            wy = _resample_weights(start[b:], length[b:], height, s, cubic[b:], reverse[b:])[:, None]
+
+        out = _two_pass_resize(x, wx, wy, k)
+        return out.index_select(0, dev["crop.inverse"]) if 0 < k < b else out
+
+    def apply(self, images: Tensor, targets: Tensor, plan: AugmentPlan) -> tuple[Tensor, Tensor]:
+        """Augment ``images`` uint8 (B, C, H, W) on their device as ``plan`` says."""
+        r = self.recipe
+        if images.dim() == 3:
+            images = images[:, None]
+        dev = to_device(plan.tensors, images.device)
+
+        x = self._crop(images, plan, dev)
+        fill = self.fill if x.shape[1] == 3 else self.fill[:1]
+        for k, layer in enumerate(plan.layers):
+            x = apply_rand_augment_layer(x, layer.on(dev, f"layer{k}"), fill)
+        if plan.jitter:
+            x = color_jitter(x, dev["jitter.factors"], dev["jitter.order"])
+
+        x = self._normalize(x)
+
+        if plan.erase:
+            noise = torch.Generator(device=x.device).manual_seed(plan.noise_seed)
+            boxes = (dev[f"erase.{n}"] for n in ("top", "left", "h", "w"))
+            x = random_erasing(x, *boxes, noise, mode=r.remode)
+
+        x = mix_batch(x, plan.mix, plan.lam, plan.box)
+        y = smoothed_targets(targets, self.num_classes, plan.lam, r.label_smoothing)
+        return x.contiguous(), y

@@ -1,0 +1,227 @@
+"""RandomResizedCrop as timm draws it and PIL resizes it, batched, with the
+flips folded into the resize matrices.
+
+* Within 1 grey level on under 1% of pixels (float32 where PIL uses fixed
+  point): PIL's separable, antialiased bicubic/bilinear resize, done as
+  batched matrix products, in the pass order of the installed Pillow (13
+  changed it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .draws import _rand, _randint_inclusive, _uniform
+
+
+def _pillow_major() -> int:
+    """The installed Pillow's major version (the CPU path's resize order depends on it)."""
+    try:
+        import PIL
+
+        return int(PIL.__version__.split(".")[0])
+    except (ImportError, ValueError):
+        return 13
+
+
+# Pillow 13 sometimes resizes along y first (see resized_crop); Pillow <= 12
+# always along x first. Follow the Pillow the CPU path would use.
+PILLOW_VERTICAL_FIRST = _pillow_major() >= 13
+
+
+def sample_crop_boxes(
+    batch: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator,
+    tries: int = 10,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-sample crop boxes with timm's ``RandomResizedCropAndInterpolation.get_params``.
+
+    Each sample makes ``tries`` draws at once (area fraction ~ U(scale),
+    log-aspect ~ U(log ratio)) and keeps the first that fits in the image; a
+    sample none of whose draws fits gets timm's central-crop fallback.
+    Returns int64 tensors ``(top, left, h, w)``, each ``(batch,)``.
+    """
+    area = height * width
+    target_area = _uniform((batch, tries), scale[0], scale[1], generator) * area
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(_uniform((batch, tries), log_lo, log_hi, generator))
+    # torch.round is round-half-to-even, as is Python's round() that timm uses.
+    w = torch.round(torch.sqrt(target_area * aspect)).to(torch.int64)
+    h = torch.round(torch.sqrt(target_area / aspect)).to(torch.int64)
+    fits = (w <= width) & (h <= height)  # timm's test (torchvision also asks for > 0)
+    # argmax returns the first maximal index: the first try that fits.
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)
+    any_fits = fits.any(dim=1)
+    w = w.gather(1, first).squeeze(1)
+    h = h.gather(1, first).squeeze(1)
+
+    # Central-crop fallback, as in timm (image size is the same for the batch).
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        fh, fw = height, int(round(height * max(ratio)))
+    else:
+        fw, fh = width, height
+    w = torch.where(any_fits, w, torch.full_like(w, fw))
+    h = torch.where(any_fits, h, torch.full_like(h, fh))
+    top = _randint_inclusive(0, height - h, generator)
+    left = _randint_inclusive(0, width - w, generator)
+    top = torch.where(any_fits, top, torch.full_like(top, (height - fh) // 2))
+    left = torch.where(any_fits, left, torch.full_like(left, (width - fw) // 2))
+    return top, left, h, w
+
+
+def _cubic_kernel(t: Tensor, a: float) -> Tensor:
+    """Keys' cubic convolution kernel with parameter a (support 2)."""
+    t = t.abs()
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = (((t - 5) * t + 8) * t - 4) * a
+    return torch.where(t < 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
+
+
+def _resample_weights(
+    start: Tensor, length: Tensor, in_size: int, out_size: int, cubic: Tensor, reverse: Tensor | None = None
+) -> Tensor:
+    """Weights of PIL's ImagingResample along one axis, per sample: float32 (N, out_size, in_size).
+
+    Output pixel i of sample n reads the span [start[n], start[n] + length[n])
+    of an axis of in_size pixels: centre c = (i + 0.5) * scale in the span,
+    scale = length / out_size, taps [int(c - support + 0.5), int(c + support + 0.5))
+    clipped to the span, weight filter((x - c + 0.5) / max(scale, 1)) normalised
+    to sum 1, then rounded to PIL's 22-bit fixed point. The filter is PIL's
+    bicubic (a = -0.5, support 2) where ``cubic``, else its triangle (support 1);
+    both widen by the scale when shrinking, which is PIL's antialiasing.
+
+    ``reverse`` (bool (N,), optional) lists the output pixels backwards for
+    the samples marked: the matrix of the resized crop followed by a flip of
+    that axis (the same numbers, permuted), which makes flips free.
+
+    The taps are computed in float64 (as PIL) on a window of ``taps`` pixels
+    per output pixel, a bound fixed by the sizes alone (no look at the data,
+    so no host sync), then scattered into the dense matrix the matmul needs.
+    """
+    n = start.shape[0]
+    device = start.device
+    taps = 2 * math.ceil(2.0 * max(in_size / out_size, 1.0)) + 1  # PIL's ksize at the widest crop
+    start = start.to(torch.float64)[:, None, None]
+    length = length.to(torch.float64)[:, None, None]
+    scale = length / out_size
+    filterscale = scale.clamp(min=1.0)
+    cubic = cubic.reshape(-1, 1, 1)
+    support = torch.where(cubic, 2.0, 1.0) * filterscale
+    index = torch.arange(out_size, device=device, dtype=torch.float64)[None, :, None]
+    if reverse is not None:
+        index = torch.where(reverse.reshape(-1, 1, 1), out_size - 1 - index, index)
+    center = (index + 0.5) * scale
+    xmin = torch.trunc(center - support + 0.5).clamp(min=0)
+    xmax = torch.minimum(torch.trunc(center + support + 0.5), length)
+    pos = xmin + torch.arange(taps, device=device, dtype=torch.float64)  # (N, out, taps), in the span
+    t = (pos - center + 0.5) * (1.0 / filterscale)
+    weight = torch.where(cubic, _cubic_kernel(t, -0.5), (1 - t.abs()).clamp(min=0))
+    valid = pos < xmax
+    weight = torch.where(valid, weight, torch.zeros_like(weight))
+    total = weight.sum(-1, keepdim=True)
+    weight = weight / torch.where(total == 0, torch.ones_like(total), total)
+    one = float(1 << 22)  # PIL: PRECISION_BITS = 32 - 8 - 2, rounded half away from zero
+    weight = torch.trunc(weight * one + torch.where(weight < 0, -0.5, 0.5)) / one
+    # Taps past the span go to a spare column in_size, dropped after the scatter,
+    # so every kept column is written once (scatter_, deterministic).
+    column = torch.where(valid, pos + start, torch.full_like(pos, in_size)).long()
+    dense = torch.zeros((n, out_size, in_size + 1), device=device, dtype=torch.float32)
+    dense.scatter_(2, column, weight.to(torch.float32))
+    return dense[:, :, :in_size]
+
+
+def resize_order(h: Tensor, w: Tensor, size: int, pillow_vertical_first: bool | None = None) -> Tensor:
+    """Which samples PIL resizes vertically first: bool (N,) for crop sizes h, w (N,).
+
+    The order of the two passes matters (the first is rounded and clipped,
+    and bicubic overshoots). Pillow 12 and earlier always run the horizontal
+    pass first; Pillow 13 runs the vertical one first when
+    ``h - size > 2 * max(w - size, 0)`` (found by comparing outputs over
+    thousands of crop geometries, not from its source). pillow_vertical_first
+    picks the behaviour (default: the installed Pillow's, PILLOW_VERTICAL_FIRST).
+    """
+    if pillow_vertical_first is None:
+        pillow_vertical_first = PILLOW_VERTICAL_FIRST
+    if not pillow_vertical_first:
+        return torch.zeros(h.shape, dtype=torch.bool, device=h.device)
+    return (h - size) > 2 * (w - size).clamp(min=0)
+
+
+def _two_pass_resize(x: Tensor, wx: Tensor, wy: Tensor, rows_first: int) -> Tensor:
+    """PIL's separable resize as two batched matrix products, each pass rounded
+    to uint8 as PIL does. x float32 (N, C, H, W); wx (N, 1, S, W), wy (N, 1, S, H)
+    from _resample_weights. The first ``rows_first`` samples run the horizontal
+    pass first, the others the vertical one. Returns float32 (N, C, S, S)."""
+    def to_uint8(v: Tensor) -> Tensor:
+        return torch.floor(v + 0.5).clamp_(0, 255)
+
+    n, k = x.shape[0], rows_first
+    parts = []
+    if k > 0:
+        parts.append(to_uint8(wy[:k] @ to_uint8(x[:k] @ wx[:k].transpose(2, 3))))
+    if k < n:
+        parts.append(to_uint8(to_uint8(wy[k:] @ x[k:]) @ wx[k:].transpose(2, 3)))
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def resized_crop(
+    x: Tensor,
+    top: Tensor,
+    left: Tensor,
+    h: Tensor,
+    w: Tensor,
+    size: int,
+    cubic: Tensor | bool = True,
+    pillow_vertical_first: bool | None = None,
+    hflip: Tensor | None = None,
+    vflip: Tensor | None = None,
+) -> Tensor:
+    """Crop each sample's box and resize it to ``size x size`` as PIL's resize
+    does, then flip the samples marked in hflip/vflip (bool (N,), optional).
+
+    x: float32 (N, C, H, W) of integers in [0, 255]; top/left/h/w: int (N,);
+    cubic: bool or bool (N,), PIL's BICUBIC where true, else BILINEAR.
+    Returns float32 (N, C, size, size) of integers.
+
+    Like PIL (which torchvision's resized_crop calls on a PIL image), the
+    resize is separable: one pass along each axis, each a weighted sum over
+    the antialiasing support, the first rounded to uint8. Here each pass is
+    one batched matrix product with per-sample weight matrices that are zero
+    outside the crop, so crops of every size go in one call; a flip lists a
+    matrix's output pixels backwards, which costs nothing. The order of the
+    passes follows resize_order (decided on the host: a sync when the boxes
+    are on a GPU; GpuAugment plans it on the host).
+
+    The sums run in float32, not PIL's fixed point: a value can differ by 1
+    where the exact sum lies within float error of a rounding tie (and more
+    often if TF32 matmuls are switched on globally).
+    """
+    n, c, height, width = x.shape
+    if isinstance(cubic, bool):
+        cubic = torch.full((n,), cubic, dtype=torch.bool, device=x.device)
+    wx = _resample_weights(left, w, width, size, cubic, hflip)[:, None]  # (N, 1, S, W)
+    wy = _resample_weights(top, h, height, size, cubic, vflip)[:, None]  # (N, 1, S, H)
+    vertical_first = resize_order(h, w, size, pillow_vertical_first).cpu()
+    perm = torch.argsort(vertical_first.to(torch.uint8), stable=True).to(x.device)
+    rows_first = n - int(vertical_first.sum())
+    out = _two_pass_resize(x[perm], wx[perm], wy[perm], rows_first)
+    return out.index_select(0, torch.argsort(perm))
+
+
+# Flips (folded into the resize: see _resample_weights)
+
+
+def sample_flips(batch: int, hflip: float, vflip: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Per-sample flip decisions as torchvision draws them (flip if U < p). Bool (N,) each."""
+    u = _rand((2, batch), generator)
+    return u[0] < hflip, u[1] < vflip
