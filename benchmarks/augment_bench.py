@@ -59,11 +59,18 @@ class OpCounter(TorchDispatchMode):
 def load_revision(revision: str):
     """``fractrain.gpu_augment`` as it was at ``revision``: that revision's
     trainer/ package is extracted (git archive) and imported under another
-    name, so both versions run in this process."""
-    folder = tempfile.mkdtemp(prefix="augment-baseline-")
-    archive = subprocess.run(["git", "-C", REPO, "archive", revision, "trainer"], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
-    name = f"fractrain_{revision.replace('-', '_').replace('.', '_')}"
+    name, so both versions run in this process. ``revision`` may also be a
+    folder holding such a trainer/ (for machines without the git history:
+    ``mkdir -p F && git archive REV trainer | tar -x -C F``)."""
+    if os.path.isdir(revision):
+        folder = revision
+    else:
+        folder = tempfile.mkdtemp(prefix="augment-baseline-")
+        archive = subprocess.run(["git", "-C", REPO, "archive", revision, "trainer"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+    label = os.path.basename(os.path.normpath(revision))
+    name = "fractrain_" + "".join(ch if ch.isalnum() else "_" for ch in label)
     spec = importlib.util.spec_from_file_location(name, os.path.join(folder, "trainer", "__init__.py"),
                                                   submodule_search_locations=[os.path.join(folder, "trainer")])
     package = importlib.util.module_from_spec(spec)
@@ -126,7 +133,8 @@ def time_calls(augment, images, targets, module, device, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--baseline", help="git revision whose gpu_augment.py runs beside this tree's")
+    parser.add_argument("--baseline", help="git revision (or folder holding its trainer/) whose GPU "
+                                           "augmentation runs beside this tree's")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--configs", default="32x512->224,256x64->32",
                         help="comma-separated BATCHxIMAGE->SIZE (default: %(default)s)")
@@ -142,7 +150,7 @@ def main() -> None:
     device = torch.device(args.device)
     modules = {"current": current}
     if args.baseline:
-        modules[args.baseline] = load_revision(args.baseline)
+        modules[os.path.basename(os.path.normpath(args.baseline))] = load_revision(args.baseline)
     rows = []
     for config in args.configs.split(","):
         shape, size = config.split("->")
