@@ -806,6 +806,18 @@ def test_apply_never_reads_the_device(switch_off):
     assert mode.seen
 
 
+def test_caller_autocast_does_not_change_the_batch():
+    """Under a caller's bf16 autocast the resize would run in bf16 and lose
+    the integers; the augmentation switches autocast off for itself."""
+    aug = GpuAugment(AugmentRecipe(input_size=24), 10, "cpu")
+    images = torch.from_numpy(fractal_like(8, 40, seed=10))
+    targets = torch.arange(8)
+    x1, y1 = aug(images, targets, gen(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x2, y2 = aug(images, targets, gen(2))
+    assert x2.dtype == torch.float32 and torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
 def test_generator_must_be_on_the_host():
     aug = GpuAugment(AugmentRecipe(input_size=16), 10, "cpu")
     images = torch.zeros(2, 20, 20, dtype=torch.uint8)

@@ -217,6 +217,12 @@ class GpuAugment:
 
     def apply(self, images: Tensor, targets: Tensor, plan: AugmentPlan) -> tuple[Tensor, Tensor]:
         """Augment ``images`` uint8 (B, C, H, W) on their device as ``plan`` says."""
+        # The resize and the value ops need float32 (the integers must stay
+        # exact): never let a caller's autocast turn the matmuls into bf16.
+        with torch.autocast(images.device.type, enabled=False):
+            return self._apply(images, targets, plan)
+
+    def _apply(self, images: Tensor, targets: Tensor, plan: AugmentPlan) -> tuple[Tensor, Tensor]:
         r = self.recipe
         if images.dim() == 3:
             images = images[:, None]
