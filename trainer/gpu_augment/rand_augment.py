@@ -274,11 +274,16 @@ def plan_rand_augment_layer(
     stats: list[list[tuple[Tensor, Tensor]]] = [[], [], []]
     affine_parts: dict[bool, list[tuple[Tensor, Tensor]]] = {}
     sharpness_group = color_group = None
+    # Group the samples by op with one sort (skipped samples last), rather
+    # than a mask and a nonzero per op: planning is host time on every step.
+    drawn = torch.where(apply, op, len(ops))
+    order = torch.argsort(drawn, stable=True)
+    counts = torch.bincount(drawn, minlength=len(ops) + 1).tolist()
+    starts = [sum(counts[:k]) for k in range(len(ops))]
     for k, name in enumerate(ops):
-        chosen = apply & (op == k)
-        if not bool(chosen.any()):
+        if counts[k] == 0:
             continue
-        index = chosen.nonzero().view(-1)
+        index = order[starts[k] : starts[k] + counts[k]]
         arg = level_to_arg(name, magnitude[index], sign[index])
         if name in _STATS_OPS:
             stats[_STATS_OPS[name]].append((index, arg))
