@@ -35,9 +35,10 @@ class AugmentPlan:
     resizes horizontally first and those it resizes vertically first
     (``rows_first`` of them, listed first by the permutation ``crop.perm``,
     int64 (N,); ``crop.inverse`` restores the order). ``crop.start``,
-    ``crop.length`` int64 (2N,), ``crop.cubic``, ``crop.reverse`` bool (2N,):
-    the x-axis windows of the permuted samples, then their y-axis windows;
-    ``reverse`` is the flip of that axis.
+    ``crop.length`` int64 (2N,), ``crop.reverse`` bool (2N,) and, with
+    'random' interpolation only, ``crop.cubic`` bool (2N,): the x-axis windows
+    of the permuted samples, then their y-axis windows; ``reverse`` is the
+    flip of that axis.
     """
 
     tensors: dict[str, Tensor]
@@ -45,7 +46,7 @@ class AugmentPlan:
     rows_first: int
     layers: list[LayerPlan]
     jitter: bool  # colour jitter (``jitter.factors`` (N, 3), ``jitter.order`` (N, 3))
-    erase: bool  # any sample erased (``erase.top/left/h/w`` int64 (N, K))
+    erase: bool  # any sample erased: ``erase.index`` int64 (k,) lists them, ``erase.top/left/h/w`` int64 (k, K)
     mix: str  # "none", "mixup" or "cutmix"
     lam: float  # the targets' mixing weight (box-corrected for CutMix)
     box: tuple[int, int, int, int]  # CutMix (y0, y1, x0, x1)
@@ -102,12 +103,12 @@ class GpuAugment:
         self.interpolation = recipe.interpolation
         self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
-    def _cubic(self, batch: int, generator: torch.Generator) -> Tensor:
-        """Bicubic (True) or bilinear per sample: bool (batch,); 'random' is
-        timm's per-call coin flip, per sample."""
+    def _cubic(self, batch: int, generator: torch.Generator) -> Tensor | bool:
+        """Bicubic (True) or bilinear: one bool for the batch, or with 'random'
+        (timm's per-call coin flip) bool (batch,), one per sample."""
         if self.interpolation == "random":
             return _rand((batch,), generator) < 0.5
-        return torch.full((batch,), self.interpolation == "bicubic", dtype=torch.bool)
+        return self.interpolation == "bicubic"
 
     def _channels_after_expand(self, channels: int) -> int:
         # One channel stands for three identical ones only if the fill agrees.
@@ -153,7 +154,8 @@ class GpuAugment:
         tensors["crop.inverse"] = torch.argsort(perm)
         tensors["crop.start"] = torch.cat([left[perm], top[perm]])
         tensors["crop.length"] = torch.cat([w[perm], h[perm]])
-        tensors["crop.cubic"] = torch.cat([cubic[perm], cubic[perm]])
+        if isinstance(cubic, Tensor):
+            tensors["crop.cubic"] = torch.cat([cubic[perm], cubic[perm]])
         tensors["crop.reverse"] = torch.cat([hflip[perm], vflip[perm]])
         rows_first = b - int(vertical_first.sum())
 
@@ -174,8 +176,10 @@ class GpuAugment:
         erase = False
         if r.reprob > 0:
             top, left, h, w, active = sample_erasing_boxes(b, s, s, r.reprob, generator, max_count=r.recount)
-            erase = bool(active.any())
-            tensors.update({"erase.top": top, "erase.left": left, "erase.h": h, "erase.w": w})
+            index = active.any(1).nonzero().view(-1)
+            erase = len(index) > 0
+            tensors["erase.index"] = index
+            tensors.update({f"erase.{n}": v[index] for n, v in (("top", top), ("left", left), ("h", h), ("w", w))})
 
         mix, lam, box = "none", 1.0, (0, 0, 0, 0)
         if r.mixes:
@@ -204,13 +208,15 @@ class GpuAugment:
         x = images.to(torch.float32)
         if self._channels_after_expand(c) != c:
             x = x.expand(-1, 3, -1, -1)
-        start, length, cubic, reverse = (dev[f"crop.{n}"] for n in ("start", "length", "cubic", "reverse"))
+        start, length, reverse = (dev[f"crop.{n}"] for n in ("start", "length", "reverse"))
+        cubic = dev.get("crop.cubic", self.interpolation == "bicubic")
         if height == width:  # both axes in one call
             weights = _resample_weights(start, length, width, s, cubic, reverse)
             wx, wy = weights[:b, None], weights[b:, None]
         else:
-            wx = _resample_weights(start[:b], length[:b], width, s, cubic[:b], reverse[:b])[:, None]
-            wy = _resample_weights(start[b:], length[b:], height, s, cubic[b:], reverse[b:])[:, None]
+            x_cubic, y_cubic = (cubic[:b], cubic[b:]) if isinstance(cubic, Tensor) else (cubic, cubic)
+            wx = _resample_weights(start[:b], length[:b], width, s, x_cubic, reverse[:b])[:, None]
+            wy = _resample_weights(start[b:], length[b:], height, s, y_cubic, reverse[b:])[:, None]
 
         out = _two_pass_resize(x, wx, wy, k)
         return out.index_select(0, dev["crop.inverse"]) if 0 < k < b else out
@@ -237,10 +243,11 @@ class GpuAugment:
 
         x = self._normalize(x)
 
-        if plan.erase:
+        if plan.erase:  # on the erased samples only (half the batch by default)
             noise = torch.Generator(device=x.device).manual_seed(plan.noise_seed)
             boxes = (dev[f"erase.{n}"] for n in ("top", "left", "h", "w"))
-            x = random_erasing(x, *boxes, noise, mode=r.remode)
+            index = dev["erase.index"]
+            x = x.index_copy(0, index, random_erasing(x.index_select(0, index), *boxes, noise, mode=r.remode))
 
         x = mix_batch(x, plan.mix, plan.lam, plan.box)
         y = smoothed_targets(targets, self.num_classes, plan.lam, r.label_smoothing)

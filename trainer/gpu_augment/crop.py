@@ -88,7 +88,8 @@ def _cubic_kernel(t: Tensor, a: float) -> Tensor:
 
 
 def _resample_weights(
-    start: Tensor, length: Tensor, in_size: int, out_size: int, cubic: Tensor, reverse: Tensor | None = None
+    start: Tensor, length: Tensor, in_size: int, out_size: int, cubic: Tensor | bool,
+    reverse: Tensor | None = None
 ) -> Tensor:
     """Weights of PIL's ImagingResample along one axis, per sample: float32 (N, out_size, in_size).
 
@@ -97,8 +98,9 @@ def _resample_weights(
     scale = length / out_size, taps [int(c - support + 0.5), int(c + support + 0.5))
     clipped to the span, weight filter((x - c + 0.5) / max(scale, 1)) normalised
     to sum 1, then rounded to PIL's 22-bit fixed point. The filter is PIL's
-    bicubic (a = -0.5, support 2) where ``cubic``, else its triangle (support 1);
-    both widen by the scale when shrinking, which is PIL's antialiasing.
+    bicubic (a = -0.5, support 2) where ``cubic`` (a bool for all samples, or
+    bool (N,)), else its triangle (support 1); both widen by the scale when
+    shrinking, which is PIL's antialiasing.
 
     ``reverse`` (bool (N,), optional) lists the output pixels backwards for
     the samples marked: the matrix of the resized crop followed by a flip of
@@ -115,8 +117,11 @@ def _resample_weights(
     length = length.to(torch.float64)[:, None, None]
     scale = length / out_size
     filterscale = scale.clamp(min=1.0)
-    cubic = cubic.reshape(-1, 1, 1)
-    support = torch.where(cubic, 2.0, 1.0) * filterscale
+    if isinstance(cubic, Tensor):
+        cubic = cubic.reshape(-1, 1, 1)
+        support = torch.where(cubic, 2.0, 1.0) * filterscale
+    else:
+        support = (2.0 if cubic else 1.0) * filterscale
     index = torch.arange(out_size, device=device, dtype=torch.float64)[None, :, None]
     if reverse is not None:
         index = torch.where(reverse.reshape(-1, 1, 1), out_size - 1 - index, index)
@@ -125,7 +130,10 @@ def _resample_weights(
     xmax = torch.minimum(torch.trunc(center + support + 0.5), length)
     pos = xmin + torch.arange(taps, device=device, dtype=torch.float64)  # (N, out, taps), in the span
     t = (pos - center + 0.5) * (1.0 / filterscale)
-    weight = torch.where(cubic, _cubic_kernel(t, -0.5), (1 - t.abs()).clamp(min=0))
+    if isinstance(cubic, Tensor):
+        weight = torch.where(cubic, _cubic_kernel(t, -0.5), (1 - t.abs()).clamp(min=0))
+    else:  # one filter for the batch: compute only that one
+        weight = _cubic_kernel(t, -0.5) if cubic else (1 - t.abs()).clamp(min=0)
     valid = pos < xmax
     weight = torch.where(valid, weight, torch.zeros_like(weight))
     total = weight.sum(-1, keepdim=True)
@@ -207,8 +215,6 @@ def resized_crop(
     often if TF32 matmuls are switched on globally).
     """
     n, c, height, width = x.shape
-    if isinstance(cubic, bool):
-        cubic = torch.full((n,), cubic, dtype=torch.bool, device=x.device)
     wx = _resample_weights(left, w, width, size, cubic, hflip)[:, None]  # (N, 1, S, W)
     wy = _resample_weights(top, h, height, size, cubic, vflip)[:, None]  # (N, 1, S, H)
     vertical_first = resize_order(h, w, size, pillow_vertical_first).cpu()
