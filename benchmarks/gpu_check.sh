@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# GPU check of fractrain, in one run (about 7 minutes on one H100/H200):
+# GPU check of fractrain, in one run (about 9 minutes on one H100/H200 with
+# every stage; pick some with STAGES):
 #
+#   environment, and cuda-tests: the CUDA tests of the GPU augmentation
+#      (tests/test_gpu_augment.py -k cuda: same numbers as on the CPU, no
+#      host sync, side stream = serial batches);
 #   1. build 1p-frac L = 1,000 at 512 px (the paper's size; rendering takes
 #      seconds on 16 cores, so nothing is gained at 256);
-#   2. `fractrain bench`: vit_tiny eager (model-bound, GPU-augment and
-#      CPU-augment images/s), vit_tiny compiled (model and GPU augment),
-#      vit_base eager;
+#   augment-bench: benchmarks/augment_bench.py on the device, GpuAugment
+#      alone (kernels and ms per batch), beside BASELINE when that folder
+#      holds an older trainer/ (the device copy of the repository has no git
+#      history; make it with
+#      `mkdir -p .whl/baseline-98d3ee1 && git archive 98d3ee1 trainer | tar -x -C .whl/baseline-98d3ee1`);
+#   2. bench: `fractrain bench` of vit_tiny eager (model-bound, GPU augment
+#      with and without its side stream, CPU augment), vit_tiny compiled
+#      (model, GPU augment with and without the side stream), vit_base eager;
 #   3. pre-train vit_tiny for about PRETRAIN_SECONDS (a --steps budget sized
 #      from the measured images/s): images/s, loss at start and end, peak GPU
 #      memory;
@@ -26,6 +35,9 @@
 #   MODEL_ARGS="--model-arg patch_size=8 --model-arg depth=2" PRETRAIN_STEPS=4 \
 #   FT_EPOCHS=1 BENCH_STEPS=2 BENCH_WARMUP=1 BENCH_WINDOWS=1 WORKERS=0 benchmarks/gpu_check.sh
 # KEEP_GOING=1 runs the remaining stages after a failed one (exit status 1 at the end).
+# STAGES (comma-separated, default all): environment, cuda-tests, build, augment-bench, bench,
+# pretrain, finetune; e.g. issue #6's check:
+#   STAGES=environment,cuda-tests,build,augment-bench,bench KEEP_GOING=1 benchmarks/gpu_check.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -50,6 +62,9 @@ BENCH_WINDOWS=${BENCH_WINDOWS:-3}
 NPROC=$(nproc)
 WORKERS=${WORKERS:-$(( NPROC > 3 ? NPROC - 2 : 1 ))}
 KEEP_GOING=${KEEP_GOING:-0}
+STAGES=${STAGES:-environment,cuda-tests,build,augment-bench,bench,pretrain,finetune}
+BASELINE=${BASELINE:-.whl/baseline-98d3ee1}
+AUG_CONFIGS=${AUG_CONFIGS:-256x${SIZE}->${INPUT},256x64->32}
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")}
 mkdir -p "$WORK"
 
@@ -64,6 +79,10 @@ FB=("$PY" -m fracbuild.cli)
 read -r -a MARGS <<< "$MODEL_ARGS"
 read -r -a FTARGS <<< "$FT_ARGS"
 failed=()
+
+wanted() {  # wanted GROUP: is this group of stages in STAGES?
+    [[ ",$STAGES," == *",$1,"* ]]
+}
 
 # stage NAME SECONDS COMMAND...: run COMMAND under a time limit; report on stderr.
 stage() {
@@ -94,14 +113,27 @@ print("" if v is None else v)' "$1" "$2"
 }
 
 echo "gpu_check: work folder $WORK; device $DEVICE; L=$L at ${SIZE}px; input ${INPUT}px; batch $BATCH; workers $WORKERS"
-stage environment 120 "$PY" -c '
+if wanted environment; then
+    stage environment 120 "$PY" -c '
 import torch, timm, fractrain, fracbuild
 print("torch", torch.__version__, "timm", timm.__version__, "cuda", torch.cuda.is_available(),
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
 from fractrain.pipeline import gpu_augment_class
 print("GPU augmentation available:", gpu_augment_class() is not None)'
-
-stage build 240 "${FB[@]}" render --L "$L" --size "$SIZE" --out "$WORK/shards" --workers "$NPROC" --no-progress --json
+fi
+if wanted cuda-tests; then
+    stage cuda-tests 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_augment.py -k cuda
+fi
+# Every later stage needs the data set.
+if wanted build || wanted augment-bench || wanted bench || wanted pretrain || wanted finetune; then
+    stage build 240 "${FB[@]}" render --L "$L" --size "$SIZE" --out "$WORK/shards" --workers "$NPROC" --no-progress --json
+fi
+if wanted augment-bench; then
+    baseline=()
+    [[ -d "$BASELINE/trainer" ]] && baseline=(--baseline "$BASELINE")
+    stage augment-bench 180 "$PY" benchmarks/augment_bench.py --device "$DEVICE" --configs "$AUG_CONFIGS" \
+        "${baseline[@]}"
+fi
 
 bench() {  # bench NAME LIMIT ARGS...
     local name=$1 limit=$2
@@ -112,36 +144,43 @@ bench() {  # bench NAME LIMIT ARGS...
     [[ -s "$WORK/$name.json" ]] && cat "$WORK/$name.json"
     return 0
 }
-bench bench-vit_tiny 240 --model vit_tiny "${MARGS[@]}"
-bench bench-vit_tiny-compiled 300 --model vit_tiny --compile --paths model,gpu "${MARGS[@]}"
-bench bench-base 240 --model "$BASE_MODEL" --paths model,gpu,cpu "${MARGS[@]}"
-
-if [[ -z "$PRETRAIN_STEPS" ]]; then
-    rate=$(json "$WORK/bench-vit_tiny.json" gpu_augment_images_per_s)
-    [[ -z "$rate" ]] && rate=$(json "$WORK/bench-vit_tiny.json" cpu_augment_images_per_s)
-    [[ -z "$rate" ]] && rate=1000
-    PRETRAIN_STEPS=$("$PY" -c "print(max(10, int($PRETRAIN_SECONDS * $rate / $BATCH)))")
+if wanted bench; then
+    bench bench-vit_tiny 240 --model vit_tiny --paths model,gpu,gpu-serial,cpu "${MARGS[@]}"
+    bench bench-vit_tiny-compiled 360 --model vit_tiny --compile --paths model,gpu,gpu-serial "${MARGS[@]}"
+    bench bench-base 240 --model "$BASE_MODEL" --paths model,gpu,gpu-serial,cpu "${MARGS[@]}"
 fi
-echo "pre-training vit_tiny for $PRETRAIN_STEPS steps of $BATCH (about ${PRETRAIN_SECONDS} s at the measured rate)"
-stage pretrain $(( PRETRAIN_SECONDS * 2 + 180 )) "${FT[@]}" --shards "$WORK/shards" --model vit_tiny "${MARGS[@]}" \
-    --input-size "$INPUT" --batch-size "$BATCH" --steps "$PRETRAIN_STEPS" --device "$DEVICE" --workers "$WORKERS" \
-    --log-every 100 --ckpt-every 1000000 --no-progress --out "$WORK/runs/pretrain"
 
-stage digits 120 "$PY" benchmarks/train_bench.py digits --out "$WORK/digits" --size 32
+if wanted pretrain || wanted finetune; then
+    if [[ -z "$PRETRAIN_STEPS" ]]; then
+        rate=""
+        [[ -s "$WORK/bench-vit_tiny.json" ]] && rate=$(json "$WORK/bench-vit_tiny.json" gpu_augment_images_per_s)
+        [[ -z "$rate" && -s "$WORK/bench-vit_tiny.json" ]] && rate=$(json "$WORK/bench-vit_tiny.json" cpu_augment_images_per_s)
+        [[ -z "$rate" ]] && rate=1000
+        PRETRAIN_STEPS=$("$PY" -c "print(max(10, int($PRETRAIN_SECONDS * $rate / $BATCH)))")
+    fi
+    echo "pre-training vit_tiny for $PRETRAIN_STEPS steps of $BATCH (about ${PRETRAIN_SECONDS} s at the measured rate)"
+    stage pretrain $(( PRETRAIN_SECONDS * 2 + 180 )) "${FT[@]}" --shards "$WORK/shards" --model vit_tiny "${MARGS[@]}" \
+        --input-size "$INPUT" --batch-size "$BATCH" --steps "$PRETRAIN_STEPS" --device "$DEVICE" --workers "$WORKERS" \
+        --log-every 100 --ckpt-every 1000000 --no-progress --out "$WORK/runs/pretrain"
+fi
 
-# The paper's fine-tuning recipe (SGD 0.01, ImageNet statistics, DeiT
-# augmentation), with a short budget; the scratch model is the same
-# architecture (taken from the checkpoint) with random weights.
-finetune() {  # finetune NAME ARGS...
-    local name=$1
-    shift
-    stage "$name" 300 "${FT[@]}" finetune --init "$WORK/runs/pretrain/final.pt" "$@" \
-        --train "$WORK/digits/train" --val "$WORK/digits/val" --input-size "$FT_INPUT" --epochs "$FT_EPOCHS" \
-        --warmup-epochs 2 --crop-pct 1 --device "$DEVICE" --workers "$WORKERS" --no-progress "${FTARGS[@]}" \
-        --out "$WORK/runs/$name"
-}
-finetune finetune-1p-frac
-finetune finetune-scratch --scratch
+if wanted finetune; then
+    stage digits 120 "$PY" benchmarks/train_bench.py digits --out "$WORK/digits" --size 32
+
+    # The paper's fine-tuning recipe (SGD 0.01, ImageNet statistics, DeiT
+    # augmentation), with a short budget; the scratch model is the same
+    # architecture (taken from the checkpoint) with random weights.
+    finetune() {  # finetune NAME ARGS...
+        local name=$1
+        shift
+        stage "$name" 300 "${FT[@]}" finetune --init "$WORK/runs/pretrain/final.pt" "$@" \
+            --train "$WORK/digits/train" --val "$WORK/digits/val" --input-size "$FT_INPUT" --epochs "$FT_EPOCHS" \
+            --warmup-epochs 2 --crop-pct 1 --device "$DEVICE" --workers "$WORKERS" --no-progress "${FTARGS[@]}" \
+            --out "$WORK/runs/$name"
+    }
+    finetune finetune-1p-frac
+    finetune finetune-scratch --scratch
+fi
 
 echo
 echo "=== results"
@@ -149,10 +188,12 @@ for name in bench-vit_tiny bench-vit_tiny-compiled bench-base; do
     [[ -s "$WORK/$name.json" ]] && "$PY" -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
-print("{:<26} {} | model {} img/s | gpu-augment {} | cpu-augment {} | gpu/model {} cpu/model {} gpu/cpu {} | "
-      "peak {} GB".format(sys.argv[2], r["model"] + (" compiled" if r["compile"] else ""), r["model_images_per_s"],
-                          r["gpu_augment_images_per_s"], r["cpu_augment_images_per_s"], r["gpu_vs_model"],
-                          r["cpu_vs_model"], r["gpu_vs_cpu"], r["peak_gpu_memory_gb"]))' "$WORK/$name.json" "$name"
+print("{:<26} {} | model {} img/s | gpu-augment {} (serial {}) | cpu-augment {} | gpu/model {} (serial {}) "
+      "cpu/model {} gpu/cpu {} | peak {} GB".format(
+          sys.argv[2], r["model"] + (" compiled" if r["compile"] else ""), r["model_images_per_s"],
+          r["gpu_augment_images_per_s"], r.get("gpu_serial_augment_images_per_s"), r["cpu_augment_images_per_s"],
+          r["gpu_vs_model"], r.get("gpu_serial_vs_model"), r["cpu_vs_model"], r["gpu_vs_cpu"],
+          r["peak_gpu_memory_gb"]))' "$WORK/$name.json" "$name"
 done
 runs=()
 for name in pretrain finetune-1p-frac finetune-scratch; do
