@@ -131,6 +131,22 @@ def time_calls(augment, images, targets, module, device, repeats: int) -> float:
     return statistics.median(times)
 
 
+def profile(augment, images, targets, module, device, config: str) -> None:
+    """Print the operations that take the most time over 3 calls (device time on CUDA)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        for seed in range(3):
+            augment(images, targets, generator_for(module, device, 100 + seed))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"profile of {config} (3 calls), by {key}:", file=sys.stderr)
+    print(prof.key_averages().table(sort_by=key, row_limit=20), file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", help="git revision (or folder holding its trainer/) whose GPU "
@@ -140,6 +156,9 @@ def main() -> None:
                         help="comma-separated BATCHxIMAGE->SIZE (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile 3 calls of this tree's version per configuration (torch.profiler; "
+                             "the operations that take the most device time, on stderr)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -161,6 +180,8 @@ def main() -> None:
         for name, module in modules.items():
             augment = module.GpuAugment(recipe, 1000, device)
             host_ops, device_ops = count_ops(augment, images, targets, module, device)
+            if args.profile and module is current:
+                profile(augment, images, targets, module, device, config)
             ms = time_calls(augment, images, targets, module, device, args.repeats)
             rows.append({"config": config, "module": name, "host_ops": host_ops, "device_ops": device_ops,
                          "ms": round(ms, 2)})
