@@ -962,7 +962,8 @@ def test_cuda_pipeline_statistics_match_cpu_path():
 
 @cuda
 def test_cuda_side_stream_gives_the_same_batches(tmp_path):
-    """DevicePipeline with and without the side stream: the same batches."""
+    """DevicePipeline with and without the side stream, with the cache on the
+    GPU or in pinned host memory: the same batches."""
     from fractrain.pipeline import DevicePipeline
     from fractrain.schedule import EpochSchedule
 
@@ -970,10 +971,12 @@ def test_cuda_side_stream_gives_the_same_batches(tmp_path):
     labels = np.arange(40) % 10
     recipe = AugmentRecipe(input_size=32)
     runs = []
-    for overlap in (True, False):
+    for overlap, on_device in ((True, True), (False, True), (True, False)):  # the last: pinned host cache
         pipe = DevicePipeline(images, labels, EpochSchedule(40, 16, seed=0), recipe, 10, torch.device("cuda"),
-                              seed=0, overlap=overlap)
+                              seed=0, overlap=overlap, cache_on_device=on_device)
+        assert pipe.cache.is_cuda == on_device and (on_device or pipe.cache.is_pinned())
         runs.append([(x.clone(), y.clone()) for x, y in pipe.batches(0, 6)])
     torch.cuda.synchronize()
-    for (x1, y1), (x2, y2) in zip(*runs):
-        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    for batches in runs[1:]:
+        for (x1, y1), (x2, y2) in zip(runs[0], batches):
+            assert torch.equal(x1, x2) and torch.equal(y1, y2)

@@ -67,6 +67,9 @@ class DevicePipeline:
     Each step's augmentation draws from a fresh generator seeded with
     ``(seed, rank, step)``: batches are a pure function of the step.
 
+    cache_on_device: keep the cache in GPU memory (None: when it takes under
+    half of the free memory), else in pinned host memory.
+
     On CUDA with ``overlap`` (the default), batch k + 1 is augmented on a
     side stream while the caller trains on batch k, so the augmentation's
     kernels fill the gaps the model's leave instead of running between steps
@@ -77,7 +80,7 @@ class DevicePipeline:
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, schedule: EpochSchedule, recipe: AugmentRecipe,
                  num_classes: int, device: torch.device, seed: int, augment_cls: Any | None = None,
-                 log=lambda m: None, overlap: bool = True):
+                 log=lambda m: None, overlap: bool = True, cache_on_device: bool | None = None):
         augment_cls = augment_cls or gpu_augment_class()
         if augment_cls is None:
             raise UserError("the GPU augmentation (fractrain.gpu_augment) is not available")
@@ -90,8 +93,9 @@ class DevicePipeline:
         self.seed = seed
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
-            # Leave room for the model, activations and the allocator.
-            if cache.numel() < free * 0.5:
+            if cache_on_device is None:  # leave room for the model, activations and the allocator
+                cache_on_device = cache.numel() < free * 0.5
+            if cache_on_device:
                 cache = cache.to(device)
             else:
                 log(f"image cache ({cache.numel() / 1e9:.1f} GB) kept in pinned host memory: "
@@ -106,7 +110,10 @@ class DevicePipeline:
         if self.cache.device == self.device:
             images = self.cache.index_select(0, indices.to(self.device, non_blocking=True))
         else:
-            images = self.cache.index_select(0, indices).to(self.device, non_blocking=True)
+            # Gather into pinned memory, so that the copy is asynchronous (the
+            # caching host allocator keeps the buffer until the copy is done).
+            batch = torch.empty((len(indices), *self.cache.shape[1:]), dtype=self.cache.dtype, pin_memory=True)
+            images = torch.index_select(self.cache, 0, indices, out=batch).to(self.device, non_blocking=True)
         targets = self.labels.index_select(0, indices.to(self.device, non_blocking=True))
         # A CPU generator: GpuAugment draws its choices on the host.
         generator = torch.Generator().manual_seed(mix_seed(self.seed, 0xA06, self.schedule.rank, step))
