@@ -30,7 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from fractrain import gpu_augment as ga
 from fractrain.gpu_augment import GpuAugment
-from fractrain.recipe import AugmentRecipe
+from fractrain.recipe import SWITCHES, AugmentRecipe
 
 KS_LIMIT = 0.06  # two samples of ~3000 each
 
@@ -804,6 +804,38 @@ def test_apply_never_reads_the_device(switch_off):
     with mode:
         aug.plan(tuple(images[:, None].shape), gen(0))
     assert mode.seen
+
+
+def test_recipe_variants_and_odd_shapes_run():
+    """Seeded random recipes (switches off, interpolations, erasing modes and
+    counts, RandAugment strings, ImageNet statistics) on odd batches and image
+    sizes (4 px and up, non-square, grey and RGB): the right shapes, finite
+    values, targets that sum to 1, nothing read back from the device, and the
+    same output for the same seed."""
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        kw = dict(input_size=int(rng.choice([8, 16, 24])),
+                  interpolation=str(rng.choice(["bicubic", "bilinear", "random"])),
+                  recount=int(rng.choice([1, 3])), remode=str(rng.choice(["pixel", "rand", "const"])),
+                  auto_augment=str(rng.choice(["rand-m9-mstd0.5-inc1", "rand-m9-mstd0.5", "rand-n3-m15-mstd101"])))
+        if rng.random() < 0.3:
+            kw.update(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+        recipe = AugmentRecipe(**kw).without([name for name in SWITCHES if rng.random() < 0.3])
+        b, c = int(rng.choice([1, 2, 3, 7, 16])), int(rng.choice([1, 3]))
+        h, w = int(rng.integers(4, 40)), int(rng.integers(4, 40))
+        images = torch.from_numpy(rng.integers(0, 256, (b, c, h, w), dtype=np.uint8))
+        targets = torch.arange(b) % 5
+        aug = GpuAugment(recipe, 5, "cpu")
+        plan = aug.plan((b, c, h, w), gen(trial))
+        mode = HostReads()
+        with mode:
+            x, y = aug.apply(images, targets, plan)
+        context = (kw, b, c, h, w)
+        assert mode.seen == [], context
+        assert x.shape == (b, 3, recipe.input_size, recipe.input_size) and torch.isfinite(x).all(), context
+        torch.testing.assert_close(y.sum(1), torch.ones(b))
+        x2, y2 = aug(images, targets, gen(trial))
+        assert torch.equal(x, x2) and torch.equal(y, y2), context
 
 
 def test_caller_autocast_does_not_change_the_batch():
