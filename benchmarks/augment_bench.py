@@ -156,6 +156,9 @@ def main() -> None:
                         help="comma-separated BATCHxIMAGE->SIZE (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--resize-precision", default="fp32",
+                        help="comma-separated resize precisions to time for this tree's version "
+                             "(fp32, bf16x3; default: %(default)s)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile 3 calls of this tree's version per configuration (torch.profiler; "
                              "the operations that take the most device time, on stderr)")
@@ -177,20 +180,24 @@ def main() -> None:
         images = torch.from_numpy(fractal_batch(batch, image, 0)).to(device)
         targets = torch.zeros(batch, dtype=torch.int64, device=device)
         recipe = AugmentRecipe(input_size=int(size))
-        for name, module in modules.items():
-            augment = module.GpuAugment(recipe, 1000, device)
+        variants = [(name, module, {}) for name, module in modules.items()]
+        variants[0:1] = [("current" if p == "fp32" else f"current {p}", current,
+                          {} if p == "fp32" else {"resize_precision": p})
+                         for p in args.resize_precision.split(",")]
+        for name, module, options in variants:
+            augment = module.GpuAugment(recipe, 1000, device, **options)
             host_ops, device_ops = count_ops(augment, images, targets, module, device)
             if args.profile and module is current:
-                profile(augment, images, targets, module, device, config)
+                profile(augment, images, targets, module, device, f"{config} ({name})")
             ms = time_calls(augment, images, targets, module, device, args.repeats)
             rows.append({"config": config, "module": name, "host_ops": host_ops, "device_ops": device_ops,
                          "ms": round(ms, 2)})
-    base = {r["config"]: r for r in rows if r["module"] != "current"}
+    base = {r["config"]: r for r in rows if not r["module"].startswith("current")}
     print("| config | module | host ops | device ops | ms per call (median) | vs baseline (ms) |", file=sys.stderr)
     print("| --- | --- | --- | --- | --- | --- |", file=sys.stderr)
     for r in rows:
         ref = base.get(r["config"])
-        ratio = f"{r['ms'] / ref['ms']:.2f}" if ref and r["module"] == "current" else ""
+        ratio = f"{r['ms'] / ref['ms']:.2f}" if ref and r["module"].startswith("current") else ""
         print(f"| {r['config']} | {r['module']} | {r['host_ops']} | {r['device_ops']} | {r['ms']} | {ratio} |",
               file=sys.stderr)
     print(json.dumps({"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),

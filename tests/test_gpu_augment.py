@@ -141,12 +141,13 @@ def test_crop_sampler_with_aspect_off_and_full_scale():
     assert (h == 32).all() and (w == 32).all() and (top == 0).all() and (left == 0).all()
 
 
+@pytest.mark.parametrize("precision", ga.RESIZE_PRECISIONS)
 @pytest.mark.parametrize("cubic", [True, False])
 @pytest.mark.parametrize("size", [24, 64])
-def test_resized_crop_matches_pil(cubic, size):
+def test_resized_crop_matches_pil(cubic, size, precision):
     arr = sample_images(40, 48, 40, 1, seed=3)
     top, left, h, w = ga.sample_crop_boxes(40, 48, 40, (0.08, 1.0), (3 / 4, 4 / 3), gen(size))
-    got = ours(ga.resized_crop(to_batch(arr), top, left, h, w, size, cubic))
+    got = ours(ga.resized_crop(to_batch(arr), top, left, h, w, size, cubic, precision=precision))
     mode = TF.InterpolationMode.BICUBIC if cubic else TF.InterpolationMode.BILINEAR
     ref = from_pil(
         [
@@ -158,6 +159,27 @@ def test_resized_crop_matches_pil(cubic, size):
     diff = np.abs(got - ref)
     assert diff.max() <= 1
     assert (diff > 0).mean() < 0.01
+
+
+def test_bf16x3_resize_is_the_fp32_resize():
+    """The three-bfloat16 products give the float32 products' result, pixel for
+    pixel but for rare rounding ties, at the paper's sizes; two parts would not
+    be enough (the check can fail)."""
+    arr = sample_images(6, 256, 256, 3, seed=11)
+    x = to_batch(arr)
+    top, left, h, w = ga.sample_crop_boxes(6, 256, 256, (0.08, 1.0), (3 / 4, 4 / 3), gen(12))
+    fp32 = ga.resized_crop(x, top, left, h, w, 112, True)
+    split = ga.resized_crop(x, top, left, h, w, 112, True, precision="bf16x3")
+    assert split.dtype == torch.float32 and (split != fp32).float().mean() < 1e-4
+    assert (split - fp32).abs().max() <= 1
+    weights = torch.rand(10000, generator=gen(0)) * 1.2 - 0.1  # the range of resize weights
+    three = ga.crop._bf16_parts(weights)
+    assert all(p.dtype == torch.bfloat16 for p in three)
+    assert torch.equal(sum(p.float() for p in three), weights)  # float32's 24 bits, exactly
+    two = ga.crop._bf16_parts(weights, terms=2)
+    assert not torch.equal(sum(p.float() for p in two), weights)
+    with pytest.raises(ValueError, match="resize_precision"):
+        GpuAugment(AugmentRecipe(), 10, "cpu", resize_precision="fp16")
 
 
 def test_resized_crop_whole_image_same_size_is_identity():
@@ -953,6 +975,30 @@ def test_cuda_ops_match_cpu():
     for fn in (ga.brightness, ga.contrast, ga.color, ga.sharpness):
         same(fn, x, factor)
     same(ga.affine, x, ga.rotate_matrix(torch.linspace(-30, 30, 64), 32, 32), (128.0, 64.0, 0.0), False, exact=False)
+
+
+@cuda
+def test_cuda_bf16x3_resize_matches_cpu():
+    """On CUDA the three parts multiply on tensor cores (bmm with out_dtype);
+    the CPU runs the same arithmetic in float32: the same pixels but for ties.
+    And a whole call with it stays free of host syncs."""
+    x = to_batch(sample_images(16, 256, 256, 1, seed=13))
+    boxes = ga.sample_crop_boxes(16, 256, 256, (0.08, 1.0), (3 / 4, 4 / 3), gen(14))
+    cpu = ga.resized_crop(x, *boxes, 112, True, precision="bf16x3")
+    dev = ga.resized_crop(x.cuda(), *(b.cuda() for b in boxes), 112, True, precision="bf16x3").cpu()
+    diff = (cpu - dev).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
+    aug = GpuAugment(AugmentRecipe(input_size=32), 10, "cuda", resize_precision="bf16x3")
+    images = torch.from_numpy(fractal_like(64, 64, seed=6)).cuda()
+    targets = torch.arange(64, device="cuda") % 10
+    aug(images, targets, gen(0))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        x1, _ = aug(images, targets, gen(1))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert x1.shape == (64, 3, 32, 32) and torch.isfinite(x1).all()
 
 
 @cuda

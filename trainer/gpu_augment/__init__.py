@@ -66,7 +66,7 @@ from __future__ import annotations
 
 from .augment import AugmentPlan, GENERATOR_ON_HOST, GpuAugment
 from .color_jitter import color_jitter, sample_color_jitter
-from .crop import PILLOW_VERTICAL_FIRST, resize_order, resized_crop, sample_crop_boxes, sample_flips
+from .crop import PILLOW_VERTICAL_FIRST, RESIZE_PRECISIONS, resize_order, resized_crop, sample_crop_boxes, sample_flips
 from .erasing import random_erasing, sample_erasing_boxes
 from .geometric import affine, rotate_matrix, shear_x_matrix, shear_y_matrix, translate_x_matrix, translate_y_matrix
 from .mixing import mix_batch, mix_choice, sample_beta, sample_cutmix_box, sample_mix_params, smoothed_targets
@@ -83,6 +83,7 @@ __all__ = [
     "RAND_TRANSFORMS",
     "parse_rand_augment",
     "sample_crop_boxes",
+    "RESIZE_PRECISIONS",
     "resize_order",
     "resized_crop",
     "sample_flips",

@@ -10,7 +10,8 @@ from torch import Tensor
 
 from ..recipe import AugmentRecipe
 from .color_jitter import color_jitter, sample_color_jitter
-from .crop import _resample_weights, _two_pass_resize, resize_order, sample_crop_boxes, sample_flips
+from .crop import (RESIZE_PRECISIONS, _resample_weights, _two_pass_resize, resize_order, sample_crop_boxes,
+                   sample_flips)
 from .draws import _rand
 from .erasing import random_erasing, sample_erasing_boxes
 from .mixing import mix_batch, mix_choice, sample_cutmix_box, sample_mix_params, smoothed_targets
@@ -80,9 +81,15 @@ class GpuAugment:
     colour jitter off when an auto-augment policy other than '3a' is set) ->
     normalise -> RandomErasing -> Mixup/CutMix over the batch.
     ``plan`` and ``apply`` are the two halves of a call.
+
+    resize_precision: "fp32" (default) or "bf16x3", the crop's matrix
+    products as three bfloat16 products on tensor cores (the same fidelity to
+    PIL, tested; whether it is faster is for benchmarks/augment_bench.py
+    --resize-precision on a GPU to say).
     """
 
-    def __init__(self, recipe: AugmentRecipe, num_classes: int, device: torch.device | str):
+    def __init__(self, recipe: AugmentRecipe, num_classes: int, device: torch.device | str,
+                 resize_precision: str = "fp32"):
         self.recipe = recipe
         self.num_classes = int(num_classes)
         self.device = torch.device(device)
@@ -101,6 +108,9 @@ class GpuAugment:
         if recipe.interpolation not in ("bicubic", "bilinear", "random"):
             raise ValueError(f"interpolation {recipe.interpolation!r} is not supported on the GPU path")
         self.interpolation = recipe.interpolation
+        if resize_precision not in RESIZE_PRECISIONS:
+            raise ValueError(f"resize_precision must be one of {RESIZE_PRECISIONS}, got {resize_precision!r}")
+        self.resize_precision = resize_precision
         self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     def _cubic(self, batch: int, generator: torch.Generator) -> Tensor | bool:
@@ -218,7 +228,7 @@ class GpuAugment:
             wx = _resample_weights(start[:b], length[:b], width, s, x_cubic, reverse[:b])[:, None]
             wy = _resample_weights(start[b:], length[b:], height, s, y_cubic, reverse[b:])[:, None]
 
-        out = _two_pass_resize(x, wx, wy, k)
+        out = _two_pass_resize(x, wx, wy, k, self.resize_precision)
         return out.index_select(0, dev["crop.inverse"]) if 0 < k < b else out
 
     def apply(self, images: Tensor, targets: Tensor, plan: AugmentPlan) -> tuple[Tensor, Tensor]:

@@ -165,20 +165,76 @@ def resize_order(h: Tensor, w: Tensor, size: int, pillow_vertical_first: bool | 
     return (h - size) > 2 * (w - size).clamp(min=0)
 
 
-def _two_pass_resize(x: Tensor, wx: Tensor, wy: Tensor, rows_first: int) -> Tensor:
+# How the resize's matrix products are computed (see _product).
+RESIZE_PRECISIONS = ("fp32", "bf16x3")
+
+
+def _bf16_parts(w: Tensor, terms: int = 3) -> list[Tensor]:
+    """float32 w -> ``terms`` bfloat16 tensors whose sum is w to float32
+    precision: each holds the next 8 significant bits of what is left."""
+    parts, rest = [], w
+    for _ in range(terms):
+        part = rest.to(torch.bfloat16)
+        parts.append(part)
+        rest = rest - part.to(torch.float32)
+    return parts
+
+
+def _product(a: Tensor, b: Tensor, weights_first: bool, precision: str = "fp32") -> Tensor:
+    """a @ b as float32, broadcast over the two leading dims (N, C); one operand
+    holds resize weights (a if weights_first), the other integers in [0, 255].
+
+    'fp32': one float32 product. 'bf16x3': the integers are exact in bfloat16
+    and the weights are split into three bfloat16 parts (_bf16_parts), so three
+    bfloat16 products accumulated in float32 give the float32 product up to
+    rounding, on a GPU's tensor cores (``torch.bmm``/``baddbmm`` with
+    ``out_dtype=torch.float32``); off CUDA the same three products run in
+    float32 (identical arithmetic: every product of two bfloat16 numbers is
+    exact in float32), which is how the CPU tests check it.
+    """
+    if precision == "fp32":
+        return a @ b
+    if precision != "bf16x3":
+        raise ValueError(f"resize precision must be one of {RESIZE_PRECISIONS}, got {precision!r}")
+    n, c = max(a.shape[0], b.shape[0]), max(a.shape[1], b.shape[1])
+    a3 = a.expand(n, c, *a.shape[2:]).reshape(n * c, *a.shape[2:])
+    b3 = b.expand(n, c, *b.shape[2:]).reshape(n * c, *b.shape[2:])
+    weights, values = (a3, b3) if weights_first else (b3, a3)
+    parts, values = _bf16_parts(weights), values.to(torch.bfloat16)
+    native = values.is_cuda
+
+    def operands(part: Tensor) -> tuple[Tensor, Tensor]:
+        pair = (part, values) if weights_first else (values, part)
+        return pair if native else tuple(t.to(torch.float32) for t in pair)
+
+    extra = {"out_dtype": torch.float32} if native else {}
+    out = torch.bmm(*operands(parts[0]), **extra)
+    for part in parts[1:]:
+        out = torch.baddbmm(out, *operands(part), **extra)
+    return out.view(n, c, *out.shape[1:])
+
+
+def _two_pass_resize(x: Tensor, wx: Tensor, wy: Tensor, rows_first: int, precision: str = "fp32") -> Tensor:
     """PIL's separable resize as two batched matrix products, each pass rounded
     to uint8 as PIL does. x float32 (N, C, H, W); wx (N, 1, S, W), wy (N, 1, S, H)
     from _resample_weights. The first ``rows_first`` samples run the horizontal
-    pass first, the others the vertical one. Returns float32 (N, C, S, S)."""
+    pass first, the others the vertical one; precision: see _product.
+    Returns float32 (N, C, S, S)."""
     def to_uint8(v: Tensor) -> Tensor:
         return torch.floor(v + 0.5).clamp_(0, 255)
+
+    def horizontal(v: Tensor, w: Tensor) -> Tensor:
+        return to_uint8(_product(v, w.transpose(2, 3), weights_first=False, precision=precision))
+
+    def vertical(v: Tensor, w: Tensor) -> Tensor:
+        return to_uint8(_product(w, v, weights_first=True, precision=precision))
 
     n, k = x.shape[0], rows_first
     parts = []
     if k > 0:
-        parts.append(to_uint8(wy[:k] @ to_uint8(x[:k] @ wx[:k].transpose(2, 3))))
+        parts.append(vertical(horizontal(x[:k], wx[:k]), wy[:k]))
     if k < n:
-        parts.append(to_uint8(to_uint8(wy[k:] @ x[k:]) @ wx[k:].transpose(2, 3)))
+        parts.append(horizontal(vertical(x[k:], wy[k:]), wx[k:]))
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
@@ -193,6 +249,7 @@ def resized_crop(
     pillow_vertical_first: bool | None = None,
     hflip: Tensor | None = None,
     vflip: Tensor | None = None,
+    precision: str = "fp32",
 ) -> Tensor:
     """Crop each sample's box and resize it to ``size x size`` as PIL's resize
     does, then flip the samples marked in hflip/vflip (bool (N,), optional).
@@ -208,7 +265,8 @@ def resized_crop(
     outside the crop, so crops of every size go in one call; a flip lists a
     matrix's output pixels backwards, which costs nothing. The order of the
     passes follows resize_order (decided on the host: a sync when the boxes
-    are on a GPU; GpuAugment plans it on the host).
+    are on a GPU; GpuAugment plans it on the host). precision: how the
+    products are computed (see _product).
 
     The sums run in float32, not PIL's fixed point: a value can differ by 1
     where the exact sum lies within float error of a rounding tie (and more
@@ -220,7 +278,7 @@ def resized_crop(
     vertical_first = resize_order(h, w, size, pillow_vertical_first).cpu()
     perm = torch.argsort(vertical_first.to(torch.uint8), stable=True).to(x.device)
     rows_first = n - int(vertical_first.sum())
-    out = _two_pass_resize(x[perm], wx[perm], wy[perm], rows_first)
+    out = _two_pass_resize(x[perm], wx[perm], wy[perm], rows_first, precision)
     return out.index_select(0, torch.argsort(perm))
 
 
