@@ -307,8 +307,10 @@ def _print_result(summary: dict[str, Any]) -> None:
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed steps first (compilation too).")
 @click.option("--windows", type=int, default=3, show_default=True, help="Timed windows; the median is reported.")
 @click.option("--compile/--no-compile", default=False, show_default=True, help="torch.compile the model.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where to time; auto: CUDA when available.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True,
+              help="Autocast dtype; auto: bf16 on CUDA, fp32 on the CPU.")
 @click.option("--workers", type=int, default=8, show_default=True, help="DataLoader workers of the CPU path.")
 @click.option("--input-size", type=int, default=224, show_default=True, help="Model input side, pixels.")
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Extra create_model argument.")
