@@ -1055,6 +1055,14 @@ def test_cuda_side_stream_gives_the_same_batches(tmp_path):
         assert pipe.cache.is_cuda == on_device and (on_device or pipe.cache.is_pinned())
         runs.append([(x.clone(), y.clone()) for x, y in pipe.batches(0, 6)])
     torch.cuda.synchronize()
+    # The pipeline keeps no reference to the host array once the cache is on the GPU.
+    import weakref
+    host = fractal_like(40, 48, seed=9)
+    alive = weakref.ref(host)
+    pipe = DevicePipeline(host, labels, EpochSchedule(40, 16, seed=0), recipe, 10, torch.device("cuda"), seed=0,
+                          cache_on_device=True)
+    del host
+    assert alive() is None and pipe.cache.is_cuda
     for batches in runs[1:]:
         for (x1, y1), (x2, y2) in zip(runs[0], batches):
             assert torch.equal(x1, x2) and torch.equal(y1, y2)

@@ -106,6 +106,10 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     else:
         pipe = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,
                            ctx.device, cfg.run.seed, workers)
+    # The pipeline holds what it needs: on the GPU path the decoded images now
+    # live in GPU (or pinned) memory, and dropping this reference frees the
+    # host copy (5.5 GB per rank at L = 21,000, 512 px).
+    del dataset
     if ctx.is_main and total_steps * cfg.batch_size != cfg.total_samples(n):
         log(f"budget of {cfg.total_samples(n)} samples rounded up to {total_steps} whole global batches "
             f"({total_steps * cfg.batch_size} samples)")
