@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -71,6 +72,103 @@ def test_load_falls_back_to_a_file_when_memory_is_short(tiny_dataset):
     on_disk = data.load(str(tiny_dataset), memory_limit=1000)
     assert isinstance(on_disk.images, np.memmap)
     assert np.array_equal(in_memory.images, on_disk.images)
+
+
+class ThreadGroup:
+    """A data.NodeGroup of ``size`` threads (the collectives as barriers), to
+    run the shared load of several ranks in one process."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.barrier = threading.Barrier(size, timeout=60)
+        self.values: list = [None] * size
+
+    def member(self, index: int) -> data.NodeGroup:
+        def share(value):
+            self.values[index] = value
+            self.barrier.wait()
+            leader = self.values[0]
+            self.barrier.wait()
+            return leader
+
+        def any_failed(flag):
+            self.values[index] = flag
+            self.barrier.wait()
+            failed = any(self.values)
+            self.barrier.wait()
+            return failed
+
+        return data.NodeGroup(index, self.size, share, any_failed)
+
+    def load(self, url: str, **kwargs) -> list:
+        """data.load on every member at once: each member's dataset, or the exception it raised."""
+        results: list = [None] * self.size
+
+        def run(index):
+            try:
+                results[index] = data.load(url, group=self.member(index), **kwargs)
+            except Exception as error:  # noqa: BLE001 - handed to the test
+                results[index] = error
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(self.size)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
+
+
+def _shared_files(digest: str) -> list:
+    import glob
+    import tempfile
+
+    return [p for folder in ("/dev/shm", tempfile.gettempdir()) for p in glob.glob(f"{folder}/fractrain-{digest[:16]}-*")]
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_ranks_of_a_node_share_one_decoded_copy(tiny_dataset, size):
+    """Each member decodes its share of the shards into one file-backed copy
+    that all map; the result is the single-process load, and the file is gone
+    (unlinked once every member has mapped it)."""
+    alone = data.load(str(tiny_dataset))
+    logs = []
+    shared = ThreadGroup(size).load(str(tiny_dataset), log=logs.append)
+    for ds in shared:
+        assert isinstance(ds, data.ShardDataset), ds
+        assert isinstance(ds.images, np.memmap) and np.array_equal(ds.images, alone.images)
+        assert np.array_equal(ds.labels, alone.labels)
+    assert len({ds.images.filename for ds in shared}) == 1  # one file, mapped by all
+    assert any(f"one copy shared by {size} ranks" in line for line in logs)
+    assert _shared_files(alone.manifest_sha256) == []
+
+
+def test_shared_load_without_room_loads_a_copy_per_rank(tiny_dataset, monkeypatch):
+    monkeypatch.setattr(data, "_create_shared_file", lambda nbytes, digest: None)
+    alone = data.load(str(tiny_dataset))
+    for ds in ThreadGroup(2).load(str(tiny_dataset)):
+        assert not isinstance(ds.images, np.memmap) and np.array_equal(ds.images, alone.images)
+
+
+def test_a_bad_shard_stops_every_rank_of_a_shared_load(tmp_path, tiny_dataset):
+    """The member that reads the bad shard names it; the others say another
+    rank failed; nobody hangs and no file is left behind."""
+    root, name = _damaged(tmp_path, tiny_dataset, "flipped")  # shard 1: member 1's with two members
+    errors = ThreadGroup(2).load(str(root))
+    assert all(isinstance(e, UserError) for e in errors), errors
+    assert name in str(errors[1]) and "another rank" in str(errors[0])
+    digest = __import__("hashlib").sha256((root / "manifest.json").read_bytes()).hexdigest()
+    assert _shared_files(digest) == []
+
+
+def test_manifest_shards_must_tile_the_samples(tmp_path, tiny_dataset):
+    root = tmp_path / "shards"
+    shutil.copytree(tiny_dataset, root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["shards"][1]["first"] += 1
+    manifest["shards"][2]["first"] -= 1
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="starts at sample"):
+        data.load(str(root))
 
 
 def _damaged(tmp_path, tiny_dataset, how):

@@ -13,6 +13,12 @@ The decoded set is ``N x H x W`` bytes (5.5 GB at N = 21,000 and 512 px). When
 that does not fit in the memory available, the array is backed by an
 anonymous temporary file instead (``numpy.memmap``) so that the page cache
 holds what it can.
+
+Under torchrun the ranks of one node share one copy (``NodeGroup``): the
+first creates a file in /dev/shm (or the temporary folder) of the decoded
+set's size, each rank decodes its share of the shards into it, and every
+rank maps the same pages: one copy per node instead of one per GPU, decoded
+in a fraction of the time. The file is unlinked as soon as all have mapped it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -65,6 +71,23 @@ class ShardDataset:
         return int(self.manifest["image_size"])
 
 
+@dataclass(frozen=True)
+class NodeGroup:
+    """The ranks of one node that load one shared copy of the data set.
+
+    index: this rank's place in the group (torchrun's LOCAL_RANK); size: the
+    group's size (LOCAL_WORLD_SIZE). Two collectives, called by every member
+    in the same order: ``share(value)`` returns member 0's value on every
+    member; ``any_failed(flag)`` returns True on every member if any passed
+    True (it is also the barrier after decoding).
+    """
+
+    index: int
+    size: int
+    share: Callable[[Any], Any]
+    any_failed: Callable[[bool], bool]
+
+
 def read_manifest(url: str) -> tuple[Location, dict[str, Any], str]:
     """(location, validated manifest, sha256 of its bytes); UserError when
     missing or invalid."""
@@ -87,48 +110,127 @@ def read_manifest(url: str) -> tuple[Location, dict[str, Any], str]:
     if covered != manifest["num_samples"]:
         raise UserError(f"{source}: shards hold {covered} samples, "
                         f"num_samples says {manifest['num_samples']}")
+    following = 0  # shard k holds samples [first, first + count), right after shard k - 1's
+    for shard in sorted(manifest["shards"], key=lambda s: s["first"]):
+        if shard["first"] != following:
+            raise UserError(f"{source}: shard {shard['file']} starts at sample {shard['first']}, expected {following}")
+        following += shard["count"]
+    labels = {s["index"]: s["label"] for s in manifest["samples"]}
+    if sorted(labels) != list(range(manifest["num_samples"])):
+        raise UserError(f"{source}: the sample records do not number 0..{manifest['num_samples'] - 1} once each")
     return location, manifest, hashlib.sha256(raw).hexdigest()
 
 
 def load(url: str, *, threads: int = 8, log: Callable[[str], None] = lambda m: None,
-         memory_limit: int | None = None) -> ShardDataset:
+         memory_limit: int | None = None, group: Optional[NodeGroup] = None) -> ShardDataset:
     """Read, verify and decode every shard of the data set at ``url``.
 
     threads: shards read and decoded concurrently (zlib and I/O release the GIL).
     memory_limit: bytes the decoded array may take in RAM before it falls
     back to a temporary file; default half the memory available.
+    group: the ranks of this node, which then share one copy (see NodeGroup);
+    every member must call load with the same url.
     """
     location, manifest, digest = read_manifest(url)
     n, size = manifest["num_samples"], manifest["image_size"]
-    first = manifest["shards"][0]
-    channels = _probe_channels(location, first)
+    channels = _probe_channels(location, manifest["shards"][0])
     shape = (n, size, size) if channels == 1 else (n, size, size, channels)
     nbytes = int(np.prod(shape))
-    limit = memory_limit if memory_limit is not None else _available_memory() // 2
-    if nbytes <= limit:
-        images = np.empty(shape, dtype=np.uint8)
-    else:
-        log(f"decoded data set ({nbytes / 1e9:.1f} GB) exceeds the memory budget ({limit / 1e9:.1f} GB): "
-            "keeping it in a temporary file")
-        images = np.memmap(tempfile.TemporaryFile(), dtype=np.uint8, mode="w+", shape=shape)
-    labels = np.full(n, -1, dtype=np.int64)
+    labels = np.array([label for _, label in sorted((s["index"], s["label"]) for s in manifest["samples"])],
+                      dtype=np.int64)
+    started = time.monotonic()
+    shards = manifest["shards"]
+    images = None
+    if group is not None and group.size > 1:
+        images = _load_shared(location, manifest, shape, digest, group, threads, log)
+        how = f", one copy shared by {group.size} ranks"
+    if images is None:
+        limit = memory_limit if memory_limit is not None else _available_memory() // 2
+        if nbytes <= limit:
+            images = np.empty(shape, dtype=np.uint8)
+        else:
+            log(f"decoded data set ({nbytes / 1e9:.1f} GB) exceeds the memory budget ({limit / 1e9:.1f} GB): "
+                "keeping it in a temporary file")
+            images = np.memmap(tempfile.TemporaryFile(), dtype=np.uint8, mode="w+", shape=shape)
+        _decode_into(location, manifest, shards, images, threads)
+        how = ""
+    log(f"decoded {n} images of {size}x{size} from {len(shards)} shards in "
+        f"{time.monotonic() - started:.1f} s ({nbytes / 1e6:.0f} MB{how})")
+    return ShardDataset(url=url, images=images, labels=labels, manifest=manifest, manifest_sha256=digest)
+
+
+def _decode_into(location: Location, manifest: dict[str, Any], shards: list[dict[str, Any]], images: np.ndarray,
+                 threads: int) -> None:
+    """Verify and decode ``shards`` into their rows of ``images``."""
     expected = {s["index"]: s["label"] for s in manifest["samples"]}
     width = manifest["layout"]["key_width"]
-
-    started = time.monotonic()
+    size = manifest["image_size"]
+    channels = 1 if images.ndim == 3 else images.shape[3]
 
     def one(shard: dict[str, Any]) -> None:
-        _load_shard(location, shard, images, labels, expected, width, size, channels)
+        _load_shard(location, shard, images, expected, width, size, channels)
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for _ in pool.map(one, manifest["shards"]):
+        for _ in pool.map(one, shards):
             pass
-    missing = np.flatnonzero(labels < 0)
-    if missing.size:
-        raise UserError(f"{url}: no sample for index {int(missing[0])} in any shard ({missing.size} missing)")
-    log(f"decoded {n} images of {size}x{size} from {len(manifest['shards'])} shards in "
-        f"{time.monotonic() - started:.1f} s ({nbytes / 1e6:.0f} MB)")
-    return ShardDataset(url=url, images=images, labels=labels, manifest=manifest, manifest_sha256=digest)
+
+
+def _load_shared(location: Location, manifest: dict[str, Any], shape: tuple[int, ...], digest: str,
+                 group: NodeGroup, threads: int, log: Callable[[str], None]) -> Optional[np.ndarray]:
+    """Decode into one file-backed copy shared by the group (each member its
+    share of the shards); None on every member when member 0 found no room
+    for it (each then loads its own copy)."""
+    nbytes = int(np.prod(shape))
+    path = None
+    if group.index == 0:
+        try:
+            path = _create_shared_file(nbytes, digest)
+        except OSError as error:
+            log(f"cannot create a shared copy of the data set ({error}); each rank loads its own")
+    path = group.share(path)
+    if path is None:
+        return None
+    images, failure = None, None
+    try:
+        images = np.memmap(path, dtype=np.uint8, mode="r+", shape=shape)
+        _decode_into(location, manifest, manifest["shards"][group.index :: group.size], images, threads)
+    except UserError as error:
+        failure = str(error)
+    except OSError as error:
+        failure = f"cannot use the shared copy of the data set at {path}: {error}"
+    failed = group.any_failed(failure is not None)  # every member has mapped the file by now
+    if group.index == 0:
+        try:
+            os.unlink(path)  # the pages live on while mapped
+        except OSError:
+            pass
+    if failed:
+        raise UserError(failure or "another rank of this node could not load the data set (see its message)")
+    return images
+
+
+def _create_shared_file(nbytes: int, digest: str) -> Optional[str]:
+    """A new file of ``nbytes`` reserved bytes in /dev/shm (memory) or else the
+    temporary folder, whichever has the room; None when neither has. The space
+    is reserved up front (posix_fallocate), so that a full tmpfs fails here
+    rather than with SIGBUS at the first write into the mapping."""
+    for folder in ("/dev/shm", tempfile.gettempdir()):
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            continue
+        stats = os.statvfs(folder)
+        if stats.f_bavail * stats.f_frsize < nbytes + (256 << 20):
+            continue
+        path = os.path.join(folder, f"fractrain-{digest[:16]}-{os.getpid()}.u8")
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.posix_fallocate(descriptor, 0, max(nbytes, 1))
+        except OSError:
+            os.close(descriptor)
+            os.unlink(path)
+            raise
+        os.close(descriptor)
+        return path
+    return None
 
 
 def read_verified(location: Location, shard: dict[str, Any]) -> bytes:
@@ -149,18 +251,22 @@ def read_verified(location: Location, shard: dict[str, Any]) -> bytes:
     return data
 
 
-def _load_shard(location: Location, shard: dict[str, Any], images: np.ndarray, labels: np.ndarray,
-                expected: dict[int, int], width: int, size: int, channels: int) -> None:
+def _load_shard(location: Location, shard: dict[str, Any], images: np.ndarray, expected: dict[int, int],
+                width: int, size: int, channels: int) -> None:
+    """Decode one verified shard into its rows of ``images``; every sample of
+    its range must be there once, with the manifest's label."""
     where = location.uri(shard["file"])
     data = read_verified(location, shard)
     wanted = range(shard["first"], shard["first"] + shard["count"])
-    seen = 0
+    seen: set[int] = set()
     try:
         for sample in read_shard(data):
             index = int(sample.key)
             if index not in wanted or sample.key != f"{index:0{width}d}":
                 raise UserError(f"shard {where} holds sample {sample.key!r} outside its range "
                                 f"{wanted.start}..{wanted.stop - 1}")
+            if index in seen:
+                raise UserError(f"shard {where} holds sample {index} twice")
             if sample.label != expected.get(index):
                 raise UserError(f"shard {where}: sample {index} has label {sample.label}, the manifest says "
                                 f"{expected.get(index)}")
@@ -170,12 +276,11 @@ def _load_shard(location: Location, shard: dict[str, Any], images: np.ndarray, l
                 raise UserError(f"shard {where}: sample {index} is {pixels.shape} {pixels.dtype}, "
                                 f"expected {want} uint8")
             images[index] = pixels
-            labels[index] = sample.label
-            seen += 1
+            seen.add(index)
     except (ValueError, OSError, json.JSONDecodeError) as error:
         raise UserError(f"shard {where} is corrupt: {error}") from None
-    if seen != shard["count"]:
-        raise UserError(f"shard {where} holds {seen} samples, the manifest says {shard['count']}")
+    if len(seen) != shard["count"]:
+        raise UserError(f"shard {where} holds {len(seen)} samples, the manifest says {shard['count']}")
 
 
 def _probe_channels(location: Location, shard: dict[str, Any]) -> int:

@@ -96,3 +96,25 @@ def all_reduce_sum(ctx: Context, tensor: torch.Tensor) -> torch.Tensor:
     if ctx.distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def node_group(ctx: Context):
+    """This node's ranks as a ``data.NodeGroup`` (one shared copy of the data
+    set), or None when this rank is alone on its node. torchrun numbers the
+    ranks of a node consecutively, so the node's first rank is rank - local_rank."""
+    from .data import NodeGroup
+
+    if not ctx.distributed or ctx.local_world_size <= 1:
+        return None
+    first = ctx.rank - ctx.local_rank
+
+    def share(value: Any) -> Any:
+        return gather_objects(ctx, value)[first]
+
+    def any_failed(flag: bool) -> bool:
+        tensor = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
+
+    return NodeGroup(index=ctx.local_rank, size=ctx.local_world_size, share=share, any_failed=any_failed)
+

@@ -97,7 +97,7 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     net = models.create(cfg.model.name, num_classes, recipe.input_size, cfg.model.drop_path, cfg.model.kwargs)
     net.to(ctx.device)
 
-    dataset = data.load(cfg.data.shards, log=log)
+    dataset = data.load(cfg.data.shards, log=log, group=dist.node_group(ctx))
     if dataset.manifest_sha256 != manifest_sha:
         raise UserError(f"{cfg.data.shards}: the manifest changed while the run started")
     if path == "gpu":
