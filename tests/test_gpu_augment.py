@@ -980,33 +980,22 @@ def test_cuda_ops_match_cpu():
 @cuda
 def test_cuda_bf16x3_resize_matches_cpu():
     """On CUDA the three parts multiply on tensor cores (bmm with out_dtype);
-    the CPU runs the same arithmetic in float32: the same pixels but for ties.
-    And a whole call with it stays free of host syncs."""
+    the CPU runs the same arithmetic in float32: the same pixels but for ties."""
     x = to_batch(sample_images(16, 256, 256, 1, seed=13))
     boxes = ga.sample_crop_boxes(16, 256, 256, (0.08, 1.0), (3 / 4, 4 / 3), gen(14))
     cpu = ga.resized_crop(x, *boxes, 112, True, precision="bf16x3")
     dev = ga.resized_crop(x.cuda(), *(b.cuda() for b in boxes), 112, True, precision="bf16x3").cpu()
     diff = (cpu - dev).abs()
     assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
-    aug = GpuAugment(AugmentRecipe(input_size=32), 10, "cuda", resize_precision="bf16x3")
-    images = torch.from_numpy(fractal_like(64, 64, seed=6)).cuda()
-    targets = torch.arange(64, device="cuda") % 10
-    aug(images, targets, gen(0))
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        x1, _ = aug(images, targets, gen(1))
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    assert x1.shape == (64, 3, 32, 32) and torch.isfinite(x1).all()
 
 
 @cuda
 def test_cuda_pipeline_deterministic_without_host_sync():
     images = torch.from_numpy(fractal_like(64, 64, seed=6)).cuda()
     targets = torch.arange(64, device="cuda") % 10
-    for recipe in (AugmentRecipe(input_size=32), AugmentRecipe(input_size=32).without(["randaugment"])):
-        aug = GpuAugment(recipe, 10, "cuda")
+    recipe = AugmentRecipe(input_size=32)
+    for aug in (GpuAugment(recipe, 10, "cuda"), GpuAugment(recipe.without(["randaugment"]), 10, "cuda"),
+                GpuAugment(recipe, 10, "cuda", resize_precision="bf16x3")):
         aug(images, targets, gen(0))  # warm up (lazy CUDA init and the constants sync)
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
