@@ -83,10 +83,6 @@ class EpochSchedule:
             position += take
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
 
-    def global_indices(self, step: int) -> np.ndarray:
-        """int64 (B,): the samples of global batch ``step`` over all ranks."""
-        return self.positions(step * self.global_batch, (step + 1) * self.global_batch)
-
     def indices(self, step: int) -> np.ndarray:
         """int64 (B / W,): this rank's samples at ``step``."""
         first = step * self.global_batch + self.rank * self.local_batch

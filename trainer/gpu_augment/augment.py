@@ -43,7 +43,6 @@ class AugmentPlan:
     """
 
     tensors: dict[str, Tensor]
-    batch: int
     rows_first: int
     layers: list[LayerPlan]
     jitter: bool  # colour jitter (``jitter.factors`` (N, 3), ``jitter.order`` (N, 3))
@@ -197,7 +196,7 @@ class GpuAugment:
             *box_t, lam_box = sample_cutmix_box(lam_t, s, s, generator)
             mix, lam, box = mix_choice(lam_t, use_cutmix, tuple(box_t), lam_box)
         noise_seed = int(torch.randint(2**62, (), generator=generator))
-        return AugmentPlan(tensors, b, rows_first, layers, jitter, erase, mix, lam, box, noise_seed)
+        return AugmentPlan(tensors, rows_first, layers, jitter, erase, mix, lam, box, noise_seed)
 
     # -- device: work the pixels ------------------------------------------------
 
