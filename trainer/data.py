@@ -140,10 +140,11 @@ def load(url: str, *, threads: int = 8, log: Callable[[str], None] = lambda m: N
                       dtype=np.int64)
     started = time.monotonic()
     shards = manifest["shards"]
-    images = None
+    images, how = None, ""
     if group is not None and group.size > 1:
         images = _load_shared(location, manifest, shape, digest, group, threads, log)
-        how = f", one copy shared by {group.size} ranks"
+        if images is not None:
+            how = f", one copy shared by {group.size} ranks"
     if images is None:
         limit = memory_limit if memory_limit is not None else _available_memory() // 2
         if nbytes <= limit:
@@ -153,7 +154,6 @@ def load(url: str, *, threads: int = 8, log: Callable[[str], None] = lambda m: N
                 "keeping it in a temporary file")
             images = np.memmap(tempfile.TemporaryFile(), dtype=np.uint8, mode="w+", shape=shape)
         _decode_into(location, manifest, shards, images, threads)
-        how = ""
     log(f"decoded {n} images of {size}x{size} from {len(shards)} shards in "
         f"{time.monotonic() - started:.1f} s ({nbytes / 1e6:.0f} MB{how})")
     return ShardDataset(url=url, images=images, labels=labels, manifest=manifest, manifest_sha256=digest)
