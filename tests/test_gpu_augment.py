@@ -1027,6 +1027,37 @@ def test_cuda_pipeline_statistics_match_cpu_path():
         assert ks_statistic(pc[key], pg[key]) < PER_IMAGE_KS, key
 
 
+def test_plan_workers_give_the_same_batches_in_step_order():
+    """Steps planned ahead in DataLoader worker processes: the same plans, in
+    step order, as planned on the training thread, for a finite and an open
+    range of steps; the planner survives pickling (a spawned worker's copy)."""
+    import itertools
+    import pickle
+
+    from fractrain.pipeline import DevicePipeline
+    from fractrain.schedule import EpochSchedule
+
+    images = fractal_like(40, 48, seed=4)
+    labels = np.arange(40) % 10
+
+    def pipeline(planners):
+        return DevicePipeline(images, labels, EpochSchedule(40, 16, seed=0), AugmentRecipe(input_size=24), 10,
+                              torch.device("cpu"), seed=5, plan_workers=planners)
+
+    inline, ahead = pipeline(0), pipeline(2)
+    plans = list(ahead.plans(range(3, 8)))
+    assert [p.step for p in plans] == list(range(3, 8))
+    opened = list(itertools.islice(ahead.plans(itertools.count(3)), 5))
+    for mine, theirs, open_ended in zip(inline.plans(range(3, 8)), plans, opened):
+        for other in (theirs, open_ended):
+            assert torch.equal(mine.indices, other.indices) and torch.equal(mine.augment.buffer, other.augment.buffer)
+    copy = pickle.loads(pickle.dumps(inline.planner))
+    assert torch.equal(copy[4].augment.buffer, inline.planner[4].augment.buffer)
+    for (x1, y1), (x2, y2) in zip(inline.batches(3, 6), ahead.batches(3, 6)):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert x1.shape == (16, 3, 24, 24)
+
+
 @cuda
 def test_cuda_side_stream_gives_the_same_batches(tmp_path):
     """DevicePipeline with and without the side stream, with the cache on the
@@ -1038,9 +1069,10 @@ def test_cuda_side_stream_gives_the_same_batches(tmp_path):
     labels = np.arange(40) % 10
     recipe = AugmentRecipe(input_size=32)
     runs = []
-    for overlap, on_device in ((True, True), (False, True), (True, False)):  # the last: pinned host cache
+    # The last two: pinned host cache; plans drawn ahead by workers (pinned by the DataLoader).
+    for overlap, on_device, planners in ((True, True, 0), (False, True, 0), (True, False, 0), (True, True, 2)):
         pipe = DevicePipeline(images, labels, EpochSchedule(40, 16, seed=0), recipe, 10, torch.device("cuda"),
-                              seed=0, overlap=overlap, cache_on_device=on_device)
+                              seed=0, overlap=overlap, cache_on_device=on_device, plan_workers=planners)
         assert pipe.cache.is_cuda == on_device and (on_device or pipe.cache.is_pinned())
         runs.append([(x.clone(), y.clone()) for x, y in pipe.batches(0, 6)])
     torch.cuda.synchronize()

@@ -129,20 +129,23 @@ def test_gpu_input_path_adapter_with_a_stand_in(tiny_dataset, tmp_path):
     calls = []
 
     class FakeAugment:
-        """Records what the adapter passes; returns deterministic noise."""
+        """Records what the adapter passes; plans deterministic noise."""
 
         def __init__(self, recipe, num_classes, device):
             self.size, self.num_classes = recipe.input_size, num_classes
 
-        def __call__(self, images, targets, generator):
-            calls.append((images.dtype, tuple(images.shape), targets.dtype, generator.device.type))
-            x = torch.rand(images.shape[0], 3, self.size, self.size, generator=generator)
-            return x, torch.nn.functional.one_hot(targets, self.num_classes).float()
+        def plan(self, shape, generator):
+            calls.append(("plan", shape, generator.device.type))
+            return torch.rand(shape[0], 3, self.size, self.size, generator=generator)
+
+        def apply(self, images, targets, plan):
+            calls.append(("apply", images.dtype, tuple(images.shape), targets.dtype))
+            return plan.to(images.device), torch.nn.functional.one_hot(targets, self.num_classes).float()
 
     cfg = tiny_config(tiny_dataset, tmp_path / "a", **{"run.input_path": "gpu"})
     summary = pretrain.run(cfg, augment_cls=FakeAugment)
-    assert summary["input_path"] == "gpu" and len(calls) == 12
-    assert calls[0] == (torch.uint8, (8, 64, 64), torch.int64, "cpu")
+    assert summary["input_path"] == "gpu" and len(calls) == 24
+    assert calls[:2] == [("plan", (8, 1, 64, 64), "cpu"), ("apply", torch.uint8, (8, 1, 64, 64), torch.int64)]
     again = pretrain.run(override(cfg, {"run.out": str(tmp_path / "b")}), augment_cls=FakeAugment)
     assert again["last_loss"] == summary["last_loss"]  # seeded per step
 

@@ -97,7 +97,8 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
                 continue
             source = pipelines.DevicePipeline(dataset.images, dataset.labels, schedule, recipe, num_classes,
                                               ctx.device, seed=0, augment_cls=gpu_cls, log=log,
-                                              overlap=path == "gpu")
+                                              overlap=path == "gpu",
+                                              plan_workers=pipelines.plan_workers_for(workers))
         elif path == "cpu":
             source = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,
                                  ctx.device, seed=0, workers=workers)

@@ -105,7 +105,8 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any], str]] = [
     (("--precision",), "run.precision", {"type": click.Choice(["auto", "bf16", "fp16", "fp32"])},
      "Autocast dtype; auto: bf16 on CUDA, fp32 on the CPU."),
     (("--compile/--no-compile",), "run.compile", {"default": None}, "torch.compile the model."),
-    (("--workers",), "run.workers", {"type": int}, "DataLoader worker processes per rank; default min(8, CPUs per rank - 1)."),
+    (("--workers",), "run.workers", {"type": int}, "DataLoader worker processes per rank; default min(8, CPUs per rank - 1). "
+     "The GPU input path uses min(2, N) of them to plan the augmentation ahead; 0: all on the training thread."),
     (("--ckpt-every",), "run.ckpt_every", {"type": float}, "Epochs between checkpoints (one is always written at the end)."),
     (("--keep-ckpts",), "run.keep_ckpts", {"type": int}, "Periodic checkpoints kept."),
     (("--log-every",), "run.log_every", {"type": int}, "Steps between metrics records and progress-bar updates."),
@@ -311,7 +312,8 @@ def _print_result(summary: dict[str, Any]) -> None:
               help="Where to time; auto: CUDA when available.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True,
               help="Autocast dtype; auto: bf16 on CUDA, fp32 on the CPU.")
-@click.option("--workers", type=int, default=8, show_default=True, help="DataLoader workers of the CPU path.")
+@click.option("--workers", type=int, default=8, show_default=True, help="DataLoader workers of the CPU path; the GPU paths use min(2, N) "
+              "to plan the augmentation ahead.")
 @click.option("--input-size", type=int, default=224, show_default=True, help="Model input side, pixels.")
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Extra create_model argument.")
 @click.option("--paths", default="model,gpu,cpu", show_default=True,

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import importlib
 import itertools
-from typing import Any, Iterator, Protocol
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -59,13 +60,65 @@ def choose(requested: str, device: torch.device) -> str:
     return "gpu" if available and device.type == "cuda" else "cpu"
 
 
+@dataclass
+class StepPlan:
+    """Everything the host decides for one step of the device path: the
+    batch's sample indices int64 (b,) and the augmentation's plan (whatever
+    ``augment.plan`` returns; GpuAugment's is one packed tensor)."""
+
+    step: int
+    indices: Tensor
+    augment: Any
+
+    def pin_memory(self) -> "StepPlan":
+        """Pinned copies (DataLoader's pin thread calls this), so that the
+        copies to the GPU do not block the host."""
+        plan = self.augment.pin_memory() if hasattr(self.augment, "pin_memory") else self.augment
+        return StepPlan(self.step, self.indices.pin_memory(), plan)
+
+
+@dataclass
+class StepPlanner(torch.utils.data.Dataset):
+    """Step -> StepPlan: host work only, picklable (no device tensors), so
+    that DataLoader workers can plan ahead (as a map-style data set over
+    steps). sample_shape: (C, H, W) of the cached images."""
+
+    schedule: EpochSchedule
+    augment: Any
+    seed: int
+    sample_shape: tuple[int, int, int]
+
+    def __getitem__(self, step: int) -> StepPlan:
+        indices = torch.from_numpy(self.schedule.indices(step))
+        # A CPU generator: GpuAugment draws its choices on the host.
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, 0xA06, self.schedule.rank, step))
+        return StepPlan(step, indices, self.augment.plan((len(indices), *self.sample_shape), generator))
+
+
+def _as_is(item: Any) -> Any:  # the DataLoader's collate: plans are not batched
+    return item
+
+
+def plan_workers_for(workers: int) -> int:
+    """Plan-ahead workers of the device path, given the run's --workers: two
+    keep ahead of any model (a plan takes a few ms), and the rest of the
+    CPUs are not needed."""
+    return min(2, workers)
+
+
 class DevicePipeline:
     """The GPU path: the decoded data set cached as uint8 on the device (or
     in pinned host memory when it does not fit), batches gathered by the
     schedule's indices and augmented there by ``GpuAugment``.
 
-    Each step's augmentation draws from a fresh generator seeded with
-    ``(seed, rank, step)``: batches are a pure function of the step.
+    Each step is planned on the host (its indices and every augmentation
+    choice, from a fresh generator seeded with ``(seed, rank, step)``), then
+    worked on the device: batches are a pure function of the step.
+
+    plan_workers: DataLoader worker processes that plan steps ahead, so that
+    the training thread only launches kernels (planning is several ms of
+    host time per batch; 0: plan on the training thread). The batches are
+    the same whatever the count.
 
     cache_on_device: keep the cache in GPU memory (None: when it takes under
     half of the free memory), else in pinned host memory.
@@ -80,17 +133,22 @@ class DevicePipeline:
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, schedule: EpochSchedule, recipe: AugmentRecipe,
                  num_classes: int, device: torch.device, seed: int, augment_cls: Any | None = None,
-                 log=lambda m: None, overlap: bool = True, cache_on_device: bool | None = None):
+                 log=lambda m: None, overlap: bool = True, cache_on_device: bool | None = None,
+                 plan_workers: int = 0):
         augment_cls = augment_cls or gpu_augment_class()
         if augment_cls is None:
             raise UserError("the GPU augmentation (fractrain.gpu_augment) is not available")
+        if plan_workers < 0:
+            raise UserError(f"plan workers must be >= 0, got {plan_workers}")
         cache = torch.from_numpy(np.ascontiguousarray(images))
         if cache.dim() == 4:  # (N, H, W, 3) -> (N, 3, H, W)
             cache = cache.permute(0, 3, 1, 2).contiguous()
         self.device = device
         self.overlap = overlap and device.type == "cuda"
+        self.plan_workers = plan_workers
         self.schedule = schedule
         self.seed = seed
+        sample_shape = tuple(cache.shape[1:]) if cache.dim() == 4 else (1, *cache.shape[1:])
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             if cache_on_device is None:  # leave room for the model, activations and the allocator
@@ -104,44 +162,65 @@ class DevicePipeline:
         self.cache = cache
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         self.augment = augment_cls(recipe, num_classes, device)
+        self.planner = StepPlanner(schedule, self.augment, seed, sample_shape)
 
-    def batch(self, step: int) -> tuple[Tensor, Tensor]:
-        indices = torch.from_numpy(self.schedule.indices(step))
+    # -- host ------------------------------------------------------------------
+
+    def plans(self, steps: Iterable[int]) -> Iterator[StepPlan]:
+        """The steps' plans in order: made here, or ahead by ``plan_workers``
+        DataLoader workers (pinned on CUDA by its pin thread)."""
+        if self.plan_workers == 0:
+            yield from map(self.planner.__getitem__, steps)
+            return
+        loader = torch.utils.data.DataLoader(
+            self.planner, batch_size=None, sampler=steps, num_workers=self.plan_workers,
+            collate_fn=_as_is, pin_memory=self.device.type == "cuda", prefetch_factor=4)
+        yield from loader
+
+    # -- device ----------------------------------------------------------------
+
+    def run(self, plan: StepPlan) -> tuple[Tensor, Tensor]:
+        """A StepPlan -> the step's (images, soft targets) on the device."""
+        indices = plan.indices.to(self.device, non_blocking=True)
         if self.cache.device == self.device:
-            images = self.cache.index_select(0, indices.to(self.device, non_blocking=True))
+            images = self.cache.index_select(0, indices)
         else:
             # Gather into pinned memory, so that the copy is asynchronous (the
             # caching host allocator keeps the buffer until the copy is done).
-            batch = torch.empty((len(indices), *self.cache.shape[1:]), dtype=self.cache.dtype, pin_memory=True)
-            images = torch.index_select(self.cache, 0, indices, out=batch).to(self.device, non_blocking=True)
-        targets = self.labels.index_select(0, indices.to(self.device, non_blocking=True))
-        # A CPU generator: GpuAugment draws its choices on the host.
-        generator = torch.Generator().manual_seed(mix_seed(self.seed, 0xA06, self.schedule.rank, step))
-        return self.augment(images, targets, generator)
+            batch = torch.empty((len(plan.indices), *self.cache.shape[1:]), dtype=self.cache.dtype,
+                                pin_memory=True)
+            images = torch.index_select(self.cache, 0, plan.indices, out=batch).to(self.device, non_blocking=True)
+        if images.dim() == 3:
+            images = images[:, None]
+        return self.augment.apply(images, self.labels.index_select(0, indices), plan.augment)
+
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        return self.run(self.planner[step])
 
     def batches(self, start_step: int, stop_step: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         steps = range(start_step, stop_step) if stop_step is not None else itertools.count(start_step)
+        plans = self.plans(steps)
         if self.overlap:
-            yield from self._overlapped(iter(steps))
+            yield from self._overlapped(plans)
             return
-        for step in steps:
-            yield self.batch(step)
+        for plan in plans:
+            yield self.run(plan)
 
-    def _overlapped(self, steps: Iterator[int]) -> Iterator[tuple[Tensor, Tensor]]:
-        """batch(step) for each step, each made on a side stream one step ahead."""
+    def _overlapped(self, plans: Iterator[StepPlan]) -> Iterator[tuple[Tensor, Tensor]]:
+        """run(plan) for each plan, each on a side stream one step ahead."""
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))  # the cache upload
 
-        def launch(step: int) -> tuple[Tensor, Tensor, torch.cuda.Event]:
+        def launch(plan: StepPlan) -> tuple[Tensor, Tensor, torch.cuda.Event]:
             with torch.cuda.stream(side):
-                x, y = self.batch(step)
+                x, y = self.run(plan)
                 ready = torch.cuda.Event()
                 ready.record(side)
             return x, y, ready
 
         pending = None
-        for step in steps:
-            following = launch(step)
+        for plan in plans:
+            following = launch(plan)
             if pending is not None:
                 yield self._hand_over(*pending)
             pending = following

@@ -102,7 +102,8 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
         raise UserError(f"{cfg.data.shards}: the manifest changed while the run started")
     if path == "gpu":
         pipe = pipelines.DevicePipeline(dataset.images, dataset.labels, schedule, recipe, num_classes, ctx.device,
-                                        cfg.run.seed, augment_cls=augment_cls, log=log)
+                                        cfg.run.seed, augment_cls=augment_cls, log=log,
+                                        plan_workers=pipelines.plan_workers_for(workers))
     else:
         pipe = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,
                            ctx.device, cfg.run.seed, workers)

@@ -71,7 +71,7 @@ from .erasing import random_erasing, sample_erasing_boxes
 from .geometric import affine, rotate_matrix, shear_x_matrix, shear_y_matrix, translate_x_matrix, translate_y_matrix
 from .mixing import mix_batch, mix_choice, sample_beta, sample_cutmix_box, sample_mix_params, smoothed_targets
 from .pixel_ops import apply_lut, auto_contrast, brightness, color, contrast, equalize, invert, normalize, posterize, sharpness, solarize, solarize_add
-from .rand_augment import LayerPlan, RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS, RandAugmentConfig, apply_rand_augment_layer, level_to_arg, parse_rand_augment, plan_rand_augment_layer, rand_augment_layer, sample_rand_augment_layer
+from .rand_augment import LayerKinds, LayerPlan, RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS, RandAugmentConfig, apply_rand_augment_layer, level_to_arg, parse_rand_augment, plan_rand_augment_layer, rand_augment_layer, sample_rand_augment_layer
 
 __all__ = [
     "GpuAugment",
@@ -88,6 +88,7 @@ __all__ = [
     "resized_crop",
     "sample_flips",
     "sample_rand_augment_layer",
+    "LayerKinds",
     "LayerPlan",
     "plan_rand_augment_layer",
     "apply_rand_augment_layer",

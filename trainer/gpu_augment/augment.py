@@ -3,7 +3,7 @@ host (``plan``), then the pixels are worked on the device (``apply``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -16,9 +16,9 @@ from .draws import _rand
 from .erasing import random_erasing, sample_erasing_boxes
 from .mixing import mix_batch, mix_choice, sample_cutmix_box, sample_mix_params, smoothed_targets
 from .pixel_ops import normalize
-from .rand_augment import (LayerPlan, apply_rand_augment_layer, parse_rand_augment, plan_rand_augment_layer,
+from .rand_augment import (LayerKinds, apply_rand_augment_layer, parse_rand_augment, plan_rand_augment_layer,
                            sample_rand_augment_layer)
-from .transfer import to_device
+from .transfer import Layout, pack, unpack
 
 
 GENERATOR_ON_HOST = True  # GpuAugment takes a CPU generator (see GpuAugment)
@@ -28,9 +28,12 @@ GENERATOR_ON_HOST = True  # GpuAugment takes a CPU generator (see GpuAugment)
 class AugmentPlan:
     """One batch's per-sample choices, drawn on the host by ``GpuAugment.plan``.
 
-    ``tensors`` holds every host tensor the device needs (moved in one copy);
-    the other fields are plain Python numbers that decide which kernels run,
-    so the device never has to report anything back.
+    ``buffer`` (uint8, a few hundred kB) packs every tensor the device needs,
+    so that a plan is one tensor to pin, to send between processes (plans can
+    be drawn ahead in DataLoader workers) and to copy to the device;
+    ``tensors`` views it by name. The other fields are plain Python numbers
+    that decide which kernels run, so the device never has to report
+    anything back.
 
     Crop (names ``crop.*``): samples are resized in two groups, those PIL
     resizes horizontally first and those it resizes vertically first
@@ -42,15 +45,36 @@ class AugmentPlan:
     flip of that axis.
     """
 
-    tensors: dict[str, Tensor]
+    buffer: Tensor
+    layout: Layout
     rows_first: int
-    layers: list[LayerPlan]
+    layers: list[LayerKinds]  # RandAugment's layers (their tensors are packed, named layer0.*, layer1.*, ...)
     jitter: bool  # colour jitter (``jitter.factors`` (N, 3), ``jitter.order`` (N, 3))
     erase: bool  # any sample erased: ``erase.index`` int64 (k,) lists them, ``erase.top/left/h/w`` int64 (k, K)
     mix: str  # "none", "mixup" or "cutmix"
     lam: float  # the targets' mixing weight (box-corrected for CutMix)
     box: tuple[int, int, int, int]  # CutMix (y0, y1, x0, x1)
     noise_seed: int  # seeds the device generator of the erasing noise
+
+    @property
+    def tensors(self) -> dict[str, Tensor]:
+        """The packed tensors by name (views of ``buffer``, wherever it is)."""
+        return unpack(self.buffer, self.layout)
+
+    def pin_memory(self) -> "AugmentPlan":
+        """The plan with its buffer in pinned host memory (DataLoader's pin
+        thread calls this), so that the copy to a GPU does not block the host."""
+        return replace(self, buffer=self.buffer.pin_memory())
+
+    def to(self, device: torch.device) -> "AugmentPlan":
+        """The plan with its buffer on ``device``: one non-blocking copy (the
+        caching host allocator keeps a pinned buffer until the copy is done)."""
+        if self.buffer.device == device:
+            return self
+        buffer = self.buffer
+        if device.type == "cuda" and not buffer.is_pinned():
+            buffer = buffer.pin_memory()
+        return replace(self, buffer=buffer.to(device, non_blocking=True))
 
 
 class GpuAugment:
@@ -111,6 +135,11 @@ class GpuAugment:
             raise ValueError(f"resize_precision must be one of {RESIZE_PRECISIONS}, got {resize_precision!r}")
         self.resize_precision = resize_precision
         self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def __getstate__(self) -> dict:
+        # Picklable for DataLoader workers that plan ahead: the per-device
+        # constants are remade where needed.
+        return {**self.__dict__, "_constants": {}}
 
     def _cubic(self, batch: int, generator: torch.Generator) -> Tensor | bool:
         """Bicubic (True) or bilinear: one bool for the batch, or with 'random'
@@ -176,7 +205,7 @@ class GpuAugment:
                 layer = plan_rand_augment_layer(op, apply, magnitude, sign, self.rand_augment.ops, s, s,
                                                 channels, self._cubic(b, generator))
                 tensors.update(layer.tensors(f"layer{k}"))
-                layers.append(layer)
+                layers.append(layer.kinds())
 
         jitter = self.color_jitter is not None
         if jitter:
@@ -196,7 +225,7 @@ class GpuAugment:
             *box_t, lam_box = sample_cutmix_box(lam_t, s, s, generator)
             mix, lam, box = mix_choice(lam_t, use_cutmix, tuple(box_t), lam_box)
         noise_seed = int(torch.randint(2**62, (), generator=generator))
-        return AugmentPlan(tensors, rows_first, layers, jitter, erase, mix, lam, box, noise_seed)
+        return AugmentPlan(*pack(tensors), rows_first, layers, jitter, erase, mix, lam, box, noise_seed)
 
     # -- device: work the pixels ------------------------------------------------
 
@@ -241,7 +270,7 @@ class GpuAugment:
         r = self.recipe
         if images.dim() == 3:
             images = images[:, None]
-        dev = to_device(plan.tensors, images.device)
+        dev = plan.to(images.device).tensors
 
         x = self._crop(images, plan, dev)
         fill = self.fill if x.shape[1] == 3 else self.fill[:1]

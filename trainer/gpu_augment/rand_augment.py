@@ -231,8 +231,27 @@ class LayerPlan:
                 out[f"{prefix}.{name}.index"], out[f"{prefix}.{name}.factor"] = group
         return out
 
-    def on(self, moved: dict[str, Tensor], prefix: str) -> "LayerPlan":
-        """The same plan with its tensors taken from ``moved`` (their device copies)."""
+    def kinds(self) -> "LayerKinds":
+        """What this plan holds, without its tensors."""
+        return LayerKinds(self.uses_lut, self.stats_counts, tuple(self.affine), self.sharpness is not None,
+                          self.color is not None)
+
+
+@dataclass(frozen=True)
+class LayerKinds:
+    """A LayerPlan without its tensors (which travel packed, see
+    GpuAugment.plan): which groups it holds, enough to rebuild the plan
+    around the tensors' device copies. Plain Python values, cheap to send
+    between processes."""
+
+    uses_lut: bool
+    stats_counts: tuple[int, int, int]
+    affine: tuple[bool, ...]  # the interpolations (cubic or not) that have a group
+    sharpness: bool
+    color: bool
+
+    def on(self, moved: dict[str, Tensor], prefix: str) -> LayerPlan:
+        """The LayerPlan whose tensors are ``moved`` (LayerPlan.tensors' names)."""
         def pair(name):
             return moved[f"{prefix}.{name}.index"], moved[f"{prefix}.{name}.factor"]
 
@@ -243,8 +262,8 @@ class LayerPlan:
             stats_counts=self.stats_counts,
             affine={c: (moved[f"{prefix}.affine{int(c)}.index"], moved[f"{prefix}.affine{int(c)}.matrix"])
                     for c in self.affine},
-            sharpness=pair("sharpness") if self.sharpness is not None else None,
-            color=pair("color") if self.color is not None else None,
+            sharpness=pair("sharpness") if self.sharpness else None,
+            color=pair("color") if self.color else None,
         )
 
 
@@ -387,4 +406,4 @@ def rand_augment_layer(
     cubic = cubic.cpu() if isinstance(cubic, Tensor) else cubic
     plan = plan_rand_augment_layer(*host, ops, h, w, c, cubic)
     moved = to_device(plan.tensors("layer"), x.device)
-    return apply_rand_augment_layer(x, plan.on(moved, "layer"), fill)
+    return apply_rand_augment_layer(x, plan.kinds().on(moved, "layer"), fill)

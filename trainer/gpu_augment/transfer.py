@@ -7,8 +7,11 @@ from torch import Tensor
 
 _ALIGN = 8  # bytes: the largest element size packed by pack
 
+# Where each packed tensor sits: [(name, byte offset, byte length, dtype, shape)].
+Layout = list[tuple[str, int, int, torch.dtype, tuple]]
 
-def pack(tensors: dict[str, Tensor], pin: bool = False) -> tuple[Tensor, list[tuple[str, int, int, torch.dtype, tuple]]]:
+
+def pack(tensors: dict[str, Tensor], pin: bool = False) -> tuple[Tensor, Layout]:
     """Host tensors -> one uint8 buffer (pinned if asked) and its layout
     [(name, byte offset, byte length, dtype, shape)]; each tensor starts on an
     8-byte boundary, so that it can be viewed back as its dtype."""
@@ -18,13 +21,14 @@ def pack(tensors: dict[str, Tensor], pin: bool = False) -> tuple[Tensor, list[tu
         nbytes = tensor.numel() * tensor.element_size()
         layout.append((name, offset, nbytes, tensor.dtype, tuple(tensor.shape)))
         offset += nbytes
-    buffer = torch.empty(max(offset, 1), dtype=torch.uint8, pin_memory=pin)
+    # zeros: the padding between tensors is part of the buffer too (plans compare byte for byte)
+    buffer = torch.zeros(max(offset, 1), dtype=torch.uint8, pin_memory=pin)
     for (_, start, nbytes, dtype, _), tensor in zip(layout, tensors.values()):
         buffer[start : start + nbytes].view(dtype).copy_(tensor.reshape(-1))
     return buffer, layout
 
 
-def unpack(buffer: Tensor, layout: list[tuple[str, int, int, torch.dtype, tuple]]) -> dict[str, Tensor]:
+def unpack(buffer: Tensor, layout: Layout) -> dict[str, Tensor]:
     """The tensors of a pack layout, as views of ``buffer`` (wherever it lives)."""
     return {name: buffer[start : start + nbytes].view(dtype).view(shape)
             for name, start, nbytes, dtype, shape in layout}
