@@ -13,6 +13,9 @@
 #      holds an older trainer/ (the device copy of the repository has no git
 #      history; make it with
 #      `mkdir -p .whl/baseline-98d3ee1 && git archive 98d3ee1 trainer | tar -x -C .whl/baseline-98d3ee1`);
+#   host-bench: benchmarks/host_bench.py, the training thread's host time per
+#      batch of the device path (plans drawn inline or by 2 workers) on this
+#      machine's CPU: compare with the model step's time;
 #   2. bench: `fractrain bench` of vit_tiny eager (model-bound, GPU augment
 #      with and without its side stream, CPU augment), vit_tiny compiled
 #      (model, GPU augment with and without the side stream), vit_base eager;
@@ -36,9 +39,9 @@
 #   MODEL_ARGS="--model-arg patch_size=8 --model-arg depth=2" PRETRAIN_STEPS=4 \
 #   FT_EPOCHS=1 BENCH_STEPS=2 BENCH_WARMUP=1 BENCH_WINDOWS=1 WORKERS=0 benchmarks/gpu_check.sh
 # KEEP_GOING=1 runs the remaining stages after a failed one (exit status 1 at the end).
-# STAGES (comma-separated, default all): environment, cuda-tests, build, augment-bench, bench,
-# pretrain, finetune; e.g. issue #6's check:
-#   STAGES=environment,cuda-tests,build,augment-bench,bench KEEP_GOING=1 benchmarks/gpu_check.sh
+# STAGES (comma-separated, default all): environment, cuda-tests, build, augment-bench, host-bench,
+# bench, pretrain, finetune; e.g. issue #6's check:
+#   STAGES=environment,cuda-tests,build,augment-bench,host-bench,bench KEEP_GOING=1 benchmarks/gpu_check.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -63,7 +66,7 @@ BENCH_WINDOWS=${BENCH_WINDOWS:-3}
 NPROC=$(nproc)
 WORKERS=${WORKERS:-$(( NPROC > 3 ? NPROC - 2 : 1 ))}
 KEEP_GOING=${KEEP_GOING:-0}
-STAGES=${STAGES:-environment,cuda-tests,build,augment-bench,bench,pretrain,finetune}
+STAGES=${STAGES:-environment,cuda-tests,build,augment-bench,host-bench,bench,pretrain,finetune}
 BASELINE=${BASELINE:-.whl/baseline-98d3ee1}
 AUG_CONFIGS=${AUG_CONFIGS:-256x${SIZE}->${INPUT},256x64->32}
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")}
@@ -135,6 +138,9 @@ if wanted augment-bench; then
     stage augment-bench 180 "$PY" benchmarks/augment_bench.py --device "$DEVICE" --configs "$AUG_CONFIGS" \
         --resize-precision fp32,bf16x3 \
         "${baseline[@]}"
+fi
+if wanted host-bench; then
+    stage host-bench 120 "$PY" benchmarks/host_bench.py --planners 0,2 --batch "$BATCH"
 fi
 
 bench() {  # bench NAME LIMIT ARGS...

@@ -178,6 +178,11 @@ def test_bf16x3_resize_is_the_fp32_resize():
     assert torch.equal(sum(p.float() for p in three), weights)  # float32's 24 bits, exactly
     two = ga.crop._bf16_parts(weights, terms=2)
     assert not torch.equal(sum(p.float() for p in two), weights)
+    # The resize's own weights (split on their taps, then scattered): the parts sum to them exactly.
+    (dense,) = ga.crop._resample_weights(left, w, 256, 112, True, top % 2 == 0)
+    parts = ga.crop._resample_weights(left, w, 256, 112, True, top % 2 == 0, precision="bf16x3")
+    assert len(parts) == 3 and all(p.dtype == torch.bfloat16 and p.shape == (6, 112, 256) for p in parts)
+    assert torch.equal(sum(p.float() for p in parts), dense)
     with pytest.raises(ValueError, match="resize_precision"):
         GpuAugment(AugmentRecipe(), 10, "cpu", resize_precision="fp16")
 

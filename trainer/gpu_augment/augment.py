@@ -243,20 +243,20 @@ class GpuAugment:
         s, k = self.size, plan.rows_first
         if 0 < k < b:
             images = images.index_select(0, dev["crop.perm"])
-        x = images.to(torch.float32)
         if self._channels_after_expand(c) != c:
-            x = x.expand(-1, 3, -1, -1)
+            images = images.expand(-1, 3, -1, -1)
         start, length, reverse = (dev[f"crop.{n}"] for n in ("start", "length", "reverse"))
         cubic = dev.get("crop.cubic", self.interpolation == "bicubic")
+        precision = self.resize_precision
         if height == width:  # both axes in one call
-            weights = _resample_weights(start, length, width, s, cubic, reverse)
-            wx, wy = weights[:b, None], weights[b:, None]
+            weights = _resample_weights(start, length, width, s, cubic, reverse, precision)
+            wx, wy = [m[:b, None] for m in weights], [m[b:, None] for m in weights]
         else:
             x_cubic, y_cubic = (cubic[:b], cubic[b:]) if isinstance(cubic, Tensor) else (cubic, cubic)
-            wx = _resample_weights(start[:b], length[:b], width, s, x_cubic, reverse[:b])[:, None]
-            wy = _resample_weights(start[b:], length[b:], height, s, y_cubic, reverse[b:])[:, None]
+            wx = [m[:, None] for m in _resample_weights(start[:b], length[:b], width, s, x_cubic, reverse[:b], precision)]
+            wy = [m[:, None] for m in _resample_weights(start[b:], length[b:], height, s, y_cubic, reverse[b:], precision)]
 
-        out = _two_pass_resize(x, wx, wy, k, self.resize_precision)
+        out = _two_pass_resize(images, wx, wy, k)
         return out.index_select(0, dev["crop.inverse"]) if 0 < k < b else out
 
     def apply(self, images: Tensor, targets: Tensor, plan: AugmentPlan) -> tuple[Tensor, Tensor]:

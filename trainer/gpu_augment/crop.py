@@ -89,9 +89,13 @@ def _cubic_kernel(t: Tensor, a: float) -> Tensor:
 
 def _resample_weights(
     start: Tensor, length: Tensor, in_size: int, out_size: int, cubic: Tensor | bool,
-    reverse: Tensor | None = None
-) -> Tensor:
-    """Weights of PIL's ImagingResample along one axis, per sample: float32 (N, out_size, in_size).
+    reverse: Tensor | None = None, precision: str = "fp32"
+) -> list[Tensor]:
+    """Weights of PIL's ImagingResample along one axis, per sample, as a list
+    of (N, out_size, in_size) matrices that sum to them: one float32 matrix
+    ('fp32'), or ('bf16x3') three bfloat16 ones holding successive 8-bit
+    slices of each weight, which sum to it exactly (PIL's weights are 22-bit
+    fixed point); see _product.
 
     Output pixel i of sample n reads the span [start[n], start[n] + length[n])
     of an axis of in_size pixels: centre c = (i + 0.5) * scale in the span,
@@ -143,9 +147,13 @@ def _resample_weights(
     # Taps past the span go to a spare column in_size, dropped after the scatter,
     # so every kept column is written once (scatter_, deterministic).
     column = torch.where(valid, pos + start, torch.full_like(pos, in_size)).long()
-    dense = torch.zeros((n, out_size, in_size + 1), device=device, dtype=torch.float32)
-    dense.scatter_(2, column, weight.to(torch.float32))
-    return dense[:, :, :in_size]
+    # Split here, on the few taps, not on the dense matrices (mostly zeros).
+    parts = _bf16_parts(weight.to(torch.float32)) if precision == "bf16x3" else [weight.to(torch.float32)]
+    dense = []
+    for part in parts:
+        matrix = torch.zeros((n, out_size, in_size + 1), device=device, dtype=part.dtype)
+        dense.append(matrix.scatter_(2, column, part)[:, :, :in_size])
+    return dense
 
 
 def resize_order(h: Tensor, w: Tensor, size: int, pillow_vertical_first: bool | None = None) -> Tensor:
@@ -180,61 +188,67 @@ def _bf16_parts(w: Tensor, terms: int = 3) -> list[Tensor]:
     return parts
 
 
-def _product(a: Tensor, b: Tensor, weights_first: bool, precision: str = "fp32") -> Tensor:
-    """a @ b as float32, broadcast over the two leading dims (N, C); one operand
-    holds resize weights (a if weights_first), the other integers in [0, 255].
+def _product(weights: list[Tensor], values: Tensor, weights_first: bool) -> Tensor:
+    """(weights @ values if weights_first else values @ weights) as float32,
+    broadcast over the two leading dims (N, C). ``weights``: the matrices
+    _resample_weights returns (one float32, or three bfloat16 that sum to
+    the weights); ``values``: integers in [0, 255].
 
-    'fp32': one float32 product. 'bf16x3': the integers are exact in bfloat16
-    and the weights are split into three bfloat16 parts (_bf16_parts), so three
-    bfloat16 products accumulated in float32 give the float32 product up to
-    rounding, on a GPU's tensor cores (``torch.bmm``/``baddbmm`` with
-    ``out_dtype=torch.float32``); off CUDA the same three products run in
-    float32 (identical arithmetic: every product of two bfloat16 numbers is
-    exact in float32), which is how the CPU tests check it.
+    float32 weights: one float32 product. bfloat16 parts: the integers are
+    exact in bfloat16, so three bfloat16 products accumulated in float32 give
+    the float32 product up to rounding, on a GPU's tensor cores
+    (``torch.bmm``/``baddbmm`` with ``out_dtype=torch.float32``); off CUDA the
+    same three products run in float32 (identical arithmetic: every product
+    of two bfloat16 numbers is exact in float32), which is how the CPU tests
+    check it.
     """
-    if precision == "fp32":
-        return a @ b
-    if precision != "bf16x3":
-        raise ValueError(f"resize precision must be one of {RESIZE_PRECISIONS}, got {precision!r}")
-    n, c = max(a.shape[0], b.shape[0]), max(a.shape[1], b.shape[1])
-    a3 = a.expand(n, c, *a.shape[2:]).reshape(n * c, *a.shape[2:])
-    b3 = b.expand(n, c, *b.shape[2:]).reshape(n * c, *b.shape[2:])
-    weights, values = (a3, b3) if weights_first else (b3, a3)
-    parts, values = _bf16_parts(weights), values.to(torch.bfloat16)
+    if len(weights) == 1:
+        w = weights[0]
+        return w @ values.to(w.dtype) if weights_first else values.to(w.dtype) @ w
+    first = weights[0]
+    n, c = max(first.shape[0], values.shape[0]), max(first.shape[1], values.shape[1])
+
+    def batched(t: Tensor) -> Tensor:  # (N or 1, C or 1, r, k) -> (N * C, r, k)
+        return t.expand(n, c, *t.shape[2:]).reshape(n * c, *t.shape[2:])
+
     native = values.is_cuda
-
-    def operands(part: Tensor) -> tuple[Tensor, Tensor]:
-        pair = (part, values) if weights_first else (values, part)
-        return pair if native else tuple(t.to(torch.float32) for t in pair)
-
+    dtype = torch.bfloat16 if native else torch.float32
+    values = batched(values.to(dtype))
     extra = {"out_dtype": torch.float32} if native else {}
-    out = torch.bmm(*operands(parts[0]), **extra)
-    for part in parts[1:]:
-        out = torch.baddbmm(out, *operands(part), **extra)
+    out = None
+    for part in weights:
+        pair = (batched(part.to(dtype)), values) if weights_first else (values, batched(part.to(dtype)))
+        out = torch.bmm(*pair, **extra) if out is None else torch.baddbmm(out, *pair, **extra)
     return out.view(n, c, *out.shape[1:])
 
 
-def _two_pass_resize(x: Tensor, wx: Tensor, wy: Tensor, rows_first: int, precision: str = "fp32") -> Tensor:
+def _two_pass_resize(x: Tensor, wx: list[Tensor], wy: list[Tensor], rows_first: int) -> Tensor:
     """PIL's separable resize as two batched matrix products, each pass rounded
-    to uint8 as PIL does. x float32 (N, C, H, W); wx (N, 1, S, W), wy (N, 1, S, H)
-    from _resample_weights. The first ``rows_first`` samples run the horizontal
-    pass first, the others the vertical one; precision: see _product.
-    Returns float32 (N, C, S, S)."""
+    to uint8 as PIL does. x (N, C, H, W) of integers in [0, 255], any dtype
+    that holds them (uint8 is converted once, to what the product needs);
+    wx (N, 1, S, W), wy (N, 1, S, H): _resample_weights' lists, with a
+    channel dim. The first ``rows_first`` samples run the horizontal pass
+    first, the others the vertical one. Returns float32 (N, C, S, S).
+    """
     def to_uint8(v: Tensor) -> Tensor:
         return torch.floor(v + 0.5).clamp_(0, 255)
 
-    def horizontal(v: Tensor, w: Tensor) -> Tensor:
-        return to_uint8(_product(v, w.transpose(2, 3), weights_first=False, precision=precision))
+    def horizontal(v: Tensor, w: list[Tensor]) -> Tensor:
+        return to_uint8(_product([part.transpose(2, 3) for part in w], v, weights_first=False))
 
-    def vertical(v: Tensor, w: Tensor) -> Tensor:
-        return to_uint8(_product(w, v, weights_first=True, precision=precision))
+    def vertical(v: Tensor, w: list[Tensor]) -> Tensor:
+        return to_uint8(_product(w, v, weights_first=True))
+
+    def rows(w: list[Tensor], part: slice) -> list[Tensor]:
+        return [m[part] for m in w]
 
     n, k = x.shape[0], rows_first
+    first, rest = slice(0, k), slice(k, n)
     parts = []
     if k > 0:
-        parts.append(vertical(horizontal(x[:k], wx[:k]), wy[:k]))
+        parts.append(vertical(horizontal(x[first], rows(wx, first)), rows(wy, first)))
     if k < n:
-        parts.append(horizontal(vertical(x[k:], wy[k:]), wx[k:]))
+        parts.append(horizontal(vertical(x[rest], rows(wy, rest)), rows(wx, rest)))
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
@@ -272,13 +286,15 @@ def resized_crop(
     where the exact sum lies within float error of a rounding tie (and more
     often if TF32 matmuls are switched on globally).
     """
+    if precision not in RESIZE_PRECISIONS:
+        raise ValueError(f"resize precision must be one of {RESIZE_PRECISIONS}, got {precision!r}")
     n, c, height, width = x.shape
-    wx = _resample_weights(left, w, width, size, cubic, hflip)[:, None]  # (N, 1, S, W)
-    wy = _resample_weights(top, h, height, size, cubic, vflip)[:, None]  # (N, 1, S, H)
     vertical_first = resize_order(h, w, size, pillow_vertical_first).cpu()
     perm = torch.argsort(vertical_first.to(torch.uint8), stable=True).to(x.device)
+    wx = [m[perm, None] for m in _resample_weights(left, w, width, size, cubic, hflip, precision)]  # (N, 1, S, W)
+    wy = [m[perm, None] for m in _resample_weights(top, h, height, size, cubic, vflip, precision)]  # (N, 1, S, H)
     rows_first = n - int(vertical_first.sum())
-    out = _two_pass_resize(x[perm], wx[perm], wy[perm], rows_first, precision)
+    out = _two_pass_resize(x[perm], wx, wy, rows_first)
     return out.index_select(0, torch.argsort(perm))
 
 
