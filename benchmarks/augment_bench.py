@@ -6,7 +6,7 @@ another git revision, side by side in one process.
     python benchmarks/augment_bench.py --baseline 98d3ee1       # plus that revision's module
     python benchmarks/augment_bench.py --device cuda --batch 256 --image 512
 
-Two figures per configuration:
+Three figures per configuration:
 
 * ops: aten operations dispatched per call (counted with a TorchDispatchMode,
   so the same on any device), split into those planning the batch on the
@@ -14,6 +14,8 @@ Two figures per configuration:
   GPU each device op is (at most) one kernel launch, a few microseconds of
   host time; views are not counted (they launch none). Small batches are
   bound by them.
+* device MB written: the bytes those operations write, a proxy for a GPU's
+  memory traffic (these kernels are mostly elementwise, bound by it).
 * ms: median wall time per call over ``--repeats`` calls (on CUDA with a
   synchronise after each; on the CPU it is the arithmetic, which also says
   how much work the GPU is given).
@@ -44,16 +46,23 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 class OpCounter(TorchDispatchMode):
     """Counts the aten operations run under it, views excepted (a view
-    launches no kernel)."""
+    launches no kernel), and the bytes they write (their tensor outputs: a
+    proxy for a GPU's memory traffic, which bounds these elementwise-heavy
+    kernels; reads are of the same order)."""
 
     def __init__(self):
         super().__init__()
         self.count = 0
+        self.written = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
         if not func.is_view:
             self.count += 1
-        return func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    self.written += t.numel() * t.element_size()
+        return out
 
 
 def load_revision(revision: str):
@@ -96,31 +105,34 @@ def fractal_batch(batch: int, size: int, seed: int) -> np.ndarray:
     return images
 
 
-def count_ops(augment, images, targets, module, device) -> tuple[int, int]:
-    """(ops on the host planning the batch, ops working the pixels). Modules
-    without a plan/apply split draw on the device: all their ops count there."""
+def count_ops(augment, images, targets, module, device) -> tuple[int, int, float]:
+    """(ops on the host planning the batch, ops working the pixels, MB those
+    write). Modules without a plan/apply split draw on the device: all their
+    ops count there."""
     counter = OpCounter()
     generator = generator_for(module, device, 1)
     if not hasattr(augment, "plan"):
         with counter:
             augment(images, targets, generator)
-        return 0, counter.count
+        return 0, counter.count, counter.written / 1e6
     with counter:
         plan = augment.plan(tuple(images[:, None].shape if images.dim() == 3 else images.shape), generator)
     host = counter.count
-    counter.count = 0
-    with counter:
+    device_counter = OpCounter()
+    with device_counter:
         augment.apply(images, targets, plan)
-    return host, counter.count
+    return host, device_counter.count, device_counter.written / 1e6
 
 
-def time_calls(augment, images, targets, module, device, repeats: int) -> float:
-    """Median ms per whole call (plan + apply)."""
+def time_calls(augment, images, targets, module, device, repeats: int, warmup: int = 1) -> float:
+    """Median ms per whole call (plan + apply), after ``warmup`` calls (a fused
+    version compiles a variant per new input kind: give it several)."""
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    augment(images, targets, generator_for(module, device, 0))  # warm-up
+    for seed in range(warmup):
+        augment(images, targets, generator_for(module, device, 1000 + seed))
     times = []
     for r in range(repeats):
         sync()
@@ -159,6 +171,10 @@ def main() -> None:
     parser.add_argument("--resize-precision", default="fp32",
                         help="comma-separated resize precisions to time for this tree's version "
                              "(fp32, bf16x3; default: %(default)s)")
+    parser.add_argument("--fuse", action="store_true",
+                        help="also time this tree's version with fuse=True (its heaviest functions compiled; "
+                             "the warm-up call compiles them, and ops are not counted: Inductor's kernels "
+                             "are not aten operations)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile 3 calls of this tree's version per configuration (torch.profiler; "
                              "the operations that take the most device time, on stderr)")
@@ -184,22 +200,31 @@ def main() -> None:
         variants[0:1] = [("current" if p == "fp32" else f"current {p}", current,
                           {} if p == "fp32" else {"resize_precision": p})
                          for p in args.resize_precision.split(",")]
+        if args.fuse:
+            variants[len(variants) - len(modules) + 1:len(variants) - len(modules) + 1] = [
+                (f"{name} fused", current, {**options, "fuse": True})
+                for name, module, options in variants if module is current]
         for name, module, options in variants:
             augment = module.GpuAugment(recipe, 1000, device, **options)
-            host_ops, device_ops = count_ops(augment, images, targets, module, device)
+            if options.get("fuse"):
+                host_ops = device_ops = written = None
+            else:
+                host_ops, device_ops, written = count_ops(augment, images, targets, module, device)
             if args.profile and module is current:
                 profile(augment, images, targets, module, device, f"{config} ({name})")
-            ms = time_calls(augment, images, targets, module, device, args.repeats)
+            ms = time_calls(augment, images, targets, module, device, args.repeats,
+                            warmup=10 if options.get("fuse") else 1)
             rows.append({"config": config, "module": name, "host_ops": host_ops, "device_ops": device_ops,
-                         "ms": round(ms, 2)})
+                         "device_mb_written": None if written is None else round(written, 1), "ms": round(ms, 2)})
     base = {r["config"]: r for r in rows if not r["module"].startswith("current")}
-    print("| config | module | host ops | device ops | ms per call (median) | vs baseline (ms) |", file=sys.stderr)
-    print("| --- | --- | --- | --- | --- | --- |", file=sys.stderr)
+    print("| config | module | host ops | device ops | device MB written | ms per call (median) | vs baseline (ms) |",
+          file=sys.stderr)
+    print("| --- | --- | --- | --- | --- | --- | --- |", file=sys.stderr)
     for r in rows:
         ref = base.get(r["config"])
         ratio = f"{r['ms'] / ref['ms']:.2f}" if ref and r["module"].startswith("current") else ""
-        print(f"| {r['config']} | {r['module']} | {r['host_ops']} | {r['device_ops']} | {r['ms']} | {ratio} |",
-              file=sys.stderr)
+        print(f"| {r['config']} | {r['module']} | {r['host_ops']} | {r['device_ops']} | {r['device_mb_written']} "
+              f"| {r['ms']} | {ratio} |", file=sys.stderr)
     print(json.dumps({"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "machine": platform.machine(), "cpus": os.cpu_count(), "rows": rows}))
 

@@ -9,7 +9,7 @@
 #      seconds on 16 cores, so nothing is gained at 256);
 #   augment-bench: benchmarks/augment_bench.py on the device, GpuAugment
 #      alone (kernels and ms per batch; resize in float32 and as three
-#      bfloat16 products), beside BASELINE when that folder
+#      bfloat16 products; eager and fused), beside BASELINE when that folder
 #      holds an older trainer/ (the device copy of the repository has no git
 #      history; make it with
 #      `mkdir -p .whl/baseline-98d3ee1 && git archive 98d3ee1 trainer | tar -x -C .whl/baseline-98d3ee1`);
@@ -136,7 +136,7 @@ if wanted augment-bench; then
     baseline=()
     [[ -d "$BASELINE/trainer" ]] && baseline=(--baseline "$BASELINE")
     stage augment-bench 180 "$PY" benchmarks/augment_bench.py --device "$DEVICE" --configs "$AUG_CONFIGS" \
-        --resize-precision fp32,bf16x3 \
+        --resize-precision fp32,bf16x3 --fuse \
         "${baseline[@]}"
 fi
 if wanted host-bench; then

@@ -865,6 +865,52 @@ def test_recipe_variants_and_odd_shapes_run():
         assert torch.equal(x, x2) and torch.equal(y, y2), context
 
 
+def test_fused_kernels_give_the_eager_batches():
+    """GpuAugment(fuse=True) runs its heaviest functions compiled (Inductor's
+    C++ backend here, Triton on a GPU): the same batches as eagerly, for a
+    grey and an RGB recipe ('random' interpolation: per-sample bicubic or
+    bilinear), with every function compiled (none fell back)."""
+    from fractrain.gpu_augment import fusion
+
+    rng = np.random.default_rng(3)
+    cases = [(AugmentRecipe(input_size=24), 1),
+             (AugmentRecipe(input_size=24, interpolation="random", mean=(0.485, 0.456, 0.406),
+                            std=(0.229, 0.224, 0.225)), 3)]
+    for recipe, channels in cases:
+        images = torch.from_numpy(rng.integers(0, 256, (24, channels, 40, 40), dtype=np.uint8))
+        targets = torch.arange(24) % 5
+        eager, fused = GpuAugment(recipe, 5, "cpu"), GpuAugment(recipe, 5, "cpu", fuse=True)
+        for seed in range(3):
+            x1, y1 = eager(images, targets, gen(seed))
+            x2, y2 = fused(images, targets, gen(seed))
+            # Compiled float arithmetic may round differently (not seen on the CPU).
+            assert (x1 != x2).float().mean() < 1e-3 and (x1 - x2).abs().max() <= 1 / 255 / 0.2
+            assert torch.equal(y1, y2)
+    assert fusion._FAILED == set()
+    compiled = {fn.__name__ for fn in fusion._COMPILED}
+    assert {"affine", "apply_lut", "_resample_weights", "_resize_pass", "normalize"} <= compiled
+
+
+def test_a_function_that_does_not_compile_runs_eagerly_with_one_warning():
+    from fractrain.gpu_augment import fusion
+
+    @fusion.fused
+    def breaks_the_graph(x):
+        torch._dynamo.graph_break()  # fullgraph=True cannot compile this
+        return x * 2
+
+    x = torch.arange(4.0)
+    assert torch.equal(breaks_the_graph(x), x * 2)  # not enabled: eager, no compiling
+    with fusion.enabled():
+        with pytest.warns(RuntimeWarning, match="breaks_the_graph: compiling failed"):
+            assert torch.equal(breaks_the_graph(x), x * 2)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert torch.equal(breaks_the_graph(x + 1), (x + 1) * 2)  # eager from then on, silently
+
+
 def test_caller_autocast_does_not_change_the_batch():
     """Under a caller's bf16 autocast the resize would run in bf16 and lose
     the integers; the augmentation switches autocast off for itself."""
@@ -983,6 +1029,25 @@ def test_cuda_ops_match_cpu():
 
 
 @cuda
+def test_cuda_fused_kernels_give_the_eager_batches():
+    """Triton kernels (fuse=True) against eager CUDA: the same batches up to
+    float rounding (a value truncated on the other side of an integer)."""
+    images = torch.from_numpy(fractal_like(64, 96, seed=7)).cuda()
+    targets = torch.arange(64, device="cuda") % 10
+    recipe = AugmentRecipe(input_size=48, interpolation="random")
+    eager, fused = GpuAugment(recipe, 10, "cuda"), GpuAugment(recipe, 10, "cuda", fuse=True)
+    for seed in range(3):
+        x1, y1 = eager(images, targets, gen(seed))
+        x2, y2 = fused(images, targets, gen(seed))
+        differ = (x1 - x2).abs() > 1e-5
+        assert differ.float().mean() < 1e-3 and (x1 - x2).abs().max() <= 2 / 255 / 0.5
+        torch.testing.assert_close(y1, y2)
+    from fractrain.gpu_augment import fusion
+
+    assert fusion._FAILED == set()
+
+
+@cuda
 def test_cuda_bf16x3_resize_matches_cpu():
     """On CUDA the three parts multiply on tensor cores (bmm with out_dtype);
     the CPU runs the same arithmetic in float32: the same pixels but for ties."""
@@ -1000,8 +1065,8 @@ def test_cuda_pipeline_deterministic_without_host_sync():
     targets = torch.arange(64, device="cuda") % 10
     recipe = AugmentRecipe(input_size=32)
     for aug in (GpuAugment(recipe, 10, "cuda"), GpuAugment(recipe.without(["randaugment"]), 10, "cuda"),
-                GpuAugment(recipe, 10, "cuda", resize_precision="bf16x3")):
-        aug(images, targets, gen(0))  # warm up (lazy CUDA init and the constants sync)
+                GpuAugment(recipe, 10, "cuda", resize_precision="bf16x3"), GpuAugment(recipe, 10, "cuda", fuse=True)):
+        aug(images, targets, gen(1))  # warm up (lazy CUDA init, the constants sync, compiling)
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:

@@ -131,8 +131,9 @@ def test_gpu_input_path_adapter_with_a_stand_in(tiny_dataset, tmp_path):
     class FakeAugment:
         """Records what the adapter passes; plans deterministic noise."""
 
-        def __init__(self, recipe, num_classes, device):
+        def __init__(self, recipe, num_classes, device, **options):
             self.size, self.num_classes = recipe.input_size, num_classes
+            calls.append(("options", options))
 
         def plan(self, shape, generator):
             calls.append(("plan", shape, generator.device.type))
@@ -144,10 +145,14 @@ def test_gpu_input_path_adapter_with_a_stand_in(tiny_dataset, tmp_path):
 
     cfg = tiny_config(tiny_dataset, tmp_path / "a", **{"run.input_path": "gpu"})
     summary = pretrain.run(cfg, augment_cls=FakeAugment)
-    assert summary["input_path"] == "gpu" and len(calls) == 24
-    assert calls[:2] == [("plan", (8, 1, 64, 64), "cpu"), ("apply", torch.uint8, (8, 1, 64, 64), torch.int64)]
-    again = pretrain.run(override(cfg, {"run.out": str(tmp_path / "b")}), augment_cls=FakeAugment)
+    assert summary["input_path"] == "gpu" and len(calls) == 25
+    assert calls[:3] == [("options", {"fuse": False}),  # the CPU default
+                         ("plan", (8, 1, 64, 64), "cpu"), ("apply", torch.uint8, (8, 1, 64, 64), torch.int64)]
+    calls.clear()
+    again = pretrain.run(override(cfg, {"run.out": str(tmp_path / "b"), "run.fuse_augment": True}),
+                         augment_cls=FakeAugment)
     assert again["last_loss"] == summary["last_loss"]  # seeded per step
+    assert calls[0] == ("options", {"fuse": True})
 
 
 def test_gpu_input_path_with_the_real_augmentation_on_cpu(tiny_dataset, tmp_path):

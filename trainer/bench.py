@@ -59,11 +59,12 @@ def measure(stepper: Stepper, batches, warmup: int, steps: int, windows: int, ba
 def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20, warmup: int = 10,
         windows: int = 3, compile: bool = False, device: str = "auto", workers: int = 8, input_size: int = 224,
         model_kwargs: dict[str, Any] | None = None, precision: str = "auto", paths: tuple[str, ...] = ("model", "gpu", "cpu"),
-        log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+        fuse_augment: bool | None = None, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     kind = dist.resolve_device(device)
     target = torch.device("cuda", torch.cuda.current_device()) if kind == "cuda" else torch.device("cpu")
     ctx = dist.Context(rank=0, world_size=1, local_rank=0, local_world_size=1, device=target)
     precision = resolve_precision(precision, ctx.device)
+    fuse = pipelines.fuse_default(fuse_augment, ctx.device)
     dataset = data.load(shards, log=log)
     num_classes = dataset.num_classes
     recipe = AugmentRecipe(input_size=input_size)
@@ -82,7 +83,7 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
 
     results: dict[str, Any] = {
         "model": name, "device": str(ctx.device), "batch_size": batch_size, "input_size": input_size,
-        "compile": compile, "precision": precision, "workers": workers, "num_samples": dataset.num_samples,
+        "compile": compile, "fuse_augment": fuse, "precision": precision, "workers": workers, "num_samples": dataset.num_samples,
         "image_size": dataset.image_size,
         "model_images_per_s": None, "gpu_augment_images_per_s": None, "cpu_augment_images_per_s": None,
     }
@@ -98,7 +99,8 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
             source = pipelines.DevicePipeline(dataset.images, dataset.labels, schedule, recipe, num_classes,
                                               ctx.device, seed=0, augment_cls=gpu_cls, log=log,
                                               overlap=path == "gpu",
-                                              plan_workers=pipelines.plan_workers_for(workers))
+                                              plan_workers=pipelines.plan_workers_for(workers),
+                                              augment_options={"fuse": fuse})
         elif path == "cpu":
             source = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,
                                  ctx.device, seed=0, workers=workers)

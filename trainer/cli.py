@@ -122,6 +122,9 @@ PRETRAIN_OPTIONS = [
     (("--augment", "input_path"), "run.input_path", {"type": click.Choice(["auto", "cpu", "gpu"])},
      "Input path: cpu (timm transforms in DataLoader workers) or gpu (batched augmentation on the device); "
      "auto: gpu on CUDA when available."),
+    (("--fuse-augment/--no-fuse-augment",), "run.fuse_augment", {"default": None},
+     "GPU input path: torch.compile its heaviest functions into fused kernels (less GPU memory traffic; "
+     "compiled during the first steps). Default: on for CUDA, off on the CPU."),
 ]
 DOWNSTREAM_OPTIONS = [
     (("--init",), "model.init", {"type": click.Path(dir_okay=False)},
@@ -319,9 +322,12 @@ def _print_result(summary: dict[str, Any]) -> None:
 @click.option("--paths", default="model,gpu,cpu", show_default=True,
               help="Which inputs to time, comma-separated: model (synthetic), gpu, gpu-serial "
                    "(the GPU path without its side stream), cpu.")
+@click.option("--fuse-augment/--no-fuse-augment", default=None,
+              help="Compile the GPU augmentation's heaviest functions into fused kernels. [default: on for CUDA]")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
 def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, windows: int, compile: bool, device: str,
-          precision: str, workers: int, input_size: int, model_args: tuple[str, ...], paths: str, as_json: bool) -> None:
+          precision: str, workers: int, input_size: int, model_args: tuple[str, ...], paths: str,
+          fuse_augment: bool | None, as_json: bool) -> None:
     """Images/s of the training step: model-bound (synthetic input on the
     device), GPU-augmented and CPU-augmented, and their ratios."""
     from . import bench as runner
@@ -335,7 +341,8 @@ def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, win
     kwargs = resolve("pretrain", {"model_args": model_args})
     result = runner.run(model_name=model, shards=shards, batch_size=batch_size, steps=steps, warmup=warmup,
                         windows=windows, compile=compile, device=device, workers=workers, input_size=input_size,
-                        model_kwargs=kwargs.model.kwargs, precision=precision, paths=chosen, log=_log)
+                        model_kwargs=kwargs.model.kwargs, precision=precision, paths=chosen,
+                        fuse_augment=fuse_augment, log=_log)
     if as_json:
         click.echo(json.dumps(result))
         return

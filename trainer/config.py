@@ -78,6 +78,7 @@ class RunConfig:
     compile: bool = False  # torch.compile the model
     workers: int | None = None  # DataLoader workers per rank; None: min(8, CPUs / local ranks)
     input_path: str = "auto"  # auto | cpu | gpu: where augmentation runs
+    fuse_augment: bool | None = None  # compile the GPU augmentation's kernels; None: on CUDA
     ckpt_every: float = 1000.0  # epochs between checkpoints
     keep_ckpts: int = 2  # periodic checkpoints kept (final.pt always)
     log_every: int = 50  # steps between metrics records and bar updates
@@ -239,6 +240,7 @@ def dump_yaml(config: TrainConfig) -> str:
 # change how the run is executed or recorded, not what it computes.
 OPERATIONAL = ("run.out", "run.device", "run.workers", "run.progress", "run.log_every", "run.compile",
                "run.keep_ckpts", "run.summary_every", "run.ckpt_every", "run.input_path",
+               "run.fuse_augment",
                "data.shards", "data.train", "data.val", "model.init")
 
 

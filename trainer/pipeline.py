@@ -106,6 +106,13 @@ def plan_workers_for(workers: int) -> int:
     return min(2, workers)
 
 
+def fuse_default(requested: bool | None, device: torch.device) -> bool:
+    """--fuse-augment: as asked, else on for CUDA (where the fused kernels cut
+    the augmentation's memory traffic) and off on the CPU (where compiling
+    costs more than it saves)."""
+    return requested if requested is not None else device.type == "cuda"
+
+
 class DevicePipeline:
     """The GPU path: the decoded data set cached as uint8 on the device (or
     in pinned host memory when it does not fit), batches gathered by the
@@ -114,6 +121,9 @@ class DevicePipeline:
     Each step is planned on the host (its indices and every augmentation
     choice, from a fresh generator seeded with ``(seed, rank, step)``), then
     worked on the device: batches are a pure function of the step.
+
+    augment_options: keyword arguments of ``augment_cls`` (GpuAugment's
+    ``fuse``, ``resize_precision``).
 
     plan_workers: DataLoader worker processes that plan steps ahead, so that
     the training thread only launches kernels (planning is several ms of
@@ -134,7 +144,7 @@ class DevicePipeline:
     def __init__(self, images: np.ndarray, labels: np.ndarray, schedule: EpochSchedule, recipe: AugmentRecipe,
                  num_classes: int, device: torch.device, seed: int, augment_cls: Any | None = None,
                  log=lambda m: None, overlap: bool = True, cache_on_device: bool | None = None,
-                 plan_workers: int = 0):
+                 plan_workers: int = 0, augment_options: dict[str, Any] | None = None):
         augment_cls = augment_cls or gpu_augment_class()
         if augment_cls is None:
             raise UserError("the GPU augmentation (fractrain.gpu_augment) is not available")
@@ -161,7 +171,7 @@ class DevicePipeline:
                 cache = cache.pin_memory()
         self.cache = cache
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
-        self.augment = augment_cls(recipe, num_classes, device)
+        self.augment = augment_cls(recipe, num_classes, device, **(augment_options or {}))
         self.planner = StepPlanner(schedule, self.augment, seed, sample_shape)
 
     # -- host ------------------------------------------------------------------

@@ -103,7 +103,9 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     if path == "gpu":
         pipe = pipelines.DevicePipeline(dataset.images, dataset.labels, schedule, recipe, num_classes, ctx.device,
                                         cfg.run.seed, augment_cls=augment_cls, log=log,
-                                        plan_workers=pipelines.plan_workers_for(workers))
+                                        plan_workers=pipelines.plan_workers_for(workers),
+                                        augment_options={"fuse": pipelines.fuse_default(cfg.run.fuse_augment,
+                                                                                       ctx.device)})
     else:
         pipe = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,
                            ctx.device, cfg.run.seed, workers)

@@ -13,6 +13,7 @@ from .color_jitter import color_jitter, sample_color_jitter
 from .crop import (RESIZE_PRECISIONS, _resample_weights, _two_pass_resize, resize_order, sample_crop_boxes,
                    sample_flips)
 from .draws import _rand
+from . import fusion
 from .erasing import random_erasing, sample_erasing_boxes
 from .mixing import mix_batch, mix_choice, sample_cutmix_box, sample_mix_params, smoothed_targets
 from .pixel_ops import normalize
@@ -109,10 +110,14 @@ class GpuAugment:
     products as three bfloat16 products on tensor cores (the same fidelity to
     PIL, tested; whether it is faster is for benchmarks/augment_bench.py
     --resize-precision on a GPU to say).
+
+    fuse: run the heaviest device functions compiled (``fusion.py``: one
+    kernel where eager PyTorch writes a tensor per operation; the first
+    batches pay the compilation). Same results up to float rounding.
     """
 
     def __init__(self, recipe: AugmentRecipe, num_classes: int, device: torch.device | str,
-                 resize_precision: str = "fp32"):
+                 resize_precision: str = "fp32", fuse: bool = False):
         self.recipe = recipe
         self.num_classes = int(num_classes)
         self.device = torch.device(device)
@@ -134,6 +139,7 @@ class GpuAugment:
         if resize_precision not in RESIZE_PRECISIONS:
             raise ValueError(f"resize_precision must be one of {RESIZE_PRECISIONS}, got {resize_precision!r}")
         self.resize_precision = resize_precision
+        self.fuse = bool(fuse)
         self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     def __getstate__(self) -> dict:
@@ -224,6 +230,7 @@ class GpuAugment:
             lam_t, use_cutmix = sample_mix_params(r.mixup_alpha, r.cutmix_alpha, r.mix_prob, r.switch_prob, generator)
             *box_t, lam_box = sample_cutmix_box(lam_t, s, s, generator)
             mix, lam, box = mix_choice(lam_t, use_cutmix, tuple(box_t), lam_box)
+        tensors["mix.lam"] = torch.tensor(lam, dtype=torch.float32)  # on the device, for a compiled mixup
         noise_seed = int(torch.randint(2**62, (), generator=generator))
         return AugmentPlan(*pack(tensors), rows_first, layers, jitter, erase, mix, lam, box, noise_seed)
 
@@ -263,7 +270,7 @@ class GpuAugment:
         """Augment ``images`` uint8 (B, C, H, W) on their device as ``plan`` says."""
         # The resize and the value ops need float32 (the integers must stay
         # exact): never let a caller's autocast turn the matmuls into bf16.
-        with torch.autocast(images.device.type, enabled=False):
+        with torch.autocast(images.device.type, enabled=False), fusion.enabled(self.fuse):
             return self._apply(images, targets, plan)
 
     def _apply(self, images: Tensor, targets: Tensor, plan: AugmentPlan) -> tuple[Tensor, Tensor]:
@@ -285,8 +292,9 @@ class GpuAugment:
             noise = torch.Generator(device=x.device).manual_seed(plan.noise_seed)
             boxes = (dev[f"erase.{n}"] for n in ("top", "left", "h", "w"))
             index = dev["erase.index"]
-            x = x.index_copy(0, index, random_erasing(x.index_select(0, index), *boxes, noise, mode=r.remode))
+            x.index_copy_(0, index, random_erasing(x.index_select(0, index), *boxes, noise, mode=r.remode))
 
-        x = mix_batch(x, plan.mix, plan.lam, plan.box)
+        # x is this call's own tensor (normalize made it): mix in place.
+        x = mix_batch(x, plan.mix, dev["mix.lam"], plan.box, inplace=True)
         y = smoothed_targets(targets, self.num_classes, plan.lam, r.label_smoothing)
         return x.contiguous(), y

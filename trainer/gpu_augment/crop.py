@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .draws import _rand, _randint_inclusive, _uniform
+from .fusion import fused
 
 
 def _pillow_major() -> int:
@@ -87,6 +88,7 @@ def _cubic_kernel(t: Tensor, a: float) -> Tensor:
     return torch.where(t < 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
 
 
+@fused
 def _resample_weights(
     start: Tensor, length: Tensor, in_size: int, out_size: int, cubic: Tensor | bool,
     reverse: Tensor | None = None, precision: str = "fp32"
@@ -222,6 +224,13 @@ def _product(weights: list[Tensor], values: Tensor, weights_first: bool) -> Tens
     return out.view(n, c, *out.shape[1:])
 
 
+@fused
+def _resize_pass(weights: list[Tensor], values: Tensor, weights_first: bool) -> Tensor:
+    """One pass of the resize: the product (see _product) rounded and clipped
+    to uint8 values as PIL does after each pass. float32 out."""
+    return torch.floor(_product(weights, values, weights_first) + 0.5).clamp_(0, 255)
+
+
 def _two_pass_resize(x: Tensor, wx: list[Tensor], wy: list[Tensor], rows_first: int) -> Tensor:
     """PIL's separable resize as two batched matrix products, each pass rounded
     to uint8 as PIL does. x (N, C, H, W) of integers in [0, 255], any dtype
@@ -230,14 +239,11 @@ def _two_pass_resize(x: Tensor, wx: list[Tensor], wy: list[Tensor], rows_first: 
     channel dim. The first ``rows_first`` samples run the horizontal pass
     first, the others the vertical one. Returns float32 (N, C, S, S).
     """
-    def to_uint8(v: Tensor) -> Tensor:
-        return torch.floor(v + 0.5).clamp_(0, 255)
-
     def horizontal(v: Tensor, w: list[Tensor]) -> Tensor:
-        return to_uint8(_product([part.transpose(2, 3) for part in w], v, weights_first=False))
+        return _resize_pass([part.transpose(2, 3) for part in w], v, weights_first=False)
 
     def vertical(v: Tensor, w: list[Tensor]) -> Tensor:
-        return to_uint8(_product(w, v, weights_first=True))
+        return _resize_pass(w, v, weights_first=True)
 
     def rows(w: list[Tensor], part: slice) -> list[Tensor]:
         return [m[part] for m in w]

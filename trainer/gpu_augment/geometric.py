@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .draws import _channels
+from .fusion import fused
 
 
 # Geometric ops: each is an affine map from output to input pixel
@@ -128,6 +129,7 @@ def _interpolate(x: Tensor, sx: Tensor, sy: Tensor, cubic: bool | Tensor) -> Ten
     return out.view(n, c, *sx.shape[1:])
 
 
+@fused
 def affine(x: Tensor, matrix: Tensor, fill: tuple[float, ...], cubic: Tensor | bool = True) -> Tensor:
     """Resample each sample through its (N, 2, 3) output->input matrix, as PIL's
     Image.transform(AFFINE) (which timm's rotate/shear/translate call).

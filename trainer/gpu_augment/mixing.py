@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .draws import _rand, _randn
+from .fusion import fused
 
 
 def _sample_gamma(alpha: float, shape: tuple[int, ...], generator: torch.Generator, tries: int = 16) -> Tensor:
@@ -103,21 +104,31 @@ def mix_choice(lam: Tensor, use_cutmix: Tensor, box: tuple[Tensor, ...], lam_box
     return "none", 1.0, (0, 0, 0, 0)
 
 
-def mix_batch(x: Tensor, mode: str, lam: float, box: tuple[int, int, int, int]) -> Tensor:
+def mix_batch(x: Tensor, mode: str, lam: float | Tensor, box: tuple[int, int, int, int],
+              inplace: bool = False) -> Tensor:
     """Mix the batch x (N, C, H, W) with its reverse (x.flip(0)), as timm's
     ``Mixup._mix_batch``: "mixup" is ``lam * x + (1 - lam) * flipped``,
     "cutmix" pastes the box (y0, y1, x0, x1) from flipped, "none" returns x.
-    The choice is made on the host (mix_choice), so only one is computed."""
+    The choice is made on the host (mix_choice), so only one is computed.
+    lam: a float, or a 0-d float32 tensor on x's device (what a compiled
+    mixup needs: a float would recompile it for every new value).
+    inplace: x may be overwritten (CutMix then copies the box only)."""
     if mode == "cutmix":
         y0, y1, x0, x1 = box
-        out = x.clone()
-        out[:, :, y0:y1, x0:x1] = x.flip(0)[:, :, y0:y1, x0:x1]
+        out = x if inplace else x.clone()
+        out[:, :, y0:y1, x0:x1] = x[:, :, y0:y1, x0:x1].flip(0)
         return out
     if mode == "mixup":
-        return x * lam + x.flip(0) * (1.0 - lam)
+        return _mixup(x, lam)
     if mode == "none":
         return x
     raise ValueError(f"unknown mix mode {mode!r}")
+
+
+@fused
+def _mixup(x: Tensor, lam: float | Tensor) -> Tensor:
+    # timm's arithmetic (x * lam + flipped * (1 - lam)); fused, one pass.
+    return x * lam + x.flip(0) * (1.0 - lam)
 
 
 def smoothed_targets(targets: Tensor, num_classes: int, lam: Tensor | float, smoothing: float) -> Tensor:

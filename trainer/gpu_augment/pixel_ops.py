@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .draws import _channels
+from .fusion import fused
 
 
 # Pixel ops. The ones that map each value independently are built as
@@ -27,6 +28,7 @@ def _levels(n: int, device) -> Tensor:
     return torch.arange(256, device=device, dtype=torch.float32).expand(n, 1, 256)
 
 
+@fused
 def apply_lut(x: Tensor, lut: Tensor) -> Tensor:
     """out[n, c, i, j] = lut[n, c, x[n, c, i, j]]. x float (N, C, H, W) of integers in
     [0, 255]; lut float (N, C, 256) or (N, 1, 256) (one table for all channels)."""
@@ -93,6 +95,7 @@ def _histogram(x: Tensor) -> Tensor:
     return hist.view(n, c, 256)
 
 
+@fused
 def _auto_contrast_lut(hist: Tensor) -> Tensor:
     # ImageOps.autocontrast (cutoff 0): stretch [lo, hi] of each channel to
     # [0, 255] with lut[i] = int(i * scale + offset), clipped; identity where
@@ -110,6 +113,7 @@ def _auto_contrast_lut(hist: Tensor) -> Tensor:
     return torch.where(hi > lo, lut, i).to(torch.float32)
 
 
+@fused
 def _equalize_lut(hist: Tensor) -> Tensor:
     # ImageOps.equalize: step = (total - count of the last non-empty bin) // 255;
     # lut[i] = (step // 2 + number of pixels below i) // step, which PIL's
@@ -184,6 +188,7 @@ def contrast(x: Tensor, factor: Tensor) -> Tensor:
     return apply_lut(x, _contrast_lut(factor.to(torch.float32), _luma_mean(x)))
 
 
+@fused
 def color(x: Tensor, factor: Tensor) -> Tensor:
     """ImageEnhance.Color (saturation): blend with the L image. Identity for C = 1
     (and for gray RGB images, whose L is the image itself)."""
@@ -192,6 +197,7 @@ def color(x: Tensor, factor: Tensor) -> Tensor:
     return _blend(_luma(x), x, _col(factor.to(torch.float32), 4))
 
 
+@fused
 def sharpness(x: Tensor, factor: Tensor) -> Tensor:
     """ImageEnhance.Sharpness: blend with PIL's SMOOTH filter (3x3 kernel
     [[1,1,1],[1,5,1],[1,1,1]] / 13, rounded, border pixels copied)."""
@@ -212,6 +218,7 @@ def sharpness(x: Tensor, factor: Tensor) -> Tensor:
 # Normalisation
 
 
+@fused
 def normalize(x: Tensor, mean: tuple[float, ...] | Tensor, std: tuple[float, ...] | Tensor) -> Tensor:
     """ToTensor + Normalize: x float (N, C, H, W) in [0, 255] (C = 1 expanded to 3)
     -> float32 (N, 3, H, W) of (x / 255 - mean) / std. mean/std: per-channel
