@@ -68,7 +68,7 @@ WORKERS=${WORKERS:-$(( NPROC > 3 ? NPROC - 2 : 1 ))}
 KEEP_GOING=${KEEP_GOING:-0}
 STAGES=${STAGES:-environment,cuda-tests,build,augment-bench,host-bench,bench,pretrain,finetune}
 BASELINE=${BASELINE:-.whl/baseline-98d3ee1}
-AUG_CONFIGS=${AUG_CONFIGS:-256x${SIZE}->${INPUT},256x64->32}
+AUG_CONFIGS=${AUG_CONFIGS:-256x${SIZE}->${INPUT}}
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")}
 mkdir -p "$WORK"
 
@@ -135,7 +135,7 @@ fi
 if wanted augment-bench; then
     baseline=()
     [[ -d "$BASELINE/trainer" ]] && baseline=(--baseline "$BASELINE")
-    stage augment-bench 180 "$PY" benchmarks/augment_bench.py --device "$DEVICE" --configs "$AUG_CONFIGS" \
+    stage augment-bench 300 "$PY" benchmarks/augment_bench.py --device "$DEVICE" --configs "$AUG_CONFIGS" \
         --resize-precision fp32,bf16x3 --fuse \
         "${baseline[@]}"
 fi

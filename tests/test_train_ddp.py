@@ -1,6 +1,6 @@
 """fractrain with two gloo processes on the CPU: the command line run by
-each rank of a real process group (forked, so that the ranks share the
-parent's imports), and once through torchrun itself."""
+each rank of a real process group (fresh processes from a fork server, as
+torchrun's are fresh), and once through torchrun itself."""
 
 from __future__ import annotations
 
@@ -14,18 +14,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from fractrain import pretrain  # noqa: F401
 from fractrain.cli import main
-from fractrain.pipeline import gpu_augment_class
-
-# Import the heavy modules (timm, torchvision, TensorBoard, the GPU
-# augmentation) once here, before the ranks are forked, so that they share
-# them instead of importing them again each.
-gpu_augment_class()
-try:
-    import torch.utils.tensorboard  # noqa: F401
-except ImportError:
-    pass
 
 TINY_ARGS = ["--model", "vit_tiny", "--input-size", "32", "--model-arg", "patch_size=8", "--model-arg", "depth=2",
              "--model-arg", "embed_dim=64", "--model-arg", "num_heads=2"]
@@ -47,7 +36,13 @@ def _rank(rank: int, world: int, port: int, args: list[str]) -> None:
 
 
 def run_ranks(args: list[str], world: int = 2) -> None:
-    mp.start_processes(_rank, args=(world, _free_port(), args), nprocs=world, join=True, start_method="fork")
+    # Not forked from pytest: once this process has run torch.compile (other
+    # tests do) autograd starts its device threads, and a forked child's
+    # backward then refuses to run. A fork server is a clean process; it
+    # imports the heavy modules once for all the ranks it starts.
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(["fractrain.cli", "fractrain.pretrain", "fractrain.gpu_augment", "timm"])
+    mp.start_processes(_rank, args=(world, _free_port(), args), nprocs=world, join=True, start_method="forkserver")
 
 
 def test_two_rank_gloo_run_ends_with_identical_weights(tiny_dataset, tmp_path):

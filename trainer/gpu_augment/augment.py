@@ -270,7 +270,9 @@ class GpuAugment:
         """Augment ``images`` uint8 (B, C, H, W) on their device as ``plan`` says."""
         # The resize and the value ops need float32 (the integers must stay
         # exact): never let a caller's autocast turn the matmuls into bf16.
-        with torch.autocast(images.device.type, enabled=False), fusion.enabled(self.fuse):
+        # No autograd either: nothing here needs gradients (and compiling
+        # under no_grad traces no backward).
+        with torch.autocast(images.device.type, enabled=False), torch.no_grad(), fusion.enabled(self.fuse):
             return self._apply(images, targets, plan)
 
     def _apply(self, images: Tensor, targets: Tensor, plan: AugmentPlan) -> tuple[Tensor, Tensor]:

@@ -38,6 +38,9 @@ _COMPILE_ERRORS = (torch._dynamo.exc.TorchDynamoException,)
 # than Dynamo's default of 8 compiled versions when several recipes share a
 # process (benchmarks). Past this limit a new variant runs eagerly.
 RECOMPILE_LIMIT = 64
+# Names differ across torch releases (2.11 on the GPU machines, 2.14 here).
+_LIMIT_KEY = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+_LIMIT_HIT = getattr(torch._dynamo.exc, "FailOnRecompileLimitHit", ())  # (): catches nothing
 
 
 def _warn_once(fn: Callable, message: str) -> None:
@@ -60,7 +63,7 @@ def fused(fn: Callable) -> Callable:
             compiled = _COMPILED[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
         try:
             return compiled(*args, **kwargs)
-        except torch._dynamo.exc.FailOnRecompileLimitHit:
+        except _LIMIT_HIT:
             _warn_once(fn, f"more than {RECOMPILE_LIMIT} compiled variants; new ones run eagerly")
             return fn(*args, **kwargs)
         except _COMPILE_ERRORS as error:
@@ -79,7 +82,7 @@ def enabled(on: bool = True) -> Iterator[None]:
     token = _ENABLED.set(on)
     try:
         if on:
-            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            with torch._dynamo.config.patch(**{_LIMIT_KEY: RECOMPILE_LIMIT}):
                 yield
         else:
             yield
