@@ -2,11 +2,12 @@
 # GPU check of fractrain, in one run (about 9 minutes on one H100/H200 with
 # every stage; pick some with STAGES):
 #
-#   environment, and cuda-tests: the CUDA tests of the GPU augmentation
-#      (tests/test_gpu_augment.py -k cuda: same numbers as on the CPU, no
-#      host sync, side stream = serial batches);
+#   environment;
 #   1. build 1p-frac L = 1,000 at 512 px (the paper's size; rendering takes
 #      seconds on 16 cores, so nothing is gained at 256);
+#   2. bench: `fractrain bench` of vit_tiny compiled (model-bound, GPU
+#      augment), vit_base eager (the same), vit_tiny eager (model-bound, GPU
+#      augment with and without its side stream, CPU augment);
 #   augment-bench: benchmarks/augment_bench.py on the device, GpuAugment
 #      alone (kernels and ms per batch; resize in float32 and as three
 #      bfloat16 products; eager and fused), beside BASELINE when that folder
@@ -16,9 +17,9 @@
 #   host-bench: benchmarks/host_bench.py, the training thread's host time per
 #      batch of the device path (plans drawn inline or by 2 workers) on this
 #      machine's CPU: compare with the model step's time;
-#   2. bench: `fractrain bench` of vit_tiny eager (model-bound, GPU augment
-#      with and without its side stream, CPU augment), vit_tiny compiled
-#      (model, GPU augment with and without the side stream), vit_base eager;
+#   cuda-tests: the CUDA tests of the GPU augmentation (tests/test_gpu_augment.py
+#      -k cuda: same numbers as on the CPU, fused = eager, no host sync, side
+#      stream and plan workers = serial batches);
 #   3. pre-train vit_tiny for about PRETRAIN_SECONDS (a --steps budget sized
 #      from the measured images/s): images/s, loss at start and end, peak GPU
 #      memory;
@@ -41,7 +42,7 @@
 # KEEP_GOING=1 runs the remaining stages after a failed one (exit status 1 at the end).
 # STAGES (comma-separated, default all): environment, cuda-tests, build, augment-bench, host-bench,
 # bench, pretrain, finetune; e.g. issue #6's check:
-#   STAGES=environment,cuda-tests,build,augment-bench,host-bench,bench KEEP_GOING=1 benchmarks/gpu_check.sh
+#   STAGES=environment,build,bench,augment-bench,host-bench,cuda-tests KEEP_GOING=1 benchmarks/gpu_check.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -125,12 +126,25 @@ print("torch", torch.__version__, "timm", timm.__version__, "cuda", torch.cuda.i
 from fractrain.pipeline import gpu_augment_class
 print("GPU augmentation available:", gpu_augment_class() is not None)'
 fi
-if wanted cuda-tests; then
-    stage cuda-tests 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_augment.py -k cuda
-fi
 # Every later stage needs the data set.
 if wanted build || wanted augment-bench || wanted bench || wanted pretrain || wanted finetune; then
     stage build 240 "${FB[@]}" render --L "$L" --size "$SIZE" --out "$WORK/shards" --workers "$NPROC" --no-progress --json
+fi
+bench() {  # bench NAME LIMIT ARGS...
+    local name=$1 limit=$2
+    shift 2
+    stage "$name" "$limit" "${FT[@]}" bench --shards "$WORK/shards" --device "$DEVICE" --batch-size "$BATCH" \
+        --input-size "$INPUT" --steps "$BENCH_STEPS" --warmup "$BENCH_WARMUP" --windows "$BENCH_WINDOWS" \
+        --workers "$WORKERS" --json "$@" > "$WORK/$name.json" || true
+    [[ -s "$WORK/$name.json" ]] && cat "$WORK/$name.json"
+    return 0
+}
+# The figures of issue #6 first (compiled vit_tiny, vit_base), in case the
+# device time runs out; the side stream's effect and the CPU path once each.
+if wanted bench; then
+    bench bench-vit_tiny-compiled 360 --model vit_tiny --compile --paths model,gpu "${MARGS[@]}"
+    bench bench-base 240 --model "$BASE_MODEL" --paths model,gpu "${MARGS[@]}"
+    bench bench-vit_tiny 240 --model vit_tiny --paths model,gpu,gpu-serial,cpu "${MARGS[@]}"
 fi
 if wanted augment-bench; then
     baseline=()
@@ -143,19 +157,8 @@ if wanted host-bench; then
     stage host-bench 120 "$PY" benchmarks/host_bench.py --planners 0,2 --batch "$BATCH"
 fi
 
-bench() {  # bench NAME LIMIT ARGS...
-    local name=$1 limit=$2
-    shift 2
-    stage "$name" "$limit" "${FT[@]}" bench --shards "$WORK/shards" --device "$DEVICE" --batch-size "$BATCH" \
-        --input-size "$INPUT" --steps "$BENCH_STEPS" --warmup "$BENCH_WARMUP" --windows "$BENCH_WINDOWS" \
-        --workers "$WORKERS" --json "$@" > "$WORK/$name.json" || true
-    [[ -s "$WORK/$name.json" ]] && cat "$WORK/$name.json"
-    return 0
-}
-if wanted bench; then
-    bench bench-vit_tiny 240 --model vit_tiny --paths model,gpu,gpu-serial,cpu "${MARGS[@]}"
-    bench bench-vit_tiny-compiled 360 --model vit_tiny --compile --paths model,gpu,gpu-serial "${MARGS[@]}"
-    bench bench-base 240 --model "$BASE_MODEL" --paths model,gpu,gpu-serial,cpu "${MARGS[@]}"
+if wanted cuda-tests; then
+    stage cuda-tests 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_augment.py -k cuda
 fi
 
 if wanted pretrain || wanted finetune; then
