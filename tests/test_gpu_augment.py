@@ -1115,7 +1115,9 @@ def test_plan_workers_give_the_same_batches_in_step_order():
                               torch.device("cpu"), seed=5, plan_workers=planners)
 
     inline, ahead = pipeline(0), pipeline(2)
+    state = torch.get_rng_state()
     plans = list(ahead.plans(range(3, 8)))
+    assert torch.equal(torch.get_rng_state(), state)  # the model's draws (dropout) are not shifted
     assert [p.step for p in plans] == list(range(3, 8))
     opened = list(itertools.islice(ahead.plans(itertools.count(3)), 5))
     for mine, theirs, open_ended in zip(inline.plans(range(3, 8)), plans, opened):

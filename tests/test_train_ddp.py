@@ -45,22 +45,26 @@ def run_ranks(args: list[str], world: int = 2) -> None:
     mp.start_processes(_rank, args=(world, _free_port(), args), nprocs=world, join=True, start_method="forkserver")
 
 
-def test_two_rank_gloo_run_ends_with_identical_weights(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("augment", ["cpu", "gpu"])
+def test_two_rank_gloo_run_ends_with_identical_weights(tiny_dataset, tmp_path, augment):
     out = tmp_path / "run"
-    # 2 ranks x 2 DataLoader workers; a global batch of 12 over 16 samples
-    # puts epoch boundaries inside batches.
+    # 2 ranks x 2 DataLoader workers (the GPU path's: planning the batches
+    # ahead); a global batch of 12 over 16 samples puts epoch boundaries
+    # inside batches.
     run_ranks(["--shards", str(tiny_dataset), *TINY_ARGS, "-b", "12", "--steps", "6", "--workers", "2",
-               "--device", "cpu", "--no-progress", "--ckpt-every", "2", "--out", str(out)])
+               "--augment", augment, "--device", "cpu", "--no-progress", "--ckpt-every", "2", "--out", str(out)])
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["input_path"] == augment
     assert summary["world_size"] == 2 and summary["steps"] == 6 and summary["global_batch"] == 12
     assert summary["weights_identical_on_all_ranks"] is True
     final = torch.load(out / "final.pt", weights_only=True)
     assert len(final["rng"]) == 2 and final["world_size"] == 2  # both ranks' generator states
 
 
-def test_two_rank_resume_gives_the_same_weights(tiny_dataset, tmp_path):
-    base = ["--shards", str(tiny_dataset), *TINY_ARGS, "-b", "8", "--workers", "0", "--device", "cpu",
-            "--no-progress", "--ckpt-every", "2"]
+@pytest.mark.parametrize("augment, workers", [("cpu", "0"), ("gpu", "0"), ("gpu", "2")])
+def test_two_rank_resume_gives_the_same_weights(tiny_dataset, tmp_path, augment, workers):
+    base = ["--shards", str(tiny_dataset), *TINY_ARGS, "-b", "8", "--workers", workers, "--augment", augment,
+            "--device", "cpu", "--no-progress", "--ckpt-every", "2"]
     run_ranks(base + ["--steps", "8", "--out", str(tmp_path / "whole")])
     # A shorter budget changes the schedule, so stop by hand instead: run to
     # step 8 with a checkpoint at step 4, delete what came after it, resume.

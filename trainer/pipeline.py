@@ -182,9 +182,13 @@ class DevicePipeline:
         if self.plan_workers == 0:
             yield from map(self.planner.__getitem__, steps)
             return
+        # The loader's own generator: its workers' base seed would otherwise be
+        # drawn from the global RNG, shifting the model's dropout draws (a
+        # resumed run would then differ from an uninterrupted one).
         loader = torch.utils.data.DataLoader(
             self.planner, batch_size=None, sampler=steps, num_workers=self.plan_workers,
-            collate_fn=_as_is, pin_memory=self.device.type == "cuda", prefetch_factor=4)
+            collate_fn=_as_is, pin_memory=self.device.type == "cuda", prefetch_factor=4,
+            generator=torch.Generator().manual_seed(0))
         yield from loader
 
     # -- device ----------------------------------------------------------------
