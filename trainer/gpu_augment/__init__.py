@@ -6,14 +6,18 @@ Normalize, RandomErasing) followed by ``timm.data.Mixup``. With 1,000 tiny
 images replayed tens of thousands of times, that PIL pipeline is the
 bottleneck, so this package does the same recipe on a batch of uint8 images
 already resident on the device, in plain torch: it runs on ``device="cpu"``
-in tests and on CUDA for speed, needs no compilation, and keeps no global
-state (each DDP rank augments its own batch with its own generator).
+in tests and on CUDA for speed, and keeps no global state (each DDP rank
+augments its own batch with its own generator). Compiling is optional:
+``GpuAugment(fuse=True)`` runs the heaviest functions as kernels fused by
+``torch.compile`` (``fusion``), the same results.
 
 Modules, in the order of the recipe: ``crop`` (RandomResizedCrop + flips),
 ``rand_augment`` (its pixel ops in ``pixel_ops``, geometric ones in
 ``geometric``), ``color_jitter``, ``pixel_ops.normalize``, ``erasing``,
-``mixing``; ``augment.GpuAugment`` runs them all; ``draws`` holds the random
-helpers, ``transfer`` the one-copy upload of a batch's choices.
+``mixing``; ``augment.GpuAugment`` runs them all (``plan`` on the host,
+``apply`` on the device); ``draws`` holds the random helpers, ``transfer``
+the packing of a batch's choices into one tensor, ``fusion`` the optional
+compiling.
 
 Conventions
 -----------
