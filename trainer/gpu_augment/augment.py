@@ -70,10 +70,11 @@ class AugmentPlan:
     def to(self, device: torch.device) -> "AugmentPlan":
         """The plan with its buffer on ``device``: one non-blocking copy (the
         caching host allocator keeps a pinned buffer until the copy is done)."""
+        device = torch.device(device)
         if self.buffer.device == device:
             return self
         buffer = self.buffer
-        if device.type == "cuda" and not buffer.is_pinned():
+        if device.type == "cuda" and buffer.device.type == "cpu" and not buffer.is_pinned():
             buffer = buffer.pin_memory()
         return replace(self, buffer=buffer.to(device, non_blocking=True))
 
