@@ -158,7 +158,7 @@ if wanted host-bench; then
 fi
 
 if wanted cuda-tests; then
-    stage cuda-tests 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_augment.py -k cuda
+    stage cuda-tests 360 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_augment.py -k cuda
 fi
 
 if wanted pretrain || wanted finetune; then
