@@ -105,8 +105,9 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any], str]] = [
     (("--precision",), "run.precision", {"type": click.Choice(["auto", "bf16", "fp16", "fp32"])},
      "Autocast dtype; auto: bf16 on CUDA, fp32 on the CPU."),
     (("--compile/--no-compile",), "run.compile", {"default": None}, "torch.compile the model."),
-    (("--workers",), "run.workers", {"type": int}, "DataLoader worker processes per rank; default min(8, CPUs per rank - 1). "
-     "The GPU input path uses min(2, N) of them to plan the augmentation ahead; 0: all on the training thread."),
+    (("--workers",), "run.workers", {"type": int}, "DataLoader worker processes per rank. "
+     "The GPU input path uses min(2, N) of them to plan the augmentation ahead; 0: all on the training thread. "
+     "[default: min(8, CPUs per rank - 1)]"),
     (("--ckpt-every",), "run.ckpt_every", {"type": float}, "Epochs between checkpoints (one is always written at the end)."),
     (("--keep-ckpts",), "run.keep_ckpts", {"type": int}, "Periodic checkpoints kept."),
     (("--log-every",), "run.log_every", {"type": int}, "Steps between metrics records and progress-bar updates."),
@@ -124,7 +125,7 @@ PRETRAIN_OPTIONS = [
      "auto: gpu on CUDA when available."),
     (("--fuse-augment/--no-fuse-augment",), "run.fuse_augment", {"default": None},
      "GPU input path: torch.compile its heaviest functions into fused kernels (less GPU memory traffic; "
-     "compiled during the first steps). Default: on for CUDA, off on the CPU."),
+     "compiled during the first steps). [default: on for CUDA, off on the CPU]"),
 ]
 DOWNSTREAM_OPTIONS = [
     (("--init",), "model.init", {"type": click.Path(dir_okay=False)},
