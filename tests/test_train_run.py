@@ -187,8 +187,10 @@ def test_bench_runs_the_three_inputs_on_cpu(tiny_dataset, capsys):
         assert result[key] > 0
     assert result["cpu_vs_model"] > 0 and result["gpu_vs_model"] > 0
     assert "gpu_serial_augment_images_per_s" not in result  # only on request
-    assert main(args + ["--paths", "gpu-serial"]) == 0
+    assert result["fuse_augment"] is False and result["plan_workers"] == 0  # the CPU default; --workers 0
+    assert main(args[:-3] + ["--workers", "3", "--json", "--paths", "gpu-serial"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["gpu_serial_augment_images_per_s"] > 0 and result["model_images_per_s"] is None
+    assert result["plan_workers"] == 2
     assert main(args + ["--paths", "model,tpu"]) == 2
     assert "--paths takes model, gpu, gpu-serial, cpu" in capsys.readouterr().err

@@ -83,7 +83,8 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
 
     results: dict[str, Any] = {
         "model": name, "device": str(ctx.device), "batch_size": batch_size, "input_size": input_size,
-        "compile": compile, "fuse_augment": fuse, "precision": precision, "workers": workers, "num_samples": dataset.num_samples,
+        "compile": compile, "fuse_augment": fuse, "plan_workers": pipelines.plan_workers_for(workers),
+        "precision": precision, "workers": workers, "num_samples": dataset.num_samples,
         "image_size": dataset.image_size,
         "model_images_per_s": None, "gpu_augment_images_per_s": None, "cpu_augment_images_per_s": None,
     }
