@@ -19,7 +19,7 @@ from .mixing import mix_batch, mix_choice, sample_cutmix_box, sample_mix_params,
 from .pixel_ops import normalize
 from .rand_augment import (LayerKinds, apply_rand_augment_layer, parse_rand_augment, plan_rand_augment_layer,
                            sample_rand_augment_layer)
-from .transfer import Layout, pack, unpack
+from .transfer import Layout, pack, send, unpack
 
 
 GENERATOR_ON_HOST = True  # GpuAugment takes a CPU generator (see GpuAugment)
@@ -68,15 +68,9 @@ class AugmentPlan:
         return replace(self, buffer=self.buffer.pin_memory())
 
     def to(self, device: torch.device) -> "AugmentPlan":
-        """The plan with its buffer on ``device``: one non-blocking copy (the
-        caching host allocator keeps a pinned buffer until the copy is done)."""
-        device = torch.device(device)
-        if self.buffer.device == device:
-            return self
-        buffer = self.buffer
-        if device.type == "cuda" and buffer.device.type == "cpu" and not buffer.is_pinned():
-            buffer = buffer.pin_memory()
-        return replace(self, buffer=buffer.to(device, non_blocking=True))
+        """The plan with its buffer on ``device`` (one non-blocking copy, ``send``)."""
+        buffer = send(self.buffer, device)
+        return self if buffer is self.buffer else replace(self, buffer=buffer)
 
 
 class GpuAugment:

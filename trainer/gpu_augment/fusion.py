@@ -50,8 +50,7 @@ def _warn_once(fn: Callable, message: str) -> None:
 
 
 def fused(fn: Callable) -> Callable:
-    """Decorator: ``fn`` runs compiled inside ``enabled(True)``, else as written.
-    The eager function stays reachable as ``.eager``."""
+    """Decorator: ``fn`` runs compiled inside ``enabled(True)``, else as written."""
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -72,7 +71,6 @@ def fused(fn: Callable) -> Callable:
             _warn_once(fn, f"compiling failed ({type(error).__name__}: {first_line}); it runs eagerly")
             return fn(*args, **kwargs)
 
-    call.eager = fn
     return call
 
 

@@ -34,13 +34,24 @@ def unpack(buffer: Tensor, layout: Layout) -> dict[str, Tensor]:
             for name, start, nbytes, dtype, shape in layout}
 
 
+def send(buffer: Tensor, device: torch.device | str) -> Tensor:
+    """``buffer`` on ``device`` in one copy that the host does not wait for: a
+    CPU buffer bound for a GPU is pinned first (unless it is), and the caching
+    host allocator keeps it until the copy is done. Already there: as it is."""
+    device = torch.device(device)
+    if buffer.device == device:
+        return buffer
+    if device.type == "cuda" and buffer.device.type == "cpu" and not buffer.is_pinned():
+        buffer = buffer.pin_memory()
+    return buffer.to(device, non_blocking=True)
+
+
 def to_device(tensors: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
     """The host tensors' copies on ``device`` (same names, shapes, dtypes), moved
-    in one copy: packed into one pinned byte buffer, sent with
-    ``non_blocking=True`` (the host does not wait; the caching host allocator
-    keeps the buffer until the copy is done), and viewed back on the device
-    (views cost no kernel). On the CPU the tensors are returned as they are."""
+    in one copy: packed into one byte buffer, sent (``send``), and viewed back
+    on the device (views cost no kernel). On the CPU the tensors are returned
+    as they are."""
     if device.type == "cpu":
         return dict(tensors)
     buffer, layout = pack(tensors, pin=device.type == "cuda")
-    return unpack(buffer.to(device, non_blocking=True), layout)
+    return unpack(send(buffer, device), layout)
