@@ -196,14 +196,11 @@ def main() -> None:
         images = torch.from_numpy(fractal_batch(batch, image, 0)).to(device)
         targets = torch.zeros(batch, dtype=torch.int64, device=device)
         recipe = AugmentRecipe(input_size=int(size))
-        variants = [(name, module, {}) for name, module in modules.items()]
-        variants[0:1] = [("current" if p == "fp32" else f"current {p}", current,
-                          {} if p == "fp32" else {"resize_precision": p})
-                         for p in args.resize_precision.split(",")]
+        mine = [("current" if p == "fp32" else f"current {p}", current, {} if p == "fp32" else {"resize_precision": p})
+                for p in args.resize_precision.split(",")]
         if args.fuse:
-            variants[len(variants) - len(modules) + 1:len(variants) - len(modules) + 1] = [
-                (f"{name} fused", current, {**options, "fuse": True})
-                for name, module, options in variants if module is current]
+            mine += [(f"{name} fused", current, {**options, "fuse": True}) for name, _, options in mine]
+        variants = mine + [(name, module, {}) for name, module in modules.items() if module is not current]
         for name, module, options in variants:
             augment = module.GpuAugment(recipe, 1000, device, **options)
             if options.get("fuse"):
