@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--resize-precision", default="fp32",
                         help="comma-separated resize precisions to time for this tree's version "
-                             "(fp32, bf16x3; default: %(default)s)")
+                             "(fp32, tf32x2; default: %(default)s)")
     parser.add_argument("--fuse", action="store_true",
                         help="also time this tree's version with fuse=True (its heaviest functions compiled; "
                              "the warm-up call compiles them, and ops are not counted: Inductor's kernels "
@@ -196,8 +196,7 @@ def main() -> None:
         images = torch.from_numpy(fractal_batch(batch, image, 0)).to(device)
         targets = torch.zeros(batch, dtype=torch.int64, device=device)
         recipe = AugmentRecipe(input_size=int(size))
-        mine = [("current" if p == "fp32" else f"current {p}", current, {} if p == "fp32" else {"resize_precision": p})
-                for p in args.resize_precision.split(",")]
+        mine = [(f"current {p}", current, {"resize_precision": p}) for p in args.resize_precision.split(",")]
         if args.fuse:
             mine += [(f"{name} fused", current, {**options, "fuse": True}) for name, _, options in mine]
         variants = mine + [(name, module, {}) for name, module in modules.items() if module is not current]

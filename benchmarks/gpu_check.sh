@@ -9,8 +9,8 @@
 #      augment), vit_base eager (the same), vit_tiny eager (model-bound, GPU
 #      augment with and without its side stream, CPU augment);
 #   augment-bench: benchmarks/augment_bench.py on the device, GpuAugment
-#      alone (kernels and ms per batch; resize in float32 and as three
-#      bfloat16 products; eager and fused), beside BASELINE when that folder
+#      alone (kernels and ms per batch; resize in float32 and as two
+#      TF32-exact products; eager and fused), beside BASELINE when that folder
 #      holds an older trainer/ (the device copy of the repository has no git
 #      history; make it with
 #      `mkdir -p .whl/baseline-98d3ee1 && git archive 98d3ee1 trainer | tar -x -C .whl/baseline-98d3ee1`);
@@ -40,6 +40,9 @@
 #   MODEL_ARGS="--model-arg patch_size=8 --model-arg depth=2" PRETRAIN_STEPS=4 \
 #   FT_EPOCHS=1 BENCH_STEPS=2 BENCH_WARMUP=1 BENCH_WINDOWS=1 WORKERS=0 benchmarks/gpu_check.sh
 # KEEP_GOING=1 runs the remaining stages after a failed one (exit status 1 at the end).
+# BENCHES picks the bench stage's runs (vit_tiny-compiled, base, vit_tiny); PROFILE_STEPS=N
+# adds `fractrain bench --profile-steps N` (where each step's device time goes; traces
+# under $OUT/bench-NAME/).
 # STAGES (comma-separated, default all): environment, cuda-tests, build, augment-bench, host-bench,
 # bench, pretrain, finetune; e.g. issue #6's check:
 #   STAGES=environment,build,bench,augment-bench,host-bench,cuda-tests KEEP_GOING=1 benchmarks/gpu_check.sh
@@ -64,12 +67,15 @@ FT_ARGS=${FT_ARGS:---aug-off crop}
 BENCH_STEPS=${BENCH_STEPS:-20}
 BENCH_WARMUP=${BENCH_WARMUP:-20}  # the fused augmentation compiles its variants in the first steps
 BENCH_WINDOWS=${BENCH_WINDOWS:-3}
+BENCHES=${BENCHES:-vit_tiny-compiled,base,vit_tiny}  # which of the bench stage's three runs
+PROFILE_STEPS=${PROFILE_STEPS:-0}  # > 0: each bench also profiles that many steps per path (chrome traces kept)
 NPROC=$(nproc)
 WORKERS=${WORKERS:-$(( NPROC > 3 ? NPROC - 2 : 1 ))}
 KEEP_GOING=${KEEP_GOING:-0}
 STAGES=${STAGES:-environment,cuda-tests,build,augment-bench,host-bench,bench,pretrain,finetune}
 BASELINE=${BASELINE:-.whl/baseline-98d3ee1}
 AUG_CONFIGS=${AUG_CONFIGS:-256x${SIZE}->${INPUT}}
+AUG_FUSE=${AUG_FUSE:-1}  # 0: augment-bench times the eager versions only (no compiling)
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")}
 mkdir -p "$WORK"
 
@@ -131,11 +137,13 @@ if wanted build || wanted augment-bench || wanted bench || wanted pretrain || wa
     stage build 240 "${FB[@]}" render --L "$L" --size "$SIZE" --out "$WORK/shards" --workers "$NPROC" --no-progress --json
 fi
 bench() {  # bench NAME LIMIT ARGS...
-    local name=$1 limit=$2
+    local name=$1 limit=$2 profile=()
     shift 2
+    [[ ",$BENCHES," == *",${name#bench-},"* ]] || return 0
+    (( PROFILE_STEPS > 0 )) && profile=(--profile-steps "$PROFILE_STEPS" --trace-dir "${OUT:-$WORK}/$name")
     stage "$name" "$limit" "${FT[@]}" bench --shards "$WORK/shards" --device "$DEVICE" --batch-size "$BATCH" \
         --input-size "$INPUT" --steps "$BENCH_STEPS" --warmup "$BENCH_WARMUP" --windows "$BENCH_WINDOWS" \
-        --workers "$WORKERS" --json "$@" > "$WORK/$name.json" || true
+        --workers "$WORKERS" --json "${profile[@]}" "$@" > "$WORK/$name.json" || true
     [[ -s "$WORK/$name.json" ]] && cat "$WORK/$name.json"
     return 0
 }
@@ -147,11 +155,11 @@ if wanted bench; then
     bench bench-vit_tiny 240 --model vit_tiny --paths model,gpu,gpu-serial,cpu "${MARGS[@]}"
 fi
 if wanted augment-bench; then
-    baseline=()
+    baseline=() fuse=()
     [[ -d "$BASELINE/trainer" ]] && baseline=(--baseline "$BASELINE")
+    [[ $AUG_FUSE == 1 ]] && fuse=(--fuse)
     stage augment-bench 300 "$PY" benchmarks/augment_bench.py --device "$DEVICE" --configs "$AUG_CONFIGS" \
-        --resize-precision fp32,bf16x3 --fuse \
-        "${baseline[@]}"
+        --resize-precision fp32,tf32x2 "${fuse[@]}" "${baseline[@]}"
 fi
 if wanted host-bench; then
     stage host-bench 120 "$PY" benchmarks/host_bench.py --planners 0,2 --batch "$BATCH"

@@ -161,30 +161,45 @@ def test_resized_crop_matches_pil(cubic, size, precision):
     assert (diff > 0).mean() < 0.01
 
 
-def test_bf16x3_resize_is_the_fp32_resize():
-    """The three-bfloat16 products give the float32 products' result, pixel for
-    pixel but for rare rounding ties, at the paper's sizes; two parts would not
-    be enough (the check can fail)."""
+def test_tf32x2_resize_is_the_fp32_resize():
+    """The two TF32-exact parts give the float32 products' result, pixel for
+    pixel but for rare rounding ties, at the paper's sizes; one part (plain
+    TF32) would not be enough (the check can fail)."""
     arr = sample_images(6, 256, 256, 3, seed=11)
     x = to_batch(arr)
     top, left, h, w = ga.sample_crop_boxes(6, 256, 256, (0.08, 1.0), (3 / 4, 4 / 3), gen(12))
     fp32 = ga.resized_crop(x, top, left, h, w, 112, True)
-    split = ga.resized_crop(x, top, left, h, w, 112, True, precision="bf16x3")
+    split = ga.resized_crop(x, top, left, h, w, 112, True, precision="tf32x2")
     assert split.dtype == torch.float32 and (split != fp32).float().mean() < 1e-4
     assert (split - fp32).abs().max() <= 1
     weights = torch.rand(10000, generator=gen(0)) * 1.2 - 0.1  # the range of resize weights
-    three = ga.crop._bf16_parts(weights)
-    assert all(p.dtype == torch.bfloat16 for p in three)
-    assert torch.equal(sum(p.float() for p in three), weights)  # float32's 24 bits, exactly
-    two = ga.crop._bf16_parts(weights, terms=2)
-    assert not torch.equal(sum(p.float() for p in two), weights)
-    # The resize's own weights (split on their taps, then scattered): the parts sum to them exactly.
+    high, low = ga.crop._tf32_parts(weights)
+    for part in (high, low):  # exact in TF32: the low 13 of float32's 23 mantissa bits are zero
+        assert part.dtype == torch.float32 and not (part.view(torch.int32) & 0x1FFF).any()
+    assert ((high + low) - weights).abs().max() <= 2.0**-22 * weights.abs().max()
+    assert ((high - weights).abs() > 2.0**-12).any()  # one part is not enough
+    # The rounding is to nearest: 1 + 2**-11 + 2**-13 rounds up to 1 + 2**-10, 1 + 2**-12 down to 1.
+    ties = ga.crop._round_to_tf32(torch.tensor([1 + 2**-11 + 2**-13, 1 + 2**-12, -(1 + 2**-11 + 2**-13)]))
+    assert ties.tolist() == [1 + 2**-10, 1.0, -(1 + 2**-10)]
+    # The resize's own weights (split on their taps, then scattered): the parts sum to them.
     (dense,) = ga.crop._resample_weights(left, w, 256, 112, True, top % 2 == 0)
-    parts = ga.crop._resample_weights(left, w, 256, 112, True, top % 2 == 0, precision="bf16x3")
-    assert len(parts) == 3 and all(p.dtype == torch.bfloat16 and p.shape == (6, 112, 256) for p in parts)
-    assert torch.equal(sum(p.float() for p in parts), dense)
+    parts = ga.crop._resample_weights(left, w, 256, 112, True, top % 2 == 0, precision="tf32x2")
+    assert len(parts) == 2 and all(p.dtype == torch.float32 and p.shape == (6, 112, 256) for p in parts)
+    assert all(p.stride(1) % 8 == 0 for p in (dense, *parts))  # 16-byte aligned rows, for cuBLAS
+    assert ((parts[0] + parts[1]) - dense).abs().max() <= 2.0**-22
     with pytest.raises(ValueError, match="resize_precision"):
         GpuAugment(AugmentRecipe(), 10, "cpu", resize_precision="fp16")
+    assert GpuAugment(AugmentRecipe(), 10, "cpu").resize_precision == "fp32"
+    assert GpuAugment(AugmentRecipe(), 10, "cuda").resize_precision == "tf32x2"  # constructing needs no GPU
+
+
+def test_tf32_matmuls_are_switched_on_only_inside():
+    before = torch.get_float32_matmul_precision()
+    with ga.crop._tf32_matmuls(True):
+        assert torch.get_float32_matmul_precision() == "high"
+    with ga.crop._tf32_matmuls(False):
+        assert torch.get_float32_matmul_precision() == before
+    assert torch.get_float32_matmul_precision() == before
 
 
 def test_resized_crop_whole_image_same_size_is_identity():
@@ -1048,13 +1063,14 @@ def test_cuda_fused_kernels_give_the_eager_batches():
 
 
 @cuda
-def test_cuda_bf16x3_resize_matches_cpu():
-    """On CUDA the three parts multiply on tensor cores (bmm with out_dtype);
-    the CPU runs the same arithmetic in float32: the same pixels but for ties."""
+def test_cuda_tf32x2_resize_matches_cpu():
+    """On CUDA the two parts multiply on TF32 tensor cores; the CPU runs
+    float32 products of the whole weights: the same pixels but for ties."""
     x = to_batch(sample_images(16, 256, 256, 1, seed=13))
     boxes = ga.sample_crop_boxes(16, 256, 256, (0.08, 1.0), (3 / 4, 4 / 3), gen(14))
-    cpu = ga.resized_crop(x, *boxes, 112, True, precision="bf16x3")
-    dev = ga.resized_crop(x.cuda(), *(b.cuda() for b in boxes), 112, True, precision="bf16x3").cpu()
+    cpu = ga.resized_crop(x, *boxes, 112, True, precision="fp32")
+    dev = ga.resized_crop(x.cuda(), *(b.cuda() for b in boxes), 112, True, precision="tf32x2").cpu()
+    assert torch.get_float32_matmul_precision() == "highest"  # restored
     diff = (cpu - dev).abs()
     assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
 
@@ -1065,7 +1081,7 @@ def test_cuda_pipeline_deterministic_without_host_sync():
     targets = torch.arange(64, device="cuda") % 10
     recipe = AugmentRecipe(input_size=32)
     for aug in (GpuAugment(recipe, 10, "cuda"), GpuAugment(recipe.without(["randaugment"]), 10, "cuda"),
-                GpuAugment(recipe, 10, "cuda", resize_precision="bf16x3"), GpuAugment(recipe, 10, "cuda", fuse=True)):
+                GpuAugment(recipe, 10, "cuda", resize_precision="fp32"), GpuAugment(recipe, 10, "cuda", fuse=True)):
         aug(images, targets, gen(1))  # warm up (lazy CUDA init, the constants sync, compiling)
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")

@@ -194,3 +194,18 @@ def test_bench_runs_the_three_inputs_on_cpu(tiny_dataset, capsys):
     assert result["plan_workers"] == 2
     assert main(args + ["--paths", "model,tpu"]) == 2
     assert "--paths takes model, gpu, gpu-serial, cpu" in capsys.readouterr().err
+
+
+def test_bench_profiles_steps_and_keeps_each_window(tiny_dataset, capsys, tmp_path):
+    args = ["bench", "--shards", str(tiny_dataset), *TINY_ARGS, "--batch-size", "8", "--steps", "2",
+            "--warmup", "1", "--windows", "2", "--workers", "0", "--paths", "model,gpu", "--json"]
+    assert main(args + ["--profile-steps", "2", "--trace-dir", str(tmp_path / "traces")]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert set(result["windows_images_per_s"]) == {"model", "gpu"}
+    assert all(len(rates) == 2 and min(rates) > 0 for rates in result["windows_images_per_s"].values())
+    assert result["profile"]["gpu"]["steps"] == 2 and result["profile"]["model"]["wall_ms"] > 0
+    assert "profile gpu:" in captured.err
+    assert sorted(p.name for p in (tmp_path / "traces").iterdir()) == ["trace-gpu.json.gz", "trace-model.json.gz"]
+    assert main(args + ["--trace-dir", str(tmp_path / "t2")]) == 2
+    assert "--trace-dir needs --profile-steps" in capsys.readouterr().err

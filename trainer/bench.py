@@ -13,13 +13,14 @@ warm-up (which also absorbs torch.compile's compilation).
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Any, Callable
 
 import torch
 
-from . import data, distributed as dist, model as models, pipeline as pipelines
+from . import data, distributed as dist, model as models, pipeline as pipelines, step_profile
 from .config import OptimConfig
 from .input_cpu import ArraySource, CpuPipeline
 from .loop import Stepper, resolve_precision
@@ -35,14 +36,13 @@ def result_key(path: str) -> str:
     return "model_images_per_s" if path == "model" else f"{path.replace('-', '_')}_augment_images_per_s"
 
 
-def measure(stepper: Stepper, batches, warmup: int, steps: int, windows: int, batch: int,
-            device: torch.device) -> float:
-    """Median images/s over ``windows`` windows of ``steps`` steps."""
+def measure(stepper: Stepper, iterator, warmup: int, steps: int, windows: int, batch: int,
+            device: torch.device) -> list[float]:
+    """Images/s of each of ``windows`` windows of ``steps`` steps, after ``warmup`` steps."""
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    iterator = iter(batches)
     for _ in range(warmup):
         stepper(*next(iterator))
     sync()
@@ -53,13 +53,18 @@ def measure(stepper: Stepper, batches, warmup: int, steps: int, windows: int, ba
             stepper(*next(iterator))
         sync()
         rates.append(steps * batch / (time.perf_counter() - started))
-    return statistics.median(rates)
+    return rates
 
 
 def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20, warmup: int = 10,
         windows: int = 3, compile: bool = False, device: str = "auto", workers: int = 8, input_size: int = 224,
         model_kwargs: dict[str, Any] | None = None, precision: str = "auto", paths: tuple[str, ...] = ("model", "gpu", "cpu"),
-        fuse_augment: bool | None = None, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+        fuse_augment: bool | None = None, profile_steps: int = 0, trace_dir: str | None = None,
+        log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """Time each of ``paths``; returns the result dict (images/s per path, the
+    ratios, each window's rate). profile_steps: after the timed windows,
+    profile that many more steps of each path (step_profile; summaries under
+    "profile", chrome traces in trace_dir when given)."""
     kind = dist.resolve_device(device)
     target = torch.device("cuda", torch.cuda.current_device()) if kind == "cuda" else torch.device("cpu")
     ctx = dist.Context(rank=0, world_size=1, local_rank=0, local_world_size=1, device=target)
@@ -108,8 +113,17 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
         else:
             raise ValueError(f"unknown path {path!r}")
         stepper = stepper_for()
-        batches = source.batches(0, warmup + steps * windows)
-        rate = measure(stepper, batches, warmup, steps, windows, batch_size, ctx.device)
+        batches = source.batches(0, warmup + steps * windows + profile_steps)
+        iterator = iter(batches)
+        rates = measure(stepper, iterator, warmup, steps, windows, batch_size, ctx.device)
+        rate = statistics.median(rates)
+        results.setdefault("windows_images_per_s", {})[path] = [round(r, 1) for r in rates]
+        if profile_steps:
+            trace = os.path.join(trace_dir, f"trace-{path}.json.gz") if trace_dir else None
+            summary = step_profile.profile_steps(stepper, iterator, profile_steps, ctx.device, trace)
+            results.setdefault("profile", {})[path] = summary
+            for line in step_profile.describe(path, summary):
+                log(line)
         if hasattr(batches, "close"):
             batches.close()  # stops the DataLoader workers now
         results[result_key(path)] = round(rate, 1)

@@ -325,16 +325,26 @@ def _print_result(summary: dict[str, Any]) -> None:
                    "(the GPU path without its side stream), cpu.")
 @click.option("--fuse-augment/--no-fuse-augment", default=None,
               help="Compile the GPU augmentation's heaviest functions into fused kernels. [default: on for CUDA]")
+@click.option("--profile-steps", type=int, default=0, show_default=True,
+              help="After the timed windows, profile this many more steps of each path (torch.profiler) and "
+                   "print where the time goes: wall and device-busy ms per step, per CUDA stream, top kernels.")
+@click.option("--trace-dir", type=click.Path(file_okay=False), default=None,
+              help="With --profile-steps: also write each path's chrome trace there (trace-PATH.json.gz).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
 def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, windows: int, compile: bool, device: str,
           precision: str, workers: int, input_size: int, model_args: tuple[str, ...], paths: str,
-          fuse_augment: bool | None, as_json: bool) -> None:
+          fuse_augment: bool | None, profile_steps: int, trace_dir: str | None, as_json: bool) -> None:
     """Images/s of the training step: model-bound (synthetic input on the
     device), GPU-augmented and CPU-augmented, and their ratios."""
     from . import bench as runner
 
-    if min(batch_size, steps, windows) < 1 or warmup < 0 or workers < 0:
-        raise UserError("--batch-size, --steps and --windows must be >= 1; --warmup and --workers >= 0")
+    if min(batch_size, steps, windows) < 1 or min(warmup, workers, profile_steps) < 0:
+        raise UserError("--batch-size, --steps and --windows must be >= 1; --warmup, --workers and "
+                        "--profile-steps >= 0")
+    if trace_dir:
+        if not profile_steps:
+            raise UserError("--trace-dir needs --profile-steps")
+        os.makedirs(trace_dir, exist_ok=True)
     chosen = tuple(p.strip() for p in paths.split(",") if p.strip())
     unknown = sorted(set(chosen) - set(runner.PATHS))
     if unknown or not chosen:
@@ -343,7 +353,7 @@ def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, win
     result = runner.run(model_name=model, shards=shards, batch_size=batch_size, steps=steps, warmup=warmup,
                         windows=windows, compile=compile, device=device, workers=workers, input_size=input_size,
                         model_kwargs=kwargs.model.kwargs, precision=precision, paths=chosen,
-                        fuse_augment=fuse_augment, log=_log)
+                        fuse_augment=fuse_augment, profile_steps=profile_steps, trace_dir=trace_dir, log=_log)
     if as_json:
         click.echo(json.dumps(result))
         return

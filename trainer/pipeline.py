@@ -196,7 +196,7 @@ class DevicePipeline:
     def run(self, plan: StepPlan) -> tuple[Tensor, Tensor]:
         """A StepPlan -> the step's (images, soft targets) on the device."""
         indices = plan.indices.to(self.device, non_blocking=True)
-        if self.cache.device == self.device:
+        if self.cache.device.type == self.device.type:  # on the device ("cuda" and "cuda:0" alike)
             images = self.cache.index_select(0, indices)
         else:
             # Gather into pinned memory, so that the copy is asynchronous (the

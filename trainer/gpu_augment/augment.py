@@ -101,10 +101,11 @@ class GpuAugment:
     normalise -> RandomErasing -> Mixup/CutMix over the batch.
     ``plan`` and ``apply`` are the two halves of a call.
 
-    resize_precision: "fp32" (default) or "bf16x3", the crop's matrix
-    products as three bfloat16 products on tensor cores (the same fidelity to
-    PIL, tested; whether it is faster is for benchmarks/augment_bench.py
-    --resize-precision on a GPU to say).
+    resize_precision: how the crop's matrix products run: "fp32", or
+    "tf32x2", each as two products on TF32 tensor cores whose operands are
+    exact in TF32 (the same fidelity to PIL, tested); None (default):
+    "tf32x2" on CUDA, where it is faster, else "fp32" (on a CPU it would only
+    double the work). benchmarks/augment_bench.py --resize-precision times both.
 
     fuse: run the heaviest device functions compiled (``fusion.py``: one
     kernel where eager PyTorch writes a tensor per operation; the first
@@ -112,7 +113,7 @@ class GpuAugment:
     """
 
     def __init__(self, recipe: AugmentRecipe, num_classes: int, device: torch.device | str,
-                 resize_precision: str = "fp32", fuse: bool = False):
+                 resize_precision: str | None = None, fuse: bool = False):
         self.recipe = recipe
         self.num_classes = int(num_classes)
         self.device = torch.device(device)
@@ -131,6 +132,8 @@ class GpuAugment:
         if recipe.interpolation not in ("bicubic", "bilinear", "random"):
             raise ValueError(f"interpolation {recipe.interpolation!r} is not supported on the GPU path")
         self.interpolation = recipe.interpolation
+        if resize_precision is None:
+            resize_precision = "tf32x2" if self.device.type == "cuda" else "fp32"
         if resize_precision not in RESIZE_PRECISIONS:
             raise ValueError(f"resize_precision must be one of {RESIZE_PRECISIONS}, got {resize_precision!r}")
         self.resize_precision = resize_precision

@@ -9,7 +9,9 @@ flips folded into the resize matrices.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -94,10 +96,9 @@ def _resample_weights(
     reverse: Tensor | None = None, precision: str = "fp32"
 ) -> list[Tensor]:
     """Weights of PIL's ImagingResample along one axis, per sample, as a list
-    of (N, out_size, in_size) matrices that sum to them: one float32 matrix
-    ('fp32'), or ('bf16x3') three bfloat16 ones holding successive 8-bit
-    slices of each weight, which sum to it exactly (PIL's weights are 22-bit
-    fixed point); see _product.
+    of (N, out_size, in_size) float32 matrices that sum to them: the weights
+    ('fp32'), or ('tf32x2') two parts exact in TF32 that sum to them within
+    2**-22 (PIL's weights are 22-bit fixed point); see _product.
 
     Output pixel i of sample n reads the span [start[n], start[n] + length[n])
     of an axis of in_size pixels: centre c = (i + 0.5) * scale in the span,
@@ -147,13 +148,16 @@ def _resample_weights(
     one = float(1 << 22)  # PIL: PRECISION_BITS = 32 - 8 - 2, rounded half away from zero
     weight = torch.trunc(weight * one + torch.where(weight < 0, -0.5, 0.5)) / one
     # Taps past the span go to a spare column in_size, dropped after the scatter,
-    # so every kept column is written once (scatter_, deterministic).
+    # so every kept column is written once (scatter_, deterministic). Rows are
+    # padded to a multiple of 8 floats: cuBLAS picks its fast kernels only for
+    # 16-byte aligned rows (at 513 floats apart an H100 ran Ampere-era "align1" ones).
+    row = -(-(in_size + 1) // 8) * 8
     column = torch.where(valid, pos + start, torch.full_like(pos, in_size)).long()
     # Split here, on the few taps, not on the dense matrices (mostly zeros).
-    parts = _bf16_parts(weight.to(torch.float32)) if precision == "bf16x3" else [weight.to(torch.float32)]
+    parts = _tf32_parts(weight.to(torch.float32)) if precision == "tf32x2" else [weight.to(torch.float32)]
     dense = []
     for part in parts:
-        matrix = torch.zeros((n, out_size, in_size + 1), device=device, dtype=part.dtype)
+        matrix = torch.zeros((n, out_size, row), device=device, dtype=part.dtype)
         dense.append(matrix.scatter_(2, column, part)[:, :, :in_size])
     return dense
 
@@ -176,52 +180,59 @@ def resize_order(h: Tensor, w: Tensor, size: int, pillow_vertical_first: bool | 
 
 
 # How the resize's matrix products are computed (see _product).
-RESIZE_PRECISIONS = ("fp32", "bf16x3")
+RESIZE_PRECISIONS = ("fp32", "tf32x2")
 
 
-def _bf16_parts(w: Tensor, terms: int = 3) -> list[Tensor]:
-    """float32 w -> ``terms`` bfloat16 tensors whose sum is w to float32
-    precision: each holds the next 8 significant bits of what is left."""
-    parts, rest = [], w
-    for _ in range(terms):
-        part = rest.to(torch.bfloat16)
-        parts.append(part)
-        rest = rest - part.to(torch.float32)
-    return parts
+def _round_to_tf32(w: Tensor) -> Tensor:
+    """float32 w rounded (half away from zero) to TF32's 10 mantissa bits,
+    as float32 whose low 13 mantissa bits are zero: a tensor core takes it
+    as it is, whether it rounds or truncates its inputs."""
+    bits = w.contiguous().view(torch.int32)
+    return ((bits + 0x1000) & -0x2000).view(torch.float32)  # -0x2000: every bit but the low 13
+
+
+def _tf32_parts(w: Tensor) -> list[Tensor]:
+    """float32 w -> two float32 tensors exact in TF32 whose sum is w within
+    2**-22 of |w| (the resolution of PIL's fixed-point weights): the leading
+    11 significant bits, then the next 11."""
+    high = _round_to_tf32(w)
+    return [high, _round_to_tf32(w - high)]
+
+
+@contextlib.contextmanager
+def _tf32_matmuls(on: bool) -> Iterator[None]:
+    """Let CUDA float32 matmuls use TF32 tensor cores inside (when ``on``),
+    restoring the caller's setting after (torch's own switch, which both of
+    its TF32 APIs follow)."""
+    if not on:
+        yield
+        return
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def _product(weights: list[Tensor], values: Tensor, weights_first: bool) -> Tensor:
-    """(weights @ values if weights_first else values @ weights) as float32,
-    broadcast over the two leading dims (N, C). ``weights``: the matrices
-    _resample_weights returns (one float32, or three bfloat16 that sum to
-    the weights); ``values``: integers in [0, 255].
+    """(weights @ values if weights_first else values @ weights) in float32,
+    broadcast over the two leading dims (N, C). ``weights``: the float32
+    matrices _resample_weights returns (the weights, or two TF32-exact parts
+    that sum to them); ``values``: integers in [0, 255].
 
-    float32 weights: one float32 product. bfloat16 parts: the integers are
-    exact in bfloat16, so three bfloat16 products accumulated in float32 give
-    the float32 product up to rounding, on a GPU's tensor cores
-    (``torch.bmm``/``baddbmm`` with ``out_dtype=torch.float32``); off CUDA the
-    same three products run in float32 (identical arithmetic: every product
-    of two bfloat16 numbers is exact in float32), which is how the CPU tests
-    check it.
+    With two parts (precision 'tf32x2', run inside _tf32_matmuls on CUDA)
+    both operands of each product are exact in TF32 (integers below 2**11,
+    and the parts), so TF32 tensor cores, which multiply exactly and add in
+    float32, give the float32 product up to rounding, several times faster
+    than float32 arithmetic. Elsewhere the same sum runs in float32.
     """
-    if len(weights) == 1:
-        w = weights[0]
-        return w @ values.to(w.dtype) if weights_first else values.to(w.dtype) @ w
-    first = weights[0]
-    n, c = max(first.shape[0], values.shape[0]), max(first.shape[1], values.shape[1])
-
-    def batched(t: Tensor) -> Tensor:  # (N or 1, C or 1, r, k) -> (N * C, r, k)
-        return t.expand(n, c, *t.shape[2:]).reshape(n * c, *t.shape[2:])
-
-    native = values.is_cuda
-    dtype = torch.bfloat16 if native else torch.float32
-    values = batched(values.to(dtype))
-    extra = {"out_dtype": torch.float32} if native else {}
+    values = values.to(torch.float32)
     out = None
-    for part in weights:
-        pair = (batched(part.to(dtype)), values) if weights_first else (values, batched(part.to(dtype)))
-        out = torch.bmm(*pair, **extra) if out is None else torch.baddbmm(out, *pair, **extra)
-    return out.view(n, c, *out.shape[1:])
+    for w in weights:
+        term = w @ values if weights_first else values @ w
+        out = term if out is None else out + term
+    return out
 
 
 @fused
@@ -251,10 +262,11 @@ def _two_pass_resize(x: Tensor, wx: list[Tensor], wy: list[Tensor], rows_first: 
     n, k = x.shape[0], rows_first
     first, rest = slice(0, k), slice(k, n)
     parts = []
-    if k > 0:
-        parts.append(vertical(horizontal(x[first], rows(wx, first)), rows(wy, first)))
-    if k < n:
-        parts.append(horizontal(vertical(x[rest], rows(wy, rest)), rows(wx, rest)))
+    with _tf32_matmuls(len(wx) > 1 and x.is_cuda):
+        if k > 0:
+            parts.append(vertical(horizontal(x[first], rows(wx, first)), rows(wy, first)))
+        if k < n:
+            parts.append(horizontal(vertical(x[rest], rows(wy, rest)), rows(wx, rest)))
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
