@@ -175,6 +175,9 @@ def main() -> None:
                         help="also time this tree's version with fuse=True (its heaviest functions compiled; "
                              "the warm-up call compiles them, and ops are not counted: Inductor's kernels "
                              "are not aten operations)")
+    parser.add_argument("--static", action="store_true",
+                        help="also time this tree's version in the static layout (static=True: the same shapes "
+                             "every batch, one compiled graph with --fuse; ops not counted with --fuse)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile 3 calls of this tree's version per configuration (torch.profiler; "
                              "the operations that take the most device time, on stderr)")
@@ -197,6 +200,8 @@ def main() -> None:
         targets = torch.zeros(batch, dtype=torch.int64, device=device)
         recipe = AugmentRecipe(input_size=int(size))
         mine = [(f"current {p}", current, {"resize_precision": p}) for p in args.resize_precision.split(",")]
+        if args.static:
+            mine += [(f"{name} static", current, {**options, "static": True}) for name, _, options in mine]
         if args.fuse:
             mine += [(f"{name} fused", current, {**options, "fuse": True}) for name, _, options in mine]
         variants = mine + [(name, module, {}) for name, module in modules.items() if module is not current]

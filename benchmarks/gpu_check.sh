@@ -7,7 +7,9 @@
 #      seconds on 16 cores, so nothing is gained at 256);
 #   2. bench: `fractrain bench` of vit_tiny compiled (model-bound, GPU
 #      augment), vit_base eager (the same), vit_tiny eager (model-bound, GPU
-#      augment with and without its side stream, CPU augment);
+#      augment with and without its side stream, CPU augment), vit_tiny
+#      compiled with the op-by-op augmentation layout (against the default
+#      --gpu-augment-mode, graph);
 #   augment-bench: benchmarks/augment_bench.py on the device, GpuAugment
 #      alone (kernels and ms per batch; resize in float32 and as two
 #      TF32-exact products; eager and fused), beside BASELINE when that folder
@@ -67,7 +69,7 @@ FT_ARGS=${FT_ARGS:---aug-off crop}
 BENCH_STEPS=${BENCH_STEPS:-20}
 BENCH_WARMUP=${BENCH_WARMUP:-20}  # the fused augmentation compiles its variants in the first steps
 BENCH_WINDOWS=${BENCH_WINDOWS:-3}
-BENCHES=${BENCHES:-vit_tiny-compiled,base,vit_tiny}  # which of the bench stage's three runs
+BENCHES=${BENCHES:-vit_tiny-compiled,base,vit_tiny,vit_tiny-compiled-op-by-op}  # which of the bench stage's runs
 PROFILE_STEPS=${PROFILE_STEPS:-0}  # > 0: each bench also profiles that many steps per path (chrome traces kept)
 NPROC=$(nproc)
 WORKERS=${WORKERS:-$(( NPROC > 3 ? NPROC - 2 : 1 ))}
@@ -153,20 +155,24 @@ if wanted bench; then
     bench bench-vit_tiny-compiled 360 --model vit_tiny --compile --paths model,gpu "${MARGS[@]}"
     bench bench-base 240 --model "$BASE_MODEL" --paths model,gpu "${MARGS[@]}"
     bench bench-vit_tiny 240 --model vit_tiny --paths model,gpu,gpu-serial,cpu "${MARGS[@]}"
+    # The default --gpu-augment-mode (graph on CUDA) against the op-by-op layout.
+    bench bench-vit_tiny-compiled-op-by-op 360 --model vit_tiny --compile --paths model,gpu \
+        --gpu-augment-mode op-by-op "${MARGS[@]}"
 fi
 if wanted augment-bench; then
     baseline=() fuse=()
     [[ -d "$BASELINE/trainer" ]] && baseline=(--baseline "$BASELINE")
     [[ $AUG_FUSE == 1 ]] && fuse=(--fuse)
     stage augment-bench 300 "$PY" benchmarks/augment_bench.py --device "$DEVICE" --configs "$AUG_CONFIGS" \
-        --resize-precision fp32,tf32x2 "${fuse[@]}" "${baseline[@]}"
+        --resize-precision fp32,tf32x2 --static "${fuse[@]}" "${baseline[@]}"
 fi
 if wanted host-bench; then
     stage host-bench 120 "$PY" benchmarks/host_bench.py --planners 0,2 --batch "$BATCH"
 fi
 
 if wanted cuda-tests; then
-    stage cuda-tests 360 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_augment.py -k cuda
+    stage cuda-tests 420 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_augment.py \
+        tests/test_gpu_augment_static.py -k cuda
 fi
 
 if wanted pretrain || wanted finetune; then
@@ -203,13 +209,14 @@ fi
 
 echo
 echo "=== results"
-for name in bench-vit_tiny bench-vit_tiny-compiled bench-base; do
+for name in bench-vit_tiny bench-vit_tiny-compiled bench-vit_tiny-compiled-op-by-op bench-base; do
     [[ -s "$WORK/$name.json" ]] && "$PY" -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
-print("{:<26} {} | model {} img/s | gpu-augment {} (serial {}) | cpu-augment {} | gpu/model {} (serial {}) "
+print("{:<34} {} | model {} img/s | gpu-augment {} (serial {}) | cpu-augment {} | gpu/model {} (serial {}) "
       "cpu/model {} gpu/cpu {} | peak {} GB".format(
-          sys.argv[2], r["model"] + (" compiled" if r["compile"] else ""), r["model_images_per_s"],
+          sys.argv[2], r["model"] + (" compiled" if r["compile"] else "") + " " + str(r.get("gpu_augment_mode")),
+          r["model_images_per_s"],
           r["gpu_augment_images_per_s"], r.get("gpu_serial_augment_images_per_s"), r["cpu_augment_images_per_s"],
           r["gpu_vs_model"], r.get("gpu_serial_vs_model"), r["cpu_vs_model"], r["gpu_vs_cpu"],
           r["peak_gpu_memory_gb"]))' "$WORK/$name.json" "$name"

@@ -8,12 +8,16 @@ script measures it on any machine: DevicePipeline on the CPU with tiny
 images, so that the pixel arithmetic is negligible and what is left is the
 per-operation cost, with the plans drawn on the training thread
 (``--planners 0``) or ahead in DataLoader workers (the default on a GPU),
-and with the heaviest functions eager or compiled (``--fuse``: a compiled
-call costs its guards' evaluation instead of one launch per operation).
+with the heaviest functions eager or compiled (``--fuse``: a compiled
+call costs its guards' evaluation instead of one launch per operation), and
+in the augmentation's op-by-op or static layout (``--modes``: the static one
+is one compiled graph of fixed shapes; the graph mode, CUDA only, replays it
+as CUDA graphs for a few microseconds more).
 
     python benchmarks/host_bench.py                       # planners 0 and 2, batch 256
     python benchmarks/host_bench.py --planners 0,1,2 --batch 128 --repeats 7
     python benchmarks/host_bench.py --planners 2 --fuse 0,1   # eager vs fused kernels
+    python benchmarks/host_bench.py --planners 2 --fuse 1 --modes op-by-op,static
 
 The figure is the training thread's CPU time (``time.thread_time``) per
 batch: worker processes are not counted, waiting for them is. Each run
@@ -61,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="measurements per setting (default: 5)")
     parser.add_argument("--fuse", default="0", help="comma-separated fuse settings, 0 and/or 1 (default: 0); "
                                                    "fused functions are compiled before timing")
+    parser.add_argument("--modes", default="op-by-op", help="comma-separated augmentation layouts: op-by-op, "
+                                                          "static (default: op-by-op)")
     args = parser.parse_args(argv)
     sys.path.insert(0, REPO)
     from fractrain.pipeline import DevicePipeline
@@ -72,26 +78,29 @@ def main(argv: list[str] | None = None) -> int:
     count = 4 * args.batch
     images = rng.integers(0, 256, (count, args.image, args.image), dtype=np.uint8)
     labels = np.arange(count) % 1000
-    settings = [(int(p), bool(int(f))) for f in args.fuse.split(",") for p in args.planners.split(",")]
-    pipelines = {(p, f): DevicePipeline(images, labels, EpochSchedule(count, args.batch, seed=0),
-                                        AugmentRecipe(input_size=args.size), 1000, torch.device("cpu"), seed=0,
-                                        plan_workers=p, augment_options={"fuse": f}) for p, f in settings}
-    for (p, f), pipeline in pipelines.items():
+    settings = [(int(p), bool(int(f)), m) for m in args.modes.split(",") for f in args.fuse.split(",")
+                for p in args.planners.split(",")]
+    pipelines = {(p, f, m): DevicePipeline(images, labels, EpochSchedule(count, args.batch, seed=0),
+                                           AugmentRecipe(input_size=args.size), 1000, torch.device("cpu"), seed=0,
+                                           plan_workers=p, augment_options={"fuse": f}, augment_mode=m)
+                 for p, f, m in settings}
+    for (p, f, m), pipeline in pipelines.items():
         if f:  # compile every variant the timed batches will meet (a few dozen batches)
             for _ in pipeline.batches(0, 3 * args.steps):
                 pass
-    samples: dict[tuple[int, bool], list[float]] = {s: [] for s in settings}
+    samples: dict[tuple[int, bool, str], list[float]] = {s: [] for s in settings}
     for _ in range(args.repeats):
         for setting in settings:  # interleaved: drifts in machine load hit every setting alike
             samples[setting].append(training_thread_ms(pipelines[setting], args.steps))
-    rows = [{"plan_workers": p, "fuse": f, "ms": round(statistics.median(v), 2), "ms_all": [round(t, 2) for t in v]}
-            for (p, f), v in samples.items()]
+    rows = [{"plan_workers": p, "fuse": f, "mode": m, "ms": round(statistics.median(v), 2),
+             "ms_all": [round(t, 2) for t in v]} for (p, f, m), v in samples.items()]
     base = rows[0]["ms"]
-    print(f"| plan workers | fused | training-thread ms per batch (median of {args.repeats}) | vs first |",
+    print(f"| mode | plan workers | fused | training-thread ms per batch (median of {args.repeats}) | vs first |",
           file=sys.stderr)
-    print("| --- | --- | --- | --- |", file=sys.stderr)
+    print("| --- | --- | --- | --- | --- |", file=sys.stderr)
     for row in rows:
-        print(f"| {row['plan_workers']} | {row['fuse']} | {row['ms']} | {row['ms'] / base:.2f} |", file=sys.stderr)
+        print(f"| {row['mode']} | {row['plan_workers']} | {row['fuse']} | {row['ms']} | {row['ms'] / base:.2f} |",
+              file=sys.stderr)
     print(json.dumps({"batch": args.batch, "image": args.image, "size": args.size, "torch": torch.__version__,
                       "machine": platform.machine(), "cpus": os.cpu_count(), "rows": rows}))
     return 0

@@ -188,6 +188,7 @@ def test_bench_runs_the_three_inputs_on_cpu(tiny_dataset, capsys):
     assert result["cpu_vs_model"] > 0 and result["gpu_vs_model"] > 0
     assert "gpu_serial_augment_images_per_s" not in result  # only on request
     assert result["fuse_augment"] is False and result["plan_workers"] == 0  # the CPU default; --workers 0
+    assert result["gpu_augment_mode"] == "op-by-op"  # the CPU default
     assert main(args[:-3] + ["--workers", "3", "--json", "--paths", "gpu-serial"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["gpu_serial_augment_images_per_s"] > 0 and result["model_images_per_s"] is None
@@ -199,12 +200,14 @@ def test_bench_runs_the_three_inputs_on_cpu(tiny_dataset, capsys):
 def test_bench_profiles_steps_and_keeps_each_window(tiny_dataset, capsys, tmp_path):
     args = ["bench", "--shards", str(tiny_dataset), *TINY_ARGS, "--batch-size", "8", "--steps", "2",
             "--warmup", "1", "--windows", "2", "--workers", "0", "--paths", "model,gpu", "--json"]
-    assert main(args + ["--profile-steps", "2", "--trace-dir", str(tmp_path / "traces")]) == 0
+    assert main(args + ["--profile-steps", "2", "--trace-dir", str(tmp_path / "traces"),
+                        "--gpu-augment-mode", "static"]) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out.strip().splitlines()[-1])
     assert set(result["windows_images_per_s"]) == {"model", "gpu"}
     assert all(len(rates) == 2 and min(rates) > 0 for rates in result["windows_images_per_s"].values())
     assert result["profile"]["gpu"]["steps"] == 2 and result["profile"]["model"]["wall_ms"] > 0
+    assert result["gpu_augment_mode"] == "static"
     assert "profile gpu:" in captured.err
     assert sorted(p.name for p in (tmp_path / "traces").iterdir()) == ["trace-gpu.json.gz", "trace-model.json.gz"]
     assert main(args + ["--trace-dir", str(tmp_path / "t2")]) == 2

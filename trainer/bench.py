@@ -59,7 +59,8 @@ def measure(stepper: Stepper, iterator, warmup: int, steps: int, windows: int, b
 def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20, warmup: int = 10,
         windows: int = 3, compile: bool = False, device: str = "auto", workers: int = 8, input_size: int = 224,
         model_kwargs: dict[str, Any] | None = None, precision: str = "auto", paths: tuple[str, ...] = ("model", "gpu", "cpu"),
-        fuse_augment: bool | None = None, profile_steps: int = 0, trace_dir: str | None = None,
+        fuse_augment: bool | None = None, augment_mode: str | None = None, profile_steps: int = 0,
+        trace_dir: str | None = None,
         log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Time each of ``paths``; returns the result dict (images/s per path, the
     ratios, each window's rate). profile_steps: after the timed windows,
@@ -70,6 +71,7 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
     ctx = dist.Context(rank=0, world_size=1, local_rank=0, local_world_size=1, device=target)
     precision = resolve_precision(precision, ctx.device)
     fuse = pipelines.fuse_default(fuse_augment, ctx.device)
+    mode = pipelines.augment_mode_default(augment_mode, ctx.device)
     dataset = data.load(shards, log=log)
     num_classes = dataset.num_classes
     recipe = AugmentRecipe(input_size=input_size)
@@ -88,7 +90,8 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
 
     results: dict[str, Any] = {
         "model": name, "device": str(ctx.device), "batch_size": batch_size, "input_size": input_size,
-        "compile": compile, "fuse_augment": fuse, "plan_workers": pipelines.plan_workers_for(workers),
+        "compile": compile, "fuse_augment": fuse, "gpu_augment_mode": mode,
+        "plan_workers": pipelines.plan_workers_for(workers),
         "precision": precision, "workers": workers, "num_samples": dataset.num_samples,
         "image_size": dataset.image_size,
         "model_images_per_s": None, "gpu_augment_images_per_s": None, "cpu_augment_images_per_s": None,
@@ -106,7 +109,7 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
                                               ctx.device, seed=0, augment_cls=gpu_cls, log=log,
                                               overlap=path == "gpu",
                                               plan_workers=pipelines.plan_workers_for(workers),
-                                              augment_options={"fuse": fuse})
+                                              augment_options={"fuse": fuse}, augment_mode=mode)
         elif path == "cpu":
             source = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,
                                  ctx.device, seed=0, workers=workers)

@@ -126,6 +126,10 @@ PRETRAIN_OPTIONS = [
     (("--fuse-augment/--no-fuse-augment",), "run.fuse_augment", {"default": None},
      "GPU input path: torch.compile its heaviest functions into fused kernels (less GPU memory traffic; "
      "compiled during the first steps). [default: on for CUDA, off on the CPU]"),
+    (("--gpu-augment-mode",), "run.gpu_augment_mode", {"type": click.Choice(["op-by-op", "static", "graph"])},
+     "GPU input path: op-by-op runs each op on the samples that drew it (least device work); static lays every "
+     "batch out in the same shapes (each op on every sample; one compiled graph); graph also replays that as "
+     "CUDA graphs (least host time). [default: graph on CUDA, op-by-op on the CPU]"),
 ]
 DOWNSTREAM_OPTIONS = [
     (("--init",), "model.init", {"type": click.Path(dir_okay=False)},
@@ -325,6 +329,9 @@ def _print_result(summary: dict[str, Any]) -> None:
                    "(the GPU path without its side stream), cpu.")
 @click.option("--fuse-augment/--no-fuse-augment", default=None,
               help="Compile the GPU augmentation's heaviest functions into fused kernels. [default: on for CUDA]")
+@click.option("--gpu-augment-mode", type=click.Choice(["op-by-op", "static", "graph"]), default=None,
+              help="The GPU paths' augmentation mode (see pretrain --help). [default: graph on CUDA, op-by-op on "
+                   "the CPU]")
 @click.option("--profile-steps", type=int, default=0, show_default=True,
               help="After the timed windows, profile this many more steps of each path (torch.profiler) and "
                    "print where the time goes: wall and device-busy ms per step, per CUDA stream, top kernels.")
@@ -333,7 +340,8 @@ def _print_result(summary: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
 def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, windows: int, compile: bool, device: str,
           precision: str, workers: int, input_size: int, model_args: tuple[str, ...], paths: str,
-          fuse_augment: bool | None, profile_steps: int, trace_dir: str | None, as_json: bool) -> None:
+          fuse_augment: bool | None, gpu_augment_mode: str | None, profile_steps: int, trace_dir: str | None,
+          as_json: bool) -> None:
     """Images/s of the training step: model-bound (synthetic input on the
     device), GPU-augmented and CPU-augmented, and their ratios."""
     from . import bench as runner
@@ -353,7 +361,8 @@ def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, win
     result = runner.run(model_name=model, shards=shards, batch_size=batch_size, steps=steps, warmup=warmup,
                         windows=windows, compile=compile, device=device, workers=workers, input_size=input_size,
                         model_kwargs=kwargs.model.kwargs, precision=precision, paths=chosen,
-                        fuse_augment=fuse_augment, profile_steps=profile_steps, trace_dir=trace_dir, log=_log)
+                        fuse_augment=fuse_augment, augment_mode=gpu_augment_mode, profile_steps=profile_steps,
+                        trace_dir=trace_dir, log=_log)
     if as_json:
         click.echo(json.dumps(result))
         return

@@ -79,6 +79,7 @@ class RunConfig:
     workers: int | None = None  # DataLoader workers per rank; None: min(8, CPUs / local ranks)
     input_path: str = "auto"  # auto | cpu | gpu: where augmentation runs
     fuse_augment: bool | None = None  # compile the GPU augmentation's kernels; None: on CUDA
+    gpu_augment_mode: str | None = None  # op-by-op | static | graph; None: graph on CUDA, op-by-op on the CPU
     ckpt_every: float = 1000.0  # epochs between checkpoints
     keep_ckpts: int = 2  # periodic checkpoints kept (final.pt always)
     log_every: int = 50  # steps between metrics records and bar updates
@@ -240,7 +241,7 @@ def dump_yaml(config: TrainConfig) -> str:
 # change how the run is executed or recorded, not what it computes.
 OPERATIONAL = ("run.out", "run.device", "run.workers", "run.progress", "run.log_every", "run.compile",
                "run.keep_ckpts", "run.summary_every", "run.ckpt_every", "run.input_path",
-               "run.fuse_augment",
+               "run.fuse_augment", "run.gpu_augment_mode",
                "data.shards", "data.train", "data.val", "model.init")
 
 

@@ -113,6 +113,22 @@ def fuse_default(requested: bool | None, device: torch.device) -> bool:
     return requested if requested is not None else device.type == "cuda"
 
 
+AUGMENT_MODES = ("op-by-op", "static", "graph")
+
+
+def augment_mode_default(requested: str | None, device: torch.device) -> str:
+    """--gpu-augment-mode: as asked, else graph on CUDA (the host launches
+    one graph per batch instead of its kernels) and op-by-op on the CPU
+    (where computing every op on every sample costs more than it saves)."""
+    if requested is not None:
+        if requested not in AUGMENT_MODES:
+            raise UserError(f"GPU augment mode must be one of {', '.join(AUGMENT_MODES)}, got {requested!r}")
+        if requested == "graph" and device.type != "cuda":
+            raise UserError("GPU augment mode 'graph' needs a CUDA device (use static or op-by-op)")
+        return requested
+    return "graph" if device.type == "cuda" else "op-by-op"
+
+
 class DevicePipeline:
     """The GPU path: the decoded data set cached as uint8 on the device (or
     in pinned host memory when it does not fit), batches gathered by the
@@ -124,6 +140,12 @@ class DevicePipeline:
 
     augment_options: keyword arguments of ``augment_cls`` (GpuAugment's
     ``fuse``, ``resize_precision``).
+
+    augment_mode (AUGMENT_MODES): "op-by-op" runs each op on the samples
+    that drew it; "static" lays every batch out in the same shapes (one
+    compiled graph with ``fuse``); "graph" also captures that as CUDA graphs
+    (gpu_augment/graphs.py), replayed each step: the least host time. Same
+    batches in every mode, up to float rounding.
 
     plan_workers: DataLoader worker processes that plan steps ahead, so that
     the training thread only launches kernels (planning is several ms of
@@ -144,7 +166,8 @@ class DevicePipeline:
     def __init__(self, images: np.ndarray, labels: np.ndarray, schedule: EpochSchedule, recipe: AugmentRecipe,
                  num_classes: int, device: torch.device, seed: int, augment_cls: Any | None = None,
                  log=lambda m: None, overlap: bool = True, cache_on_device: bool | None = None,
-                 plan_workers: int = 0, augment_options: dict[str, Any] | None = None):
+                 plan_workers: int = 0, augment_options: dict[str, Any] | None = None,
+                 augment_mode: str = "op-by-op"):
         augment_cls = augment_cls or gpu_augment_class()
         if augment_cls is None:
             raise UserError("the GPU augmentation (fractrain.gpu_augment) is not available")
@@ -171,8 +194,20 @@ class DevicePipeline:
                 cache = cache.pin_memory()
         self.cache = cache
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
-        self.augment = augment_cls(recipe, num_classes, device, **(augment_options or {}))
+        options = dict(augment_options or {})
+        if augment_mode not in AUGMENT_MODES:
+            raise UserError(f"GPU augment mode must be one of {', '.join(AUGMENT_MODES)}, got {augment_mode!r}")
+        if augment_mode != "op-by-op":
+            options["static"] = True
+        self.augment = augment_cls(recipe, num_classes, device, **options)
         self.planner = StepPlanner(schedule, self.augment, seed, sample_shape)
+        self.graphed = None
+        if augment_mode == "graph":
+            if device.type != "cuda":
+                raise UserError("GPU augment mode 'graph' needs a CUDA device (use static or op-by-op)")
+            from .gpu_augment.graphs import GraphedAugment
+
+            self.graphed = GraphedAugment(self.augment, cache, self.labels) if cache.is_cuda else None
 
     # -- host ------------------------------------------------------------------
 
@@ -194,7 +229,12 @@ class DevicePipeline:
     # -- device ----------------------------------------------------------------
 
     def run(self, plan: StepPlan) -> tuple[Tensor, Tensor]:
-        """A StepPlan -> the step's (images, soft targets) on the device."""
+        """A StepPlan -> the step's (images, soft targets) on the device
+        (in graph mode: in a slot's memory, valid for the next step)."""
+        if self.graphed is not None and getattr(plan.augment, "key", None) is not None:
+            batch = self.graphed(plan.indices, plan.augment)
+            if batch is not None:
+                return batch
         indices = plan.indices.to(self.device, non_blocking=True)
         if self.cache.device.type == self.device.type:  # on the device ("cuda" and "cuda:0" alike)
             images = self.cache.index_select(0, indices)
@@ -226,6 +266,10 @@ class DevicePipeline:
         side.wait_stream(torch.cuda.current_stream(self.device))  # the cache upload
 
         def launch(plan: StepPlan) -> tuple[Tensor, Tensor, torch.cuda.Event]:
+            if self.graphed is not None:
+                # A graph slot is rewritten in place: wait for the step that
+                # read it (queued on the training stream before this call).
+                side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
                 x, y = self.run(plan)
                 ready = torch.cuda.Event()

@@ -102,11 +102,13 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
         raise UserError(f"{cfg.data.shards}: the manifest changed while the run started")
     if path == "gpu":
         planners, fuse = pipelines.plan_workers_for(workers), pipelines.fuse_default(cfg.run.fuse_augment, ctx.device)
+        mode = pipelines.augment_mode_default(cfg.run.gpu_augment_mode, ctx.device)
         pipe = pipelines.DevicePipeline(dataset.images, dataset.labels, schedule, recipe, num_classes, ctx.device,
                                         cfg.run.seed, augment_cls=augment_cls, log=log, plan_workers=planners,
-                                        augment_options={"fuse": fuse})
+                                        augment_options={"fuse": fuse}, augment_mode=mode)
         if ctx.is_main:
-            log(f"GPU augmentation: batches planned {f'ahead by {planners} workers' if planners else 'inline'}"
+            log(f"GPU augmentation ({mode}): batches planned "
+                f"{f'ahead by {planners} workers' if planners else 'inline'}"
                 f"{'; fused kernels, compiled during the first steps' if fuse else ''}")
     else:
         pipe = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,

@@ -25,8 +25,10 @@ Conventions
   torch's global RNG, numpy nor ``random`` is touched, so the same seed gives
   bit-identical output on the same device. GpuAugment draws every per-sample
   choice on the host from a CPU generator (a few kilobytes per batch) and
-  sends them in one copy; only the per-pixel erasing noise is drawn on the
-  device.
+  sends them in one copy; only the per-pixel erasing noise is made on the
+  device, hashed from a drawn seed and each pixel's position
+  (``draws.hashed_normal``: the same on every device and inside a compiled
+  graph or a CUDA graph).
 * Until normalisation, images are float32 tensors ``(N, C, H, W)`` holding
   integers in [0, 255]: each step rounds (or truncates, where PIL truncates)
   and clamps its result, so the integer-valued ops (posterize, solarize,
@@ -40,6 +42,12 @@ Conventions
 * Nothing waits for the device: the host knows every choice, so the ops
   run on exactly the samples that drew them (index_select / index_copy_
   with sizes known on the host) and no kernel's result is read back.
+* Two layouts of the same draws (``plans.py``): op by op (``AugmentPlan``,
+  the least device work) or static (``StaticPlan``, ``static.py``: the same
+  shapes for every batch, each op on every sample with identities where it
+  was not drawn, so that the device half is one compiled graph, which
+  ``graphs.py`` captures as CUDA graphs: the least host work). They give the
+  same batches (bit for bit on the CPU).
 
 Fidelity to timm/PIL (tested op by op against PIL in tests/test_gpu_augment.py)
 -----------------------------------------------------------------------------

@@ -3,8 +3,6 @@ host (``plan``), then the pixels are worked on the device (``apply``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 import torch
 from torch import Tensor
 
@@ -19,58 +17,12 @@ from .mixing import mix_batch, mix_choice, sample_cutmix_box, sample_mix_params,
 from .pixel_ops import normalize
 from .rand_augment import (LayerKinds, apply_rand_augment_layer, parse_rand_augment, plan_rand_augment_layer,
                            sample_rand_augment_layer)
-from .transfer import Layout, pack, send, unpack
+from . import static as static_layout
+from .plans import AugmentPlan, BatchDraws, StaticPlan
+from .transfer import pack
 
 
 GENERATOR_ON_HOST = True  # GpuAugment takes a CPU generator (see GpuAugment)
-
-
-@dataclass
-class AugmentPlan:
-    """One batch's per-sample choices, drawn on the host by ``GpuAugment.plan``.
-
-    ``buffer`` (uint8, a few hundred kB) packs every tensor the device needs,
-    so that a plan is one tensor to pin, to send between processes (plans can
-    be drawn ahead in DataLoader workers) and to copy to the device;
-    ``tensors`` views it by name. The other fields are plain Python numbers
-    that decide which kernels run, so the device never has to report
-    anything back.
-
-    Crop (names ``crop.*``): samples are resized in two groups, those PIL
-    resizes horizontally first and those it resizes vertically first
-    (``rows_first`` of them, listed first by the permutation ``crop.perm``,
-    int64 (N,); ``crop.inverse`` restores the order). ``crop.start``,
-    ``crop.length`` int64 (2N,), ``crop.reverse`` bool (2N,) and, with
-    'random' interpolation only, ``crop.cubic`` bool (2N,): the x-axis windows
-    of the permuted samples, then their y-axis windows; ``reverse`` is the
-    flip of that axis.
-    """
-
-    buffer: Tensor
-    layout: Layout
-    rows_first: int
-    layers: list[LayerKinds]  # RandAugment's layers (their tensors are packed, named layer0.*, layer1.*, ...)
-    jitter: bool  # colour jitter (``jitter.factors`` (N, 3), ``jitter.order`` (N, 3))
-    erase: bool  # any sample erased: ``erase.index`` int64 (k,) lists them, ``erase.top/left/h/w`` int64 (k, K)
-    mix: str  # "none", "mixup" or "cutmix"
-    lam: float  # the targets' mixing weight (box-corrected for CutMix)
-    box: tuple[int, int, int, int]  # CutMix (y0, y1, x0, x1)
-    noise_seed: int  # seeds the device generator of the erasing noise
-
-    @property
-    def tensors(self) -> dict[str, Tensor]:
-        """The packed tensors by name (views of ``buffer``, wherever it is)."""
-        return unpack(self.buffer, self.layout)
-
-    def pin_memory(self) -> "AugmentPlan":
-        """The plan with its buffer in pinned host memory (DataLoader's pin
-        thread calls this), so that the copy to a GPU does not block the host."""
-        return replace(self, buffer=self.buffer.pin_memory())
-
-    def to(self, device: torch.device) -> "AugmentPlan":
-        """The plan with its buffer on ``device`` (one non-blocking copy, ``send``)."""
-        buffer = send(self.buffer, device)
-        return self if buffer is self.buffer else replace(self, buffer=buffer)
 
 
 class GpuAugment:
@@ -110,10 +62,17 @@ class GpuAugment:
     fuse: run the heaviest device functions compiled (``fusion.py``: one
     kernel where eager PyTorch writes a tensor per operation; the first
     batches pay the compilation). Same results up to float rounding.
+
+    static: lay batches out in shapes that are the same for every batch
+    (``static.py``: each op computed on every sample, identity where not
+    drawn, the geometric ops on a fixed number of slots), so that the device
+    half is one fixed graph of kernels: compiled once with ``fuse``, and
+    capturable as a CUDA graph (``graphs.py``). Same results as the
+    op-by-op layout up to float rounding.
     """
 
     def __init__(self, recipe: AugmentRecipe, num_classes: int, device: torch.device | str,
-                 resize_precision: str | None = None, fuse: bool = False):
+                 resize_precision: str | None = None, fuse: bool = False, static: bool = False):
         self.recipe = recipe
         self.num_classes = int(num_classes)
         self.device = torch.device(device)
@@ -138,7 +97,10 @@ class GpuAugment:
             raise ValueError(f"resize_precision must be one of {RESIZE_PRECISIONS}, got {resize_precision!r}")
         self.resize_precision = resize_precision
         self.fuse = bool(fuse)
+        self.static = bool(static)
         self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        # One object for the run: the compiled static graph specialises on its values.
+        self.static_config = static_layout.StaticConfig.of(self)
 
     def __getstate__(self) -> dict:
         # Picklable for DataLoader workers that plan ahead: the per-device
@@ -176,13 +138,12 @@ class GpuAugment:
 
     # -- host: draw every choice ------------------------------------------------
 
-    def plan(self, shape: tuple[int, int, int, int], generator: torch.Generator) -> AugmentPlan:
-        """Draw one batch's choices for images of ``shape`` (B, C, H, W) from the
-        CPU ``generator``. Pure host work on tensors of a few thousand elements."""
+    def draw(self, shape: tuple[int, int, int, int], generator: torch.Generator) -> BatchDraws:
+        """Every random choice of one batch of images of ``shape`` (B, C, H, W),
+        from the CPU ``generator``, in a fixed order (the same draws whichever
+        way plan() then lays them out for the device)."""
         r, s = self.recipe, self.size
         b, c, height, width = shape
-        tensors: dict[str, Tensor] = {}
-
         if r.crop:
             top, left, h, w = sample_crop_boxes(b, height, width, r.scale, r.ratio, generator)
         else:
@@ -190,56 +151,79 @@ class GpuAugment:
             top, left, h, w = zero, zero, zero + height, zero + width
         cubic = self._cubic(b, generator)
         hflip, vflip = sample_flips(b, r.hflip, r.vflip, generator)
+        layers = []
+        if self.rand_augment is not None:
+            for _ in range(self.rand_augment.num_layers):
+                op, apply, magnitude, sign = sample_rand_augment_layer(b, self.rand_augment, generator)
+                layers.append((op, apply, magnitude, sign, self._cubic(b, generator)))
+        jitter = sample_color_jitter(b, self.color_jitter, generator) if self.color_jitter is not None else None
+        erase = sample_erasing_boxes(b, s, s, r.reprob, generator, max_count=r.recount) if r.reprob > 0 else None
+        mix, lam, box = "none", 1.0, (0, 0, 0, 0)
+        if r.mixes:
+            lam_t, use_cutmix = sample_mix_params(r.mixup_alpha, r.cutmix_alpha, r.mix_prob, r.switch_prob, generator)
+            *box_t, lam_box = sample_cutmix_box(lam_t, s, s, generator)
+            mix, lam, box = mix_choice(lam_t, use_cutmix, tuple(box_t), lam_box)
+        noise_seed = int(torch.randint(2**62, (), generator=generator))
+        return BatchDraws(tuple(shape), (top, left, h, w), cubic, hflip, vflip, layers, jitter, erase, mix, lam, box,
+                          noise_seed)
+
+    def plan(self, shape: tuple[int, int, int, int], generator: torch.Generator) -> AugmentPlan | StaticPlan:
+        """Draw one batch's choices for images of ``shape`` (B, C, H, W) from the
+        CPU ``generator`` and lay them out for the device: a StaticPlan when
+        this augmentation is ``static`` and the batch fits its layout (see
+        static.py), else an AugmentPlan. Pure host work on tensors of a few
+        thousand elements."""
+        draws = self.draw(shape, generator)
+        if self.static:
+            plan = static_layout.plan(self, draws)
+            if plan is not None:
+                return plan
+        return self._subset_plan(draws)
+
+    def _subset_plan(self, d: BatchDraws) -> AugmentPlan:
+        """The draws as an AugmentPlan: each op's samples listed."""
+        s = self.size
+        b, c = d.shape[:2]
+        top, left, h, w = d.crop
+        tensors: dict[str, Tensor] = {}
         vertical_first = resize_order(h, w, s)
         perm = torch.argsort(vertical_first.to(torch.uint8), stable=True)
         tensors["crop.perm"] = perm
         tensors["crop.inverse"] = torch.argsort(perm)
         tensors["crop.start"] = torch.cat([left[perm], top[perm]])
         tensors["crop.length"] = torch.cat([w[perm], h[perm]])
-        if isinstance(cubic, Tensor):
-            tensors["crop.cubic"] = torch.cat([cubic[perm], cubic[perm]])
-        tensors["crop.reverse"] = torch.cat([hflip[perm], vflip[perm]])
+        if isinstance(d.cubic, Tensor):
+            tensors["crop.cubic"] = torch.cat([d.cubic[perm], d.cubic[perm]])
+        tensors["crop.reverse"] = torch.cat([d.hflip[perm], d.vflip[perm]])
         rows_first = b - int(vertical_first.sum())
 
         layers = []
-        if self.rand_augment is not None:
-            channels = self._channels_after_expand(c)
-            for k in range(self.rand_augment.num_layers):
-                op, apply, magnitude, sign = sample_rand_augment_layer(b, self.rand_augment, generator)
-                layer = plan_rand_augment_layer(op, apply, magnitude, sign, self.rand_augment.ops, s, s,
-                                                channels, self._cubic(b, generator))
-                tensors.update(layer.tensors(f"layer{k}"))
-                layers.append(layer.kinds())
+        channels = self._channels_after_expand(c)
+        for k, (op, apply, magnitude, sign, cubic) in enumerate(d.layers):
+            layer = plan_rand_augment_layer(op, apply, magnitude, sign, self.rand_augment.ops, s, s, channels, cubic)
+            tensors.update(layer.tensors(f"layer{k}"))
+            layers.append(layer.kinds())
 
-        jitter = self.color_jitter is not None
-        if jitter:
-            tensors["jitter.factors"], tensors["jitter.order"] = sample_color_jitter(b, self.color_jitter, generator)
-
-        erase = False
-        if r.reprob > 0:
-            top, left, h, w, active = sample_erasing_boxes(b, s, s, r.reprob, generator, max_count=r.recount)
-            index = active.any(1).nonzero().view(-1)
-            erase = len(index) > 0
-            tensors["erase.index"] = index
-            tensors.update({f"erase.{n}": v[index] for n, v in (("top", top), ("left", left), ("h", h), ("w", w))})
-
-        mix, lam, box = "none", 1.0, (0, 0, 0, 0)
-        if r.mixes:
-            lam_t, use_cutmix = sample_mix_params(r.mixup_alpha, r.cutmix_alpha, r.mix_prob, r.switch_prob, generator)
-            *box_t, lam_box = sample_cutmix_box(lam_t, s, s, generator)
-            mix, lam, box = mix_choice(lam_t, use_cutmix, tuple(box_t), lam_box)
-        tensors["mix.lam"] = torch.tensor(lam, dtype=torch.float32)  # on the device, for a compiled mixup
-        noise_seed = int(torch.randint(2**62, (), generator=generator))
-        return AugmentPlan(*pack(tensors), rows_first, layers, jitter, erase, mix, lam, box, noise_seed)
+        if d.jitter is not None:
+            tensors["jitter.factors"], tensors["jitter.order"] = d.jitter
+        erase = d.erase is not None and bool(d.erase[4].any())
+        if erase:
+            tensors.update({f"erase.{n}": v for n, v in zip(("top", "left", "h", "w"), d.erase[:4])})
+        tensors["mix.lam"] = torch.tensor(d.lam, dtype=torch.float32)  # on the device, for a compiled mixup
+        tensors["noise.seed"] = torch.tensor(d.noise_seed, dtype=torch.int64)
+        return AugmentPlan(*pack(tensors), rows_first, layers, d.jitter is not None, erase, d.mix, d.lam, d.box)
 
     # -- device: work the pixels ------------------------------------------------
 
+    def _mean_std(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The recipe's mean and std, float32 (3,) tensors made once per device."""
+        if device not in self._constants:
+            self._constants[device] = tuple(torch.tensor(v, dtype=torch.float32).to(device)
+                                            for v in (self.recipe.mean, self.recipe.std))
+        return self._constants[device]
+
     def _normalize(self, x: Tensor) -> Tensor:
-        """normalize() with mean/std tensors made once per device."""
-        if x.device not in self._constants:
-            self._constants[x.device] = tuple(torch.tensor(v, dtype=torch.float32).to(x.device)
-                                              for v in (self.recipe.mean, self.recipe.std))
-        return normalize(x, *self._constants[x.device])
+        return normalize(x, *self._mean_std(x.device))
 
     def _crop(self, images: Tensor, plan: AugmentPlan, dev: dict[str, Tensor]) -> Tensor:
         """RandomResizedCrop + flips (folded into the resize matrices):
@@ -273,10 +257,12 @@ class GpuAugment:
         with torch.autocast(images.device.type, enabled=False), torch.no_grad(), fusion.enabled(self.fuse):
             return self._apply(images, targets, plan)
 
-    def _apply(self, images: Tensor, targets: Tensor, plan: AugmentPlan) -> tuple[Tensor, Tensor]:
+    def _apply(self, images: Tensor, targets: Tensor, plan: AugmentPlan | StaticPlan) -> tuple[Tensor, Tensor]:
         r = self.recipe
         if images.dim() == 3:
             images = images[:, None]
+        if isinstance(plan, StaticPlan):
+            return static_layout.apply(self, images, targets, plan.to(images.device).tensors)
         dev = plan.to(images.device).tensors
 
         x = self._crop(images, plan, dev)
@@ -288,11 +274,9 @@ class GpuAugment:
 
         x = self._normalize(x)
 
-        if plan.erase:  # on the erased samples only (half the batch by default)
-            noise = torch.Generator(device=x.device).manual_seed(plan.noise_seed)
+        if plan.erase:
             boxes = (dev[f"erase.{n}"] for n in ("top", "left", "h", "w"))
-            index = dev["erase.index"]
-            x.index_copy_(0, index, random_erasing(x.index_select(0, index), *boxes, noise, mode=r.remode))
+            x = random_erasing(x, *boxes, dev["noise.seed"], mode=r.remode)
 
         # x is this call's own tensor (normalize made it): mix in place.
         x = mix_batch(x, plan.mix, dev["mix.lam"], plan.box, inplace=True)

@@ -242,13 +242,17 @@ def _resize_pass(weights: list[Tensor], values: Tensor, weights_first: bool) -> 
     return torch.floor(_product(weights, values, weights_first) + 0.5).clamp_(0, 255)
 
 
-def _two_pass_resize(x: Tensor, wx: list[Tensor], wy: list[Tensor], rows_first: int) -> Tensor:
+def _two_pass_resize(x: Tensor, wx: list[Tensor], wy: list[Tensor], rows_first: int,
+                     switch_tf32: bool = True) -> Tensor:
     """PIL's separable resize as two batched matrix products, each pass rounded
     to uint8 as PIL does. x (N, C, H, W) of integers in [0, 255], any dtype
     that holds them (uint8 is converted once, to what the product needs);
     wx (N, 1, S, W), wy (N, 1, S, H): _resample_weights' lists, with a
     channel dim. The first ``rows_first`` samples run the horizontal pass
     first, the others the vertical one. Returns float32 (N, C, S, S).
+    switch_tf32: with TF32-exact weights (two parts) on CUDA, switch TF32
+    matmuls on around the products (False: the caller has, e.g. outside a
+    compiled region, which cannot switch it).
     """
     def horizontal(v: Tensor, w: list[Tensor]) -> Tensor:
         return _resize_pass([part.transpose(2, 3) for part in w], v, weights_first=False)
@@ -262,7 +266,7 @@ def _two_pass_resize(x: Tensor, wx: list[Tensor], wy: list[Tensor], rows_first: 
     n, k = x.shape[0], rows_first
     first, rest = slice(0, k), slice(k, n)
     parts = []
-    with _tf32_matmuls(len(wx) > 1 and x.is_cuda):
+    with _tf32_matmuls(switch_tf32 and len(wx) > 1 and x.is_cuda):
         if k > 0:
             parts.append(vertical(horizontal(x[first], rows(wx, first)), rows(wy, first)))
         if k < n:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from .draws import _rand, _randint_inclusive, _randn, _uniform
+from .draws import _rand, _randint_inclusive, _uniform, hashed_normal
 
 
 def sample_erasing_boxes(
@@ -73,22 +73,26 @@ def random_erasing(
     left: Tensor,
     h: Tensor,
     w: Tensor,
-    generator: torch.Generator,
+    seed: Tensor | int,
     mode: str = "pixel",
 ) -> Tensor:
-    """Erase the boxes (N, K) of the normalised x float32 (N, C, H, W).
-
-    mode 'pixel': per-pixel N(0, 1) noise (timm's default here); 'rand': one
-    N(0, 1) colour per sample and channel; 'const': 0. In normalised space, as
-    timm. The noise is drawn for the whole batch (cheaper on a GPU than
-    gathering the boxes; the distribution in each box is the same).
+    """Erase the boxes (N, K) of the normalised x float32 (N, C, H, W); samples
+    with no box have h = w = 0. mode 'pixel': per-pixel N(0, 1) noise (timm's
+    default here); 'rand': one N(0, 1) colour per sample and channel; 'const':
+    0. In normalised space, as timm. The noise is ``hashed_normal(seed)`` over
+    the whole batch (cheaper on a GPU than gathering the boxes; the
+    distribution in each box is the same), so the same seed gives the same
+    noise on every device and however the call is compiled or captured.
+    seed: an int, or an int64 0-d tensor on x's device (no host round trip).
     """
     n, c, height, width = x.shape
     mask = _box_mask(top, left, h, w, height, width)[:, None]
+    if not isinstance(seed, Tensor):
+        seed = torch.tensor(int(seed), dtype=torch.int64).to(x.device, non_blocking=True)
     if mode == "pixel":
-        fill = _randn((n, c, height, width), generator)
+        fill = hashed_normal(seed, (n, c, height, width), x.device)
     elif mode == "rand":
-        fill = _randn((n, c, 1, 1), generator)
+        fill = hashed_normal(seed, (n, c, 1, 1), x.device)
     elif mode in ("const", ""):
         fill = torch.zeros((1,), device=x.device)
     else:

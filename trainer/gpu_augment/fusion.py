@@ -49,8 +49,14 @@ def _warn_once(fn: Callable, message: str) -> None:
         warnings.warn(f"gpu_augment: {fn.__qualname__}: {message}", RuntimeWarning, stacklevel=3)
 
 
-def fused(fn: Callable) -> Callable:
-    """Decorator: ``fn`` runs compiled inside ``enabled(True)``, else as written."""
+def fused(fn: Callable | None = None, *, dynamic: bool = True) -> Callable:
+    """Decorator: ``fn`` runs compiled inside ``enabled(True)``, else as written.
+    ``@fused`` compiles for shapes that change (``dynamic=True``);
+    ``@fused(dynamic=False)`` for a function whose shapes are fixed for a run
+    (static.py's whole batch: constant sizes let Inductor index with 32-bit
+    integers and divide by constants)."""
+    if fn is None:
+        return functools.partial(fused, dynamic=dynamic)
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -59,7 +65,7 @@ def fused(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         compiled = _COMPILED.get(fn)
         if compiled is None:
-            compiled = _COMPILED[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
+            compiled = _COMPILED[fn] = torch.compile(fn, dynamic=dynamic, fullgraph=True)
         try:
             return compiled(*args, **kwargs)
         except _LIMIT_HIT:

@@ -271,6 +271,23 @@ class LayerKinds:
 _STATS_OPS = {"AutoContrast": 0, "Equalize": 1, "Contrast": 2, "ContrastIncreasing": 2}
 
 
+def value_table(name: str, arg: Tensor) -> Tensor:
+    """The look-up table (k, 1, 256) float32 of a value-mapping op whose table
+    depends on its argument alone (not AutoContrast, Equalize, Contrast),
+    for k samples' arguments arg (k,) (level_to_arg's)."""
+    if name == "Invert":
+        return _invert_lut(arg.shape[0], arg.device)
+    if name.startswith("Posterize"):
+        return _posterize_lut(arg)
+    if name.startswith("SolarizeAdd"):
+        return _solarize_add_lut(arg)
+    if name.startswith("Solarize"):
+        return _solarize_lut(arg)
+    if name.startswith("Brightness"):
+        return _brightness_lut(arg)
+    raise ValueError(f"{name!r} has no argument-only table")
+
+
 def plan_rand_augment_layer(
     op: Tensor,
     apply: Tensor,
@@ -308,17 +325,7 @@ def plan_rand_augment_layer(
             stats[_STATS_OPS[name]].append((index, arg))
             uses_lut = True
         elif name in _LUT_OPS:
-            if name == "Invert":
-                table = _invert_lut(len(index), op.device)
-            elif name.startswith("Posterize"):
-                table = _posterize_lut(arg)
-            elif name.startswith("SolarizeAdd"):
-                table = _solarize_add_lut(arg)
-            elif name.startswith("Solarize"):
-                table = _solarize_lut(arg)
-            else:  # Brightness
-                table = _brightness_lut(arg)
-            lut[index] = table
+            lut[index] = value_table(name, arg)
             uses_lut = True
         elif name in _AFFINE_OPS:
             matrix = _affine_matrix(name, arg, height, width)

@@ -1,0 +1,128 @@
+"""The static device half of GpuAugment (static.py), from the image cache to
+the augmented batch, captured as CUDA graphs and replayed each step: the
+host then spends a few microseconds per batch instead of launching every
+kernel (which bounded a fast model's step on an H100; see RESULTS.md).
+
+A graph reads and writes fixed memory. Each of two ``Slot``s owns its
+inputs (the batch's indices and the plan's packed buffer, copied in before
+a replay) and its outputs (the batch the training step reads). Slots take
+turns, so batch k + 1 is written while step k reads batch k; before a slot
+is written again, the stream doing it waits for the work already queued on
+the training stream (the step that read that slot two batches ago).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from . import fusion
+from . import static as static_layout
+from .crop import _tf32_matmuls
+from .plans import StaticPlan
+from .transfer import unpack
+
+# capture(fn) -> (replay, outputs): run fn so that replay() redoes it in place,
+# writing outputs again. CUDA: a CUDA graph; tests pass a plain re-run.
+Capture = Callable[[Callable[[], tuple[Tensor, Tensor]]], tuple[Callable[[], None], tuple[Tensor, Tensor]]]
+
+
+def cuda_graph_capture(warmup: int = 3, pool=None) -> Capture:
+    """A Capture by torch.cuda.graph: ``warmup`` runs on a side stream first
+    (compiling, cuBLAS and allocator warm-up must not happen during capture),
+    then one captured run; ``pool`` shares the graphs' memory pool."""
+    def capture(fn):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the DataLoader's pin-memory thread may call CUDA
+        # (pinned allocations) while this thread captures.
+        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+            outputs = fn()
+        return graph.replay, outputs
+
+    return capture
+
+
+@dataclass
+class Slot:
+    indices: Tensor  # int64 (B,) on the device
+    buffer: Tensor  # uint8, the plan's packed tensors, on the device
+    replay: Callable[[], None]
+    outputs: tuple[Tensor, Tensor]  # (images float32 (B, 3, S, S), targets float32 (B, K))
+
+
+class GraphedAugment:
+    """Batches of a StaticPlan layout by replaying captured graphs.
+
+    ``cache`` uint8 (N, C, H, W) and ``labels`` int64 (N,) live on the
+    device; ``augment`` is a GpuAugment with ``static=True``. Calling it with
+    a step's indices (int64 (B,), pinned host memory) and its StaticPlan
+    returns that step's (images, soft targets), in the slot's memory: valid
+    until the slot's next turn, two calls later. The slots are built for the
+    layout of the first plan; a plan of another layout (a different batch
+    size) gets None (the caller runs it uncaptured). If capturing fails, a
+    warning says so and every call returns None.
+    """
+
+    def __init__(self, augment, cache: Tensor, labels: Tensor, capture: Capture | None = None, copies: int = 2):
+        self.augment = augment
+        self.cache = cache
+        self.labels = labels
+        self.copies = copies
+        self._capture = capture
+        self.key = None
+        self.slots: list[Slot] = []
+        self.turn = 0
+        self.failed = False
+
+    def _batch(self, indices: Tensor, buffer: Tensor, layout) -> tuple[Tensor, Tensor]:
+        """The device half, from the cache to the batch (what is captured)."""
+        aug = self.augment
+        images = self.cache.index_select(0, indices)
+        if images.dim() == 3:
+            images = images[:, None]
+        mean, std = aug._mean_std(images.device)
+        with torch.autocast(images.device.type, enabled=False), torch.no_grad(), fusion.enabled(aug.fuse):
+            with _tf32_matmuls(aug.resize_precision == "tf32x2" and images.is_cuda):
+                return static_layout.augment(aug.static_config, images, self.labels.index_select(0, indices),
+                                             unpack(buffer, layout), mean, std)
+
+    def _build(self, indices: Tensor, plan: StaticPlan) -> None:
+        device = self.cache.device
+        # One memory pool for the slots' graphs.
+        capture = self._capture or cuda_graph_capture(pool=torch.cuda.graph_pool_handle())
+        self.slots = []
+        for _ in range(self.copies):
+            slot_indices = indices.to(device).clone()
+            slot_buffer = plan.buffer.to(device).clone()
+            replay, outputs = capture(lambda i=slot_indices, b=slot_buffer: self._batch(i, b, plan.layout))
+            self.slots.append(Slot(slot_indices, slot_buffer, replay, outputs))
+        self.key = plan.key
+
+    def __call__(self, indices: Tensor, plan: StaticPlan) -> tuple[Tensor, Tensor] | None:
+        if self.failed or (self.key is not None and plan.key != self.key):
+            return None
+        if self.key is None:
+            try:
+                self._build(indices, plan)
+            except Exception as error:  # noqa: BLE001 - any capture failure: run uncaptured, say why once
+                self.failed = True
+                first_line = str(error).splitlines()[0] if str(error) else ""
+                warnings.warn(f"gpu_augment: capturing the augmentation as CUDA graphs failed "
+                              f"({type(error).__name__}: {first_line}); it runs uncaptured", RuntimeWarning)
+                return None
+        slot = self.slots[self.turn]
+        self.turn = (self.turn + 1) % len(self.slots)
+        slot.indices.copy_(indices, non_blocking=True)
+        slot.buffer.copy_(plan.buffer, non_blocking=True)
+        slot.replay()
+        return slot.outputs
