@@ -1144,6 +1144,14 @@ def test_plan_workers_give_the_same_batches_in_step_order():
     for (x1, y1), (x2, y2) in zip(inline.batches(3, 6), ahead.batches(3, 6)):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
     assert x1.shape == (16, 3, 24, 24)
+    # What workers send: numpy arrays, pickled by value (no shared-memory tensors), undone on arrival.
+    wire = inline.planner[4].to_wire()
+    assert isinstance(wire.indices, np.ndarray) and isinstance(wire.augment.buffer, np.ndarray)
+    payload = pickle.dumps(wire)
+    assert len(payload) > wire.augment.buffer.nbytes  # the bytes themselves travel
+    back = pickle.loads(payload).from_wire(pin=False)
+    assert torch.equal(back.indices, inline.planner[4].indices)
+    assert torch.equal(back.augment.buffer, inline.planner[4].augment.buffer) and back.augment.layout == wire.augment.layout
 
 
 @cuda

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Iterator, Protocol
 
 import numpy as np
@@ -71,10 +71,28 @@ class StepPlan:
     augment: Any
 
     def pin_memory(self) -> "StepPlan":
-        """Pinned copies (DataLoader's pin thread calls this), so that the
-        copies to the GPU do not block the host."""
+        """Pinned copies, so that the copies to the GPU do not block the host."""
         plan = self.augment.pin_memory() if hasattr(self.augment, "pin_memory") else self.augment
         return StepPlan(self.step, self.indices.pin_memory(), plan)
+
+    def to_wire(self) -> "StepPlan":
+        """The plan with its tensors (the indices, the augmentation plan's
+        packed ``buffer``) as numpy arrays, for a worker to send: pickled by
+        value through the pipe, where a tensor would travel as a
+        shared-memory file descriptor (slower for a few hundred kB, and
+        freed through the receiving process)."""
+        plan = self.augment
+        if isinstance(getattr(plan, "buffer", None), Tensor):
+            plan = replace(plan, buffer=plan.buffer.numpy())
+        return StepPlan(self.step, self.indices.numpy(), plan)
+
+    def from_wire(self, pin: bool) -> "StepPlan":
+        """to_wire undone in the receiving process (pinned when ``pin``)."""
+        plan = self.augment
+        if isinstance(getattr(plan, "buffer", None), np.ndarray):
+            plan = replace(plan, buffer=torch.from_numpy(plan.buffer))
+        out = StepPlan(self.step, torch.from_numpy(self.indices), plan)
+        return out.pin_memory() if pin else out
 
 
 @dataclass
@@ -97,6 +115,16 @@ class StepPlanner(torch.utils.data.Dataset):
 
 def _as_is(item: Any) -> Any:  # the DataLoader's collate: plans are not batched
     return item
+
+
+@dataclass
+class _WirePlanner(torch.utils.data.Dataset):
+    """The planner as DataLoader workers run it: plans in their wire form (StepPlan.to_wire)."""
+
+    planner: StepPlanner
+
+    def __getitem__(self, step: int) -> StepPlan:
+        return self.planner[step].to_wire()
 
 
 def plan_workers_for(workers: int) -> int:
@@ -219,12 +247,16 @@ class DevicePipeline:
             return
         # The loader's own generator: its workers' base seed would otherwise be
         # drawn from the global RNG, shifting the model's dropout draws (a
-        # resumed run would then differ from an uninterrupted one).
+        # resumed run would then differ from an uninterrupted one). No pin
+        # thread: it would contend for the GIL with the training thread (a
+        # profile showed ms per step waiting in the loader); the plans come
+        # by value and are pinned here (a copy of a few hundred kB).
         loader = torch.utils.data.DataLoader(
-            self.planner, batch_size=None, sampler=steps, num_workers=self.plan_workers,
-            collate_fn=_as_is, pin_memory=self.device.type == "cuda", prefetch_factor=4,
-            generator=torch.Generator().manual_seed(0))
-        yield from loader
+            _WirePlanner(self.planner), batch_size=None, sampler=steps, num_workers=self.plan_workers,
+            collate_fn=_as_is, pin_memory=False, prefetch_factor=4, generator=torch.Generator().manual_seed(0))
+        pin = self.device.type == "cuda"
+        for plan in loader:
+            yield plan.from_wire(pin)
 
     # -- device ----------------------------------------------------------------
 

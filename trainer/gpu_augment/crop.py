@@ -115,7 +115,7 @@ def _resample_weights(
 
     The taps are computed in float64 (as PIL) on a window of ``taps`` pixels
     per output pixel, a bound fixed by the sizes alone (no look at the data,
-    so no host sync), then scattered into the dense matrix the matmul needs.
+    so no host sync), then spread into the dense matrix the matmul needs.
     """
     n = start.shape[0]
     device = start.device
@@ -147,19 +147,20 @@ def _resample_weights(
     weight = weight / torch.where(total == 0, torch.ones_like(total), total)
     one = float(1 << 22)  # PIL: PRECISION_BITS = 32 - 8 - 2, rounded half away from zero
     weight = torch.trunc(weight * one + torch.where(weight < 0, -0.5, 0.5)) / one
-    # Taps past the span go to a spare column in_size, dropped after the scatter,
-    # so every kept column is written once (scatter_, deterministic). Rows are
-    # padded to a multiple of 8 floats: cuBLAS picks its fast kernels only for
-    # 16-byte aligned rows (at 513 floats apart an H100 ran Ampere-era "align1" ones).
-    row = -(-(in_size + 1) // 8) * 8
-    column = torch.where(valid, pos + start, torch.full_like(pos, in_size)).long()
     # Split here, on the few taps, not on the dense matrices (mostly zeros).
     parts = _tf32_parts(weight.to(torch.float32)) if precision == "tf32x2" else [weight.to(torch.float32)]
-    dense = []
-    for part in parts:
-        matrix = torch.zeros((n, out_size, row), device=device, dtype=part.dtype)
-        dense.append(matrix.scatter_(2, column, part)[:, :, :in_size])
-    return dense
+    # The dense matrices, read from the taps: column j of output pixel i holds
+    # tap j - first[i] (zero outside the window; taps past the span weigh 0
+    # already). One pass that writes each matrix once, where zeros + scatter
+    # wrote it twice. Rows are padded to a multiple of 8 floats: cuBLAS picks
+    # its fast kernels only for 16-byte aligned rows (at 513 floats apart an
+    # H100 ran Ampere-era "align1" ones).
+    row = -(-in_size // 8) * 8
+    tap = torch.arange(row, device=device, dtype=torch.int64) - (xmin + start).long()  # (N, out, row)
+    window = (tap >= 0) & (tap < taps)
+    tap = tap.clamp(0, taps - 1)
+    return [torch.where(window, part.gather(2, tap), torch.zeros_like(part[:, :, :1]))[:, :, :in_size]
+            for part in parts]
 
 
 def resize_order(h: Tensor, w: Tensor, size: int, pillow_vertical_first: bool | None = None) -> Tensor:

@@ -61,19 +61,22 @@ def _hash32(x: Tensor) -> Tensor:
 
 
 def hashed_normal(seed: Tensor, shape: tuple[int, ...], device: torch.device | str) -> Tensor:
-    """N(0, 1) float32 noise of ``shape`` (at most 2**31 elements) on ``device``,
+    """N(0, 1) float32 noise of ``shape`` (at most 2**32 elements) on ``device``,
     a pure function of ``seed`` (an int64 0-d tensor in [0, 2**62), on
     ``device``) and each element's flat position: Box-Muller on two uniforms
-    hashed from (position, seed)."""
+    hashed from (pair of positions, seed), whose cosine and sine give the
+    pair's two values."""
     count = 1
     for size in shape:
         count *= size
-    position = torch.arange(count, device=device, dtype=torch.int64)
+    pair = torch.arange((count + 1) // 2, device=device, dtype=torch.int64)
     low, high = seed & _MASK32, (seed >> 32) & _MASK32
-    bits_a = _hash32(_hash32((2 * position) ^ low) ^ high)
-    bits_b = _hash32(_hash32((2 * position + 1) ^ low) ^ high)
+    bits_a = _hash32(_hash32((2 * pair) ^ low) ^ high)
+    bits_b = _hash32(_hash32((2 * pair + 1) ^ low) ^ high)
     # 24-bit uniforms: u1 in (0, 1] (its log is finite), u2 in [0, 1).
     u1 = ((bits_a >> 8) + 1).to(torch.float32) * (1.0 / (1 << 24))
     u2 = (bits_b >> 8).to(torch.float32) * (1.0 / (1 << 24))
     radius = torch.sqrt(-2.0 * torch.log(u1))
-    return (radius * torch.cos((2.0 * torch.pi) * u2)).view(shape)
+    angle = (2.0 * torch.pi) * u2
+    values = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1).view(-1)
+    return values[:count].view(shape)
