@@ -62,6 +62,24 @@ def test_static_plans_have_one_layout_per_run():
     plans = [aug.plan((64, 3, 48, 48), gen(seed)) for seed in range(4)]
     assert len({p.key for p in plans}) == 1 and len({p.buffer.numel() for p in plans}) == 1
     assert plans[0].tensors["layer0.affine.index"].shape == (static_layout.affine_slots(64, aug.rand_augment),)
+    # A few numbers per sample (the tables are built on the device): a plan of 256 is small.
+    assert aug.plan((256, 3, 48, 48), gen(0)).buffer.numel() < 64_000  # op by op: ~550 kB
+
+
+def test_value_tables_built_on_the_device_are_the_host_tables():
+    from fractrain.gpu_augment.rand_augment import RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS, level_to_arg, value_table
+
+    names = [n for n in set(RAND_TRANSFORMS + RAND_INCREASING_TRANSFORMS)
+             if n.startswith(static_layout.VALUE_OPS)]
+    assert len(names) == 8  # Invert, Posterize, Solarize, SolarizeAdd, Brightness (+ 3 Increasing)
+    magnitude = torch.linspace(0, 10, 21)
+    sign = torch.where(torch.arange(21) % 2 == 0, 1.0, -1.0)
+    for name in names:
+        arg = level_to_arg(name, magnitude, sign)
+        op = torch.full((21,), static_layout._value_op(name) + 1)
+        assert torch.equal(static_layout._value_tables(op, arg), value_table(name, arg)), name
+    identity = static_layout._value_tables(torch.zeros(3, dtype=torch.int64), torch.rand(3))
+    assert torch.equal(identity, torch.arange(256.0).expand(3, 1, 256))
 
 
 def test_batches_the_static_layout_cannot_hold_are_laid_out_op_by_op(monkeypatch):

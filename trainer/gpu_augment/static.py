@@ -20,8 +20,8 @@ float rounding, tested):
   the transpose), and transposed back.
 * RandAugment layer: each sample draws one op, so the others can run as
   identities on it: a per-sample look-up table (the identity where no value
-  op was drawn; AutoContrast, Equalize and Contrast tables computed for every
-  sample and picked per sample), sharpness and colour with factor 1, and the
+  op was drawn; every kind of table built on the device for every sample
+  from its op and argument, and picked per sample), sharpness and colour with factor 1, and the
   geometric ops on a fixed number of slots (``affine_slots``: a bound the
   count exceeds with probability < 1e-9; the drawn samples, then spare ones
   with the identity matrix, which resamples a pixel to itself exactly). A
@@ -34,9 +34,10 @@ Tensors of a StaticPlan (B the batch, K the erasing boxes per sample, A the
 slots): ``crop.start``, ``crop.length`` int64 (2B,), ``crop.reverse`` bool
 (2B,) (the first pass's window and flip for each sample, then the
 second's), ``crop.cubic`` bool (2B,) ('random' interpolation only),
-``crop.transpose`` bool (B,); per layer k, ``layer{k}.lut`` float32
-(B, 1, 256), ``layer{k}.stats`` int64 (B,) (0, or 1 + AutoContrast /
-Equalize / Contrast), ``layer{k}.contrast``, ``layer{k}.sharpness``,
+``crop.transpose`` bool (B,); per layer k, ``layer{k}.value.op`` int64
+(B,) (0, or 1 + the VALUE_OPS index) and ``layer{k}.value.arg`` float32
+(B,), ``layer{k}.stats`` int64 (B,) (0, or 1 + AutoContrast / Equalize /
+Contrast), ``layer{k}.contrast``, ``layer{k}.sharpness``,
 ``layer{k}.color`` float32 (B,), ``layer{k}.affine.index`` int64 (A,),
 ``layer{k}.affine.matrix`` float64 (A, 2, 3), ``layer{k}.affine.cubic``
 bool (A,); ``jitter.factors`` / ``jitter.order`` (colour jitter only);
@@ -59,11 +60,12 @@ from .color_jitter import color_jitter
 from .crop import _resample_weights, _tf32_matmuls, _two_pass_resize, resize_order
 from .erasing import random_erasing
 from .geometric import affine
-from .pixel_ops import (_auto_contrast_lut, _contrast_lut, _equalize_lut, _histogram, _levels, _luma_mean, apply_lut,
-                        color, normalize, sharpness)
+from .pixel_ops import (_auto_contrast_lut, _brightness_lut, _contrast_lut, _equalize_lut, _histogram, _invert_lut,
+                        _levels, _luma_mean, _posterize_lut, _solarize_add_lut, _solarize_lut, apply_lut, color,
+                        normalize, sharpness)
 from .plans import BatchDraws, StaticPlan
 from .rand_augment import (_AFFINE_OPS, _COLOR_OPS, _LUT_OPS, _SHARPNESS_OPS, _STATS_OPS, RandAugmentConfig,
-                           _affine_matrix, level_to_arg, value_table)
+                           _affine_matrix, level_to_arg)
 from .transfer import pack
 from .mixing import smoothed_targets
 
@@ -84,6 +86,35 @@ def affine_slots(batch: int, cfg: RandAugmentConfig) -> int:
 
 # -- host: lay the draws out ---------------------------------------------------
 
+# The value-mapping ops whose table depends on their argument alone: the
+# device builds their tables from (op, argument) pairs, so a plan carries a
+# few numbers per sample instead of 256 (a plan is received and copied on
+# the training thread every step).
+VALUE_OPS = ("Invert", "Posterize", "SolarizeAdd", "Solarize", "Brightness")  # SolarizeAdd before Solarize
+
+
+def _value_op(name: str) -> int:
+    """VALUE_OPS index of a RandAugment op name (the *Increasing variants map to their base)."""
+    for k, prefix in enumerate(VALUE_OPS):
+        if name.startswith(prefix):
+            return k
+    raise ValueError(f"{name!r} has no argument-only table")
+
+
+def _value_tables(op: Tensor, arg: Tensor) -> Tensor:
+    """The per-sample tables float32 (N, 1, 256) of op int64 (N,) (VALUE_OPS
+    index + 1, 0 for the identity) at arg float32 (N,): value_table's, every
+    kind computed for every sample and picked per sample."""
+    n = op.shape[0]
+    pick = op.view(n, 1, 1)
+    tables = (_invert_lut(n, op.device), _posterize_lut(arg), _solarize_add_lut(arg), _solarize_lut(arg),
+              _brightness_lut(arg))
+    lut = _levels(n, op.device)
+    for k, table in enumerate(tables):
+        lut = torch.where(pick == k + 1, table, lut)
+    return lut
+
+
 
 def _plan_layer(op: Tensor, apply: Tensor, magnitude: Tensor, sign: Tensor, cubic: Tensor | bool,
                 ops: tuple[str, ...], size: int, slots: int) -> dict[str, Tensor] | None:
@@ -93,7 +124,8 @@ def _plan_layer(op: Tensor, apply: Tensor, magnitude: Tensor, sign: Tensor, cubi
     n = op.shape[0]
     if isinstance(cubic, bool):
         cubic = torch.full((n,), cubic, dtype=torch.bool)
-    lut = _levels(n, "cpu").clone()
+    value_op = torch.zeros(n, dtype=torch.int64)  # VALUE_OPS index + 1; 0: the identity table
+    value_arg = torch.zeros(n)
     stats = torch.zeros(n, dtype=torch.int64)
     factors = {name: torch.ones(n) for name in ("contrast", "sharpness", "color")}
     matrix = torch.eye(2, 3, dtype=torch.float64).repeat(n, 1, 1)
@@ -108,7 +140,8 @@ def _plan_layer(op: Tensor, apply: Tensor, magnitude: Tensor, sign: Tensor, cubi
             stats[index] = _STATS_OPS[name] + 1
             factors["contrast"][index] = arg
         elif name in _LUT_OPS:
-            lut[index] = value_table(name, arg)
+            value_op[index] = _value_op(name) + 1
+            value_arg[index] = arg
         elif name in _AFFINE_OPS:
             matrix[index] = _affine_matrix(name, arg, size, size)
             geometric[index] = True
@@ -123,7 +156,7 @@ def _plan_layer(op: Tensor, apply: Tensor, magnitude: Tensor, sign: Tensor, cubi
         return None
     spare = (~geometric).nonzero().view(-1)[: slots - chosen.numel()]  # identity matrices
     index = torch.cat([chosen, spare])
-    return {"lut": lut, "stats": stats, **factors,
+    return {"value.op": value_op, "value.arg": value_arg, "stats": stats, **factors,
             "affine.index": index, "affine.matrix": matrix[index], "affine.cubic": cubic[index]}
 
 
@@ -223,7 +256,7 @@ def _crop(cfg: StaticConfig, images: Tensor, t: dict[str, Tensor]) -> Tensor:
 def _layer(cfg: StaticConfig, x: Tensor, t: dict[str, Tensor], prefix: str) -> Tensor:
     """One RandAugment layer on every sample (identities where not drawn)."""
     n, c = x.shape[:2]
-    lut = t[f"{prefix}.lut"].expand(n, c, 256)
+    lut = _value_tables(t[f"{prefix}.value.op"], t[f"{prefix}.value.arg"]).expand(n, c, 256)
     if cfg.stats:
         stats = t[f"{prefix}.stats"].view(n, 1, 1)
         hist = _histogram(x)
