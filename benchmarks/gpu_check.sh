@@ -43,8 +43,8 @@
 #   FT_EPOCHS=1 BENCH_STEPS=2 BENCH_WARMUP=1 BENCH_WINDOWS=1 WORKERS=0 benchmarks/gpu_check.sh
 # KEEP_GOING=1 runs the remaining stages after a failed one (exit status 1 at the end).
 # BENCHES picks the bench stage's runs (vit_tiny-compiled, base, vit_tiny); PROFILE_STEPS=N
-# adds `fractrain bench --profile-steps N` (where each step's device time goes; traces
-# under $OUT/bench-NAME/).
+# adds `fractrain bench --profile-steps N` (where each step's device time goes; with
+# KEEP_TRACES=1 the chrome traces under $OUT/bench-NAME/).
 # STAGES (comma-separated, default all): environment, cuda-tests, build, augment-bench, host-bench,
 # bench, pretrain, finetune; e.g. issue #6's check:
 #   STAGES=environment,build,bench,augment-bench,host-bench,cuda-tests KEEP_GOING=1 benchmarks/gpu_check.sh
@@ -70,7 +70,8 @@ BENCH_STEPS=${BENCH_STEPS:-20}
 BENCH_WARMUP=${BENCH_WARMUP:-20}  # the fused augmentation compiles its variants in the first steps
 BENCH_WINDOWS=${BENCH_WINDOWS:-3}
 BENCHES=${BENCHES:-vit_tiny-compiled,base,vit_tiny,vit_tiny-compiled-op-by-op}  # which of the bench stage's runs
-PROFILE_STEPS=${PROFILE_STEPS:-0}  # > 0: each bench also profiles that many steps per path (chrome traces kept)
+PROFILE_STEPS=${PROFILE_STEPS:-0}  # > 0: each bench also profiles that many steps per path (summaries in the log)
+KEEP_TRACES=${KEEP_TRACES:-0}  # 1: with PROFILE_STEPS, keep the chrome traces under $OUT/bench-NAME/
 NPROC=$(nproc)
 WORKERS=${WORKERS:-$(( NPROC > 3 ? NPROC - 2 : 1 ))}
 KEEP_GOING=${KEEP_GOING:-0}
@@ -142,7 +143,9 @@ bench() {  # bench NAME LIMIT ARGS...
     local name=$1 limit=$2 profile=()
     shift 2
     [[ ",$BENCHES," == *",${name#bench-},"* ]] || return 0
-    (( PROFILE_STEPS > 0 )) && profile=(--profile-steps "$PROFILE_STEPS" --trace-dir "${OUT:-$WORK}/$name")
+    (( PROFILE_STEPS > 0 )) && profile=(--profile-steps "$PROFILE_STEPS")
+    # Chrome traces too (2-4 files per bench: mind the device tool's 8 files back from $OUT).
+    [[ $KEEP_TRACES == 1 ]] && profile+=(--trace-dir "${OUT:-$WORK}/$name")
     stage "$name" "$limit" "${FT[@]}" bench --shards "$WORK/shards" --device "$DEVICE" --batch-size "$BATCH" \
         --input-size "$INPUT" --steps "$BENCH_STEPS" --warmup "$BENCH_WARMUP" --windows "$BENCH_WINDOWS" \
         --workers "$WORKERS" --json "${profile[@]}" "$@" > "$WORK/$name.json" || true
