@@ -255,9 +255,11 @@ def test_cuda_graph_mode_gives_the_op_by_op_batches():
     images, labels = dots(64, 64)[:, 0].numpy(), np.arange(64) % 10
     recipe = RECIPES["default"]
     runs = []
-    for mode, overlap in (("op-by-op", False), ("graph", True), ("graph", False)):
+    # The last: the eager static path captured (no compiled kernels).
+    for mode, overlap, fuse in (("op-by-op", False, True), ("graph", True, True), ("graph", False, True),
+                                ("graph", True, False)):
         pipe = DevicePipeline(images, labels, EpochSchedule(64, 32, seed=0), recipe, 10, torch.device("cuda"),
-                              seed=0, overlap=overlap, augment_mode=mode, augment_options={"fuse": True})
+                              seed=0, overlap=overlap, augment_mode=mode, augment_options={"fuse": fuse})
         runs.append([(x.clone(), y.clone()) for x, y in pipe.batches(0, 6)])
         if mode == "graph":
             assert pipe.graphed is not None and pipe.graphed.slots and not pipe.graphed.failed
@@ -266,3 +268,35 @@ def test_cuda_graph_mode_gives_the_op_by_op_batches():
             diff = (x1 - x2).abs() * 127.5  # grey levels
             assert (diff > 0.01).float().mean() < 1e-3 and diff.max() < 3
             torch.testing.assert_close(y1, y2)
+
+
+def test_the_static_device_half_reads_nothing_from_the_host():
+    """What CUDA graph capture needs: no operation of the device half takes a
+    host tensor (on a GPU, a host-to-device copy, which a graph cannot
+    capture). Run on the meta device, where any host tensor stands out."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class HostReads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.found = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            tensors = [a for a in tree_flatten((args, kwargs or {}))[0] if isinstance(a, torch.Tensor)]
+            if any(t.device.type == "cpu" for t in tensors):
+                self.found.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    for name in ("default", "rgb fill, random interpolation", "colour jitter, no RandAugment"):
+        aug = GpuAugment(RECIPES[name], 10, "meta", static=True)
+        plan = aug.plan((16, 1, 48, 48), gen(0))
+        tensors = {key: value.to("meta") for key, value in plan.tensors.items()}
+        images = torch.empty((16, 1, 48, 48), dtype=torch.uint8, device="meta")
+        targets = torch.empty(16, dtype=torch.int64, device="meta")
+        mean, std = torch.empty(3, device="meta"), torch.empty(3, device="meta")
+        reads = HostReads()
+        with reads:
+            x, y = static_layout.augment(aug.static_config, images, targets, tensors, mean, std)
+        assert x.shape == (16, 3, 32, 32) and y.shape == (16, 10)
+        assert reads.found == [], (name, reads.found[:5])

@@ -95,8 +95,10 @@ def _interpolate(x: Tensor, sx: Tensor, sy: Tensor, cubic: bool | Tensor) -> Ten
     x0 = x0.clamp(-1, w - 1)
     y0 = y0.clamp(-1, h - 1)
     base = ((y0 + 2 + offsets[0]) * pw + (x0 + 2 + offsets[0])).long().reshape(n, 1, 1, -1)
-    tap = torch.tensor([j * pw + i for j in range(t) for i in range(t)], dtype=torch.int64)
-    index = (base + tap.to(x.device, non_blocking=True).view(1, 1, -1, 1)).reshape(n, 1, -1).expand(n, c, -1)
+    # Made on the device (a host tensor's copy could not be captured in a CUDA graph).
+    step = torch.arange(t, device=x.device, dtype=torch.int64)
+    tap = (step[:, None] * pw + step[None, :]).view(1, 1, -1, 1)  # row j, column i -> j * pw + i
+    index = (base + tap).reshape(n, 1, -1).expand(n, c, -1)
     flat = F.pad(x, (2, 2, 2, 2), mode="replicate").reshape(n, c, (h + 4) * pw)
     taps = flat.gather(2, index).view(n, c, t, t, -1)  # (N, C, row, column, point)
     v = [taps[:, :, :, i] for i in range(t)]  # each (N, C, row, point)
