@@ -173,7 +173,9 @@ class DevicePipeline:
     that drew it; "static" lays every batch out in the same shapes (one
     compiled graph with ``fuse``); "graph" also captures that as CUDA graphs
     (gpu_augment/graphs.py), replayed each step: the least host time. Same
-    batches in every mode, up to float rounding.
+    batches in every mode, up to float rounding. In graph mode a batch lives
+    in one of two fixed buffers, rewritten two batches later: a caller that
+    keeps batches longer than the step after (not the training loop) clones them.
 
     plan_workers: DataLoader worker processes that plan steps ahead, so that
     the training thread only launches kernels (planning is several ms of

@@ -21,8 +21,8 @@ float rounding, tested):
 * RandAugment layer: each sample draws one op, so the others can run as
   identities on it: a per-sample look-up table (the identity where no value
   op was drawn; every kind of table built on the device for every sample
-  from its op and argument, and picked per sample), sharpness and colour with factor 1, and the
-  geometric ops on a fixed number of slots (``affine_slots``: a bound the
+  from its op and argument, and picked per sample), sharpness and colour
+  with factor 1, and the geometric ops on a fixed number of slots (``affine_slots``: a bound the
   count exceeds with probability < 1e-9; the drawn samples, then spare ones
   with the identity matrix, which resamples a pixel to itself exactly). A
   batch over the bound is laid out op by op instead (plan returns None).
@@ -60,6 +60,7 @@ from .color_jitter import color_jitter
 from .crop import _resample_weights, _tf32_matmuls, _two_pass_resize, resize_order
 from .erasing import random_erasing
 from .geometric import affine
+from .mixing import smoothed_targets
 from .pixel_ops import (_auto_contrast_lut, _brightness_lut, _contrast_lut, _equalize_lut, _histogram, _invert_lut,
                         _levels, _luma_mean, _posterize_lut, _solarize_add_lut, _solarize_lut, apply_lut, color,
                         normalize, sharpness)
@@ -67,7 +68,6 @@ from .plans import BatchDraws, StaticPlan
 from .rand_augment import (_AFFINE_OPS, _COLOR_OPS, _LUT_OPS, _SHARPNESS_OPS, _STATS_OPS, RandAugmentConfig,
                            _affine_matrix, level_to_arg)
 from .transfer import pack
-from .mixing import smoothed_targets
 
 if TYPE_CHECKING:
     from .augment import GpuAugment
