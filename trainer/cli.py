@@ -366,9 +366,9 @@ def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, win
     if as_json:
         click.echo(json.dumps(result))
         return
-    for key in ("model_images_per_s", "gpu_augment_images_per_s", "gpu_serial_augment_images_per_s",
-                "cpu_augment_images_per_s", "gpu_vs_model", "gpu_serial_vs_model", "cpu_vs_model", "gpu_vs_cpu",
-                "peak_gpu_memory_gb"):
+    for key in ("gpu_augment_mode", "model_images_per_s", "gpu_augment_images_per_s",
+                "gpu_serial_augment_images_per_s", "cpu_augment_images_per_s", "gpu_vs_model", "gpu_serial_vs_model",
+                "cpu_vs_model", "gpu_vs_cpu", "peak_gpu_memory_gb"):
         if key in result:
             click.echo(f"{key}: {result[key]}")
 
