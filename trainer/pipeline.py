@@ -144,16 +144,21 @@ def fuse_default(requested: bool | None, device: torch.device) -> bool:
 AUGMENT_MODES = ("op-by-op", "static", "graph")
 
 
+def _check_augment_mode(mode: str, device: torch.device) -> str:
+    """``mode`` if it is one of AUGMENT_MODES that ``device`` can run, else a UserError."""
+    if mode not in AUGMENT_MODES:
+        raise UserError(f"GPU augment mode must be one of {', '.join(AUGMENT_MODES)}, got {mode!r}")
+    if mode == "graph" and device.type != "cuda":
+        raise UserError("GPU augment mode 'graph' needs a CUDA device (use static or op-by-op)")
+    return mode
+
+
 def augment_mode_default(requested: str | None, device: torch.device) -> str:
     """--gpu-augment-mode: as asked, else graph on CUDA (the host launches
     one graph per batch instead of its kernels) and op-by-op on the CPU
     (where computing every op on every sample costs more than it saves)."""
     if requested is not None:
-        if requested not in AUGMENT_MODES:
-            raise UserError(f"GPU augment mode must be one of {', '.join(AUGMENT_MODES)}, got {requested!r}")
-        if requested == "graph" and device.type != "cuda":
-            raise UserError("GPU augment mode 'graph' needs a CUDA device (use static or op-by-op)")
-        return requested
+        return _check_augment_mode(requested, device)
     return "graph" if device.type == "cuda" else "op-by-op"
 
 
@@ -225,16 +230,13 @@ class DevicePipeline:
         self.cache = cache
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         options = dict(augment_options or {})
-        if augment_mode not in AUGMENT_MODES:
-            raise UserError(f"GPU augment mode must be one of {', '.join(AUGMENT_MODES)}, got {augment_mode!r}")
+        _check_augment_mode(augment_mode, device)
         if augment_mode != "op-by-op":
             options["static"] = True
         self.augment = augment_cls(recipe, num_classes, device, **options)
         self.planner = StepPlanner(schedule, self.augment, seed, sample_shape)
         self.graphed = None
         if augment_mode == "graph":
-            if device.type != "cuda":
-                raise UserError("GPU augment mode 'graph' needs a CUDA device (use static or op-by-op)")
             from .gpu_augment.graphs import GraphedAugment
 
             self.graphed = GraphedAugment(self.augment, cache, self.labels) if cache.is_cuda else None
@@ -252,7 +254,7 @@ class DevicePipeline:
         # resumed run would then differ from an uninterrupted one). No pin
         # thread: it would contend for the GIL with the training thread (a
         # profile showed ms per step waiting in the loader); the plans come
-        # by value and are pinned here (a copy of a few hundred kB).
+        # by value and are pinned here (a copy of tens to hundreds of kB).
         loader = torch.utils.data.DataLoader(
             _WirePlanner(self.planner), batch_size=None, sampler=steps, num_workers=self.plan_workers,
             collate_fn=_as_is, pin_memory=False, prefetch_factor=4, generator=torch.Generator().manual_seed(0))

@@ -14,17 +14,13 @@ the training stream (the step that read that slot two batches ago).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from . import fusion
-from . import static as static_layout
-from .crop import _tf32_matmuls
 from .plans import StaticPlan
-from .transfer import unpack
 
 # capture(fn) -> (replay, outputs): run fn so that replay() redoes it in place,
 # writing outputs again. CUDA: a CUDA graph; tests pass a plain re-run.
@@ -84,17 +80,11 @@ class GraphedAugment:
         self.turn = 0
         self.failed = False
 
-    def _batch(self, indices: Tensor, buffer: Tensor, layout) -> tuple[Tensor, Tensor]:
-        """The device half, from the cache to the batch (what is captured)."""
-        aug = self.augment
+    def _batch(self, indices: Tensor, plan: StaticPlan) -> tuple[Tensor, Tensor]:
+        """The device half, from the cache to the batch (what is captured);
+        ``plan``'s buffer is already on the device."""
         images = self.cache.index_select(0, indices)
-        if images.dim() == 3:
-            images = images[:, None]
-        mean, std = aug._mean_std(images.device)
-        with torch.autocast(images.device.type, enabled=False), torch.no_grad(), fusion.enabled(aug.fuse):
-            with _tf32_matmuls(aug.resize_precision == "tf32x2" and images.is_cuda):
-                return static_layout.augment(aug.static_config, images, self.labels.index_select(0, indices),
-                                             unpack(buffer, layout), mean, std)
+        return self.augment.apply(images, self.labels.index_select(0, indices), plan)
 
     def _build(self, indices: Tensor, plan: StaticPlan) -> None:
         device = self.cache.device
@@ -104,7 +94,8 @@ class GraphedAugment:
         for _ in range(self.copies):
             slot_indices = indices.to(device).clone()
             slot_buffer = plan.buffer.to(device).clone()
-            replay, outputs = capture(lambda i=slot_indices, b=slot_buffer: self._batch(i, b, plan.layout))
+            slot_plan = replace(plan, buffer=slot_buffer)
+            replay, outputs = capture(lambda i=slot_indices, p=slot_plan: self._batch(i, p))
             self.slots.append(Slot(slot_indices, slot_buffer, replay, outputs))
         self.key = plan.key
 
