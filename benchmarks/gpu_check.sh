@@ -7,9 +7,9 @@
 #      seconds on 16 cores, so nothing is gained at 256);
 #   2. bench: `fractrain bench` of vit_tiny compiled (model-bound, GPU
 #      augment), vit_base eager (the same), vit_tiny eager (model-bound, GPU
-#      augment with and without its side stream, CPU augment), vit_tiny
-#      compiled with the op-by-op augmentation layout (against the default
-#      --gpu-augment-mode, graph);
+#      augment with and without its side stream, CPU augment), all with
+#      --gpu-augment-mode GPU_MODE (default graph), and vit_tiny compiled
+#      with the op-by-op layout (fractrain's default) against it;
 #   augment-bench: benchmarks/augment_bench.py on the device, GpuAugment
 #      alone (kernels and ms per batch; resize in float32 and as two
 #      TF32-exact products; eager and fused), beside BASELINE when that folder
@@ -19,9 +19,11 @@
 #   host-bench: benchmarks/host_bench.py, the training thread's host time per
 #      batch of the device path (plans drawn inline or by 2 workers) on this
 #      machine's CPU: compare with the model step's time;
-#   cuda-tests: the CUDA tests of the GPU augmentation (tests/test_gpu_augment.py
-#      -k cuda: same numbers as on the CPU, fused = eager, no host sync, side
-#      stream and plan workers = serial batches);
+#   cuda-tests (runs before the timed stages: timings of wrong batches mean
+#      nothing): the CUDA tests of the GPU augmentation (test_gpu_augment*.py,
+#      test_staging.py; CUDA_TESTS, a pytest -k expression, default "cuda":
+#      same numbers as on the CPU, fused = eager, no host sync, side stream
+#      and plan workers = serial batches, graph mode = op-by-op);
 #   3. pre-train vit_tiny for about PRETRAIN_SECONDS (a --steps budget sized
 #      from the measured images/s): images/s, loss at start and end, peak GPU
 #      memory;
@@ -47,7 +49,7 @@
 # KEEP_TRACES=1 the chrome traces under $OUT/bench-NAME/).
 # STAGES (comma-separated, default all): environment, cuda-tests, build, augment-bench, host-bench,
 # bench, pretrain, finetune; e.g. issue #6's check:
-#   STAGES=environment,build,bench,augment-bench,host-bench,cuda-tests KEEP_GOING=1 benchmarks/gpu_check.sh
+#   STAGES=environment,cuda-tests,build,bench KEEP_GOING=1 benchmarks/gpu_check.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -70,6 +72,7 @@ BENCH_STEPS=${BENCH_STEPS:-20}
 BENCH_WARMUP=${BENCH_WARMUP:-20}  # the fused augmentation compiles its variants in the first steps
 BENCH_WINDOWS=${BENCH_WINDOWS:-3}
 BENCHES=${BENCHES:-vit_tiny-compiled,base,vit_tiny,vit_tiny-compiled-op-by-op}  # which of the bench stage's runs
+GPU_MODE=${GPU_MODE:-graph}
 PROFILE_STEPS=${PROFILE_STEPS:-0}  # > 0: each bench also profiles that many steps per path (summaries in the log)
 KEEP_TRACES=${KEEP_TRACES:-0}  # 1: with PROFILE_STEPS, keep the chrome traces under $OUT/bench-NAME/
 NPROC=$(nproc)
@@ -79,6 +82,7 @@ STAGES=${STAGES:-environment,cuda-tests,build,augment-bench,host-bench,bench,pre
 BASELINE=${BASELINE:-.whl/baseline-98d3ee1}
 AUG_CONFIGS=${AUG_CONFIGS:-256x${SIZE}->${INPUT}}
 AUG_FUSE=${AUG_FUSE:-1}  # 0: augment-bench times the eager versions only (no compiling)
+CUDA_TESTS=${CUDA_TESTS:-cuda}  # pytest -k expression of the cuda-tests stage
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")}
 mkdir -p "$WORK"
 
@@ -135,6 +139,11 @@ print("torch", torch.__version__, "timm", timm.__version__, "cuda", torch.cuda.i
 from fractrain.pipeline import gpu_augment_class
 print("GPU augmentation available:", gpu_augment_class() is not None)'
 fi
+# Correctness first: the timings below mean little if these fail.
+if wanted cuda-tests; then
+    stage cuda-tests 420 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_augment.py \
+        tests/test_gpu_augment_static.py tests/test_staging.py -k "$CUDA_TESTS"
+fi
 # Every later stage needs the data set.
 if wanted build || wanted augment-bench || wanted bench || wanted pretrain || wanted finetune; then
     stage build 240 "${FB[@]}" render --L "$L" --size "$SIZE" --out "$WORK/shards" --workers "$NPROC" --no-progress --json
@@ -155,10 +164,13 @@ bench() {  # bench NAME LIMIT ARGS...
 # The figures of issue #6 first (compiled vit_tiny, vit_base), in case the
 # device time runs out; the side stream's effect and the CPU path once each.
 if wanted bench; then
-    bench bench-vit_tiny-compiled 360 --model vit_tiny --compile --paths model,gpu "${MARGS[@]}"
-    bench bench-base 240 --model "$BASE_MODEL" --paths model,gpu "${MARGS[@]}"
-    bench bench-vit_tiny 240 --model vit_tiny --paths model,gpu,gpu-serial,cpu "${MARGS[@]}"
-    # The default --gpu-augment-mode (graph on CUDA) against the op-by-op layout.
+    # GPU_MODE: the --gpu-augment-mode of these (the fastest, graph; the default is op-by-op).
+    bench bench-vit_tiny-compiled 360 --model vit_tiny --compile --paths model,gpu \
+        --gpu-augment-mode "$GPU_MODE" "${MARGS[@]}"
+    bench bench-base 240 --model "$BASE_MODEL" --paths model,gpu --gpu-augment-mode "$GPU_MODE" "${MARGS[@]}"
+    bench bench-vit_tiny 240 --model vit_tiny --paths model,gpu,gpu-serial,cpu --gpu-augment-mode "$GPU_MODE" \
+        "${MARGS[@]}"
+    # Against the op-by-op layout.
     bench bench-vit_tiny-compiled-op-by-op 360 --model vit_tiny --compile --paths model,gpu \
         --gpu-augment-mode op-by-op "${MARGS[@]}"
 fi
@@ -173,10 +185,6 @@ if wanted host-bench; then
     stage host-bench 120 "$PY" benchmarks/host_bench.py --planners 0,2 --batch "$BATCH"
 fi
 
-if wanted cuda-tests; then
-    stage cuda-tests 420 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_augment.py \
-        tests/test_gpu_augment_static.py -k cuda
-fi
 
 if wanted pretrain || wanted finetune; then
     if [[ -z "$PRETRAIN_STEPS" ]]; then

@@ -1126,11 +1126,17 @@ def test_plan_workers_give_the_same_batches_in_step_order():
     images = fractal_like(40, 48, seed=4)
     labels = np.arange(40) % 10
 
-    def pipeline(planners):
+    def pipeline(planners, per_message=4):
         return DevicePipeline(images, labels, EpochSchedule(40, 16, seed=0), AugmentRecipe(input_size=24), 10,
-                              torch.device("cpu"), seed=5, plan_workers=planners)
+                              torch.device("cpu"), seed=5, plan_workers=planners, plans_per_message=per_message)
 
     inline, ahead = pipeline(0), pipeline(2)
+    # Plans sent one or three to a message: the same plans, in step order.
+    for per_message in (1, 3):
+        sent = list(pipeline(2, per_message).plans(range(3, 8)))
+        assert [p.step for p in sent] == list(range(3, 8))
+        for mine, theirs in zip(inline.plans(range(3, 8)), sent):
+            assert torch.equal(mine.indices, theirs.indices) and torch.equal(mine.augment.buffer, theirs.augment.buffer)
     state = torch.get_rng_state()
     plans = list(ahead.plans(range(3, 8)))
     assert torch.equal(torch.get_rng_state(), state)  # the model's draws (dropout) are not shifted
@@ -1152,6 +1158,23 @@ def test_plan_workers_give_the_same_batches_in_step_order():
     back = pickle.loads(payload).from_wire(pin=False)
     assert torch.equal(back.indices, inline.planner[4].indices)
     assert torch.equal(back.augment.buffer, inline.planner[4].augment.buffer) and back.augment.layout == wire.augment.layout
+
+
+def test_plan_workers_get_consecutive_steps_in_chunks():
+    import itertools
+
+    from fractrain.errors import UserError
+    from fractrain.pipeline import DevicePipeline, _StepChunks
+    from fractrain.schedule import EpochSchedule
+
+    assert list(_StepChunks(range(3, 10), 3)) == [(3, 4, 5), (6, 7, 8), (9,)]
+    assert list(_StepChunks(range(0), 4)) == []
+    assert list(itertools.islice(_StepChunks(itertools.count(5), 2), 3)) == [(5, 6), (7, 8), (9, 10)]
+    chunks = _StepChunks(range(4), 4)
+    assert list(chunks) == list(chunks) == [(0, 1, 2, 3)]  # iterable again, as a sampler must be
+    with pytest.raises(UserError, match="plans per message must be >= 1"):
+        DevicePipeline(np.zeros((4, 8, 8), np.uint8), np.arange(4), EpochSchedule(4, 2, seed=0),
+                       AugmentRecipe(input_size=8), 4, torch.device("cpu"), seed=0, plans_per_message=0)
 
 
 @cuda

@@ -205,6 +205,44 @@ def test_graphed_augment_slots_take_turns_and_give_the_uncaptured_batches():
     assert graphed(torch.arange(8), aug.plan((8, 1, 48, 48), gen(9))) is None
 
 
+def test_graphed_augment_slots_do_not_share_a_memory_pool(monkeypatch):
+    """Each slot's CUDA graph is captured into its own memory pool: in a
+    shared pool, one capture's outputs may take memory another capture's
+    graph uses for its intermediates, so replaying slot 0 would overwrite
+    slot 1's batch while the training step still reads it. torch.cuda's
+    graph API is faked (recording each capture's pool), so this runs on the CPU."""
+    import contextlib
+
+    from fractrain.gpu_augment import graphs
+
+    pools = []
+
+    class FakeGraph:
+        def replay(self):
+            pass
+
+    @contextlib.contextmanager
+    def fake_graph(graph, pool=None, capture_error_mode="global"):
+        pools.append(pool)
+        yield
+
+    class FakeStream:
+        def wait_stream(self, other):
+            pass
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", fake_graph)
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: FakeStream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: object())  # what sharing would pass
+
+    aug = GpuAugment(RECIPES["default"], 10, "cpu", static=True)
+    graphed = graphs.GraphedAugment(aug, dots(8, 32)[:, 0], torch.arange(8) % 10)
+    assert graphed(torch.arange(4), aug.plan((4, 1, 32, 32), gen(0))) is not None and not graphed.failed
+    assert len(pools) == 2 and pools == [None, None]  # one private pool per slot
+
+
 def test_graphed_augment_that_cannot_capture_warns_once_and_steps_aside():
     from fractrain.gpu_augment.graphs import GraphedAugment
 
@@ -238,7 +276,7 @@ def test_pipeline_modes_give_the_same_batches_and_graph_needs_cuda():
         DevicePipeline(images, labels, EpochSchedule(40, 16, seed=0), recipe, 10, torch.device("cpu"), seed=0,
                        augment_mode="graph")
     assert augment_mode_default(None, torch.device("cpu")) == "op-by-op"
-    assert augment_mode_default(None, torch.device("cuda")) == "graph"  # no GPU needed to decide
+    assert augment_mode_default(None, torch.device("cuda")) == "op-by-op"  # graph: opt-in until verified on a GPU
     assert augment_mode_default("static", torch.device("cpu")) == "static"
     with pytest.raises(UserError, match="one of op-by-op, static, graph"):
         augment_mode_default("fast", torch.device("cpu"))
@@ -268,6 +306,16 @@ def test_cuda_graph_mode_gives_the_op_by_op_batches():
             diff = (x1 - x2).abs() * 127.5  # grey levels
             assert (diff > 0.01).float().mean() < 1e-3 and diff.max() < 3
             torch.testing.assert_close(y1, y2)
+    # The contract: a batch stays intact until its slot's next turn (two
+    # batches later), e.g. while the next batch is made beside its step.
+    pipe = DevicePipeline(images, labels, EpochSchedule(64, 32, seed=0), recipe, 10, torch.device("cuda"),
+                          seed=0, overlap=False, augment_mode="graph", augment_options={"fuse": False})
+    kept = []
+    for step, (x, y) in enumerate(pipe.batches(0, 6)):
+        if kept:
+            torch.cuda.synchronize()
+            assert torch.equal(kept[-1][0], kept[-1][1]), f"batch {step - 1} changed when batch {step} was made"
+        kept.append((x, x.clone()))
 
 
 def test_the_static_device_half_reads_nothing_from_the_host():

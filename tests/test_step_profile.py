@@ -42,3 +42,28 @@ def test_profile_steps_on_cpu_runs_every_step_and_keeps_the_trace(tmp_path):
     assert "traceEvents" in json.loads(gzip.open(trace).read())
     lines = step_profile.describe("gpu", summary)
     assert lines[0].startswith("profile gpu:") and "no device work" in lines[0]
+
+
+def test_host_profile_runs_every_step_and_names_where_the_thread_spent_its_time():
+    import time
+
+    def slow_helper():
+        time.sleep(0.01)  # the thread's time, spent (waiting) in a C call
+
+    calls = []
+
+    def step(x):
+        calls.append(x)
+        slow_helper()
+
+    batches = iter([(1,), (2,), (3,), (4,)])
+    summary = step_profile.host_profile(step, batches, 3, top=5)
+    assert calls == [1, 2, 3] and next(batches) == (4,)
+    assert summary["steps"] == 3 and summary["wall_ms"] >= 10
+    assert len(summary["top"]) <= 5
+    sleep = next(row for row in summary["top"] if "sleep" in row["function"])
+    assert sleep["ms"] >= 9 and sleep["calls"] == 1.0  # per step
+    helper = [row for row in summary["top"] if "slow_helper" in row["function"]]
+    assert not helper or helper[0]["cumulative_ms"] >= sleep["ms"]
+    lines = step_profile.describe_host("gpu", summary)
+    assert lines[0].startswith("host profile gpu:") and any("sleep" in line for line in lines[1:])

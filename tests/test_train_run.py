@@ -209,6 +209,19 @@ def test_bench_profiles_steps_and_keeps_each_window(tiny_dataset, capsys, tmp_pa
     assert result["profile"]["gpu"]["steps"] == 2 and result["profile"]["model"]["wall_ms"] > 0
     assert result["gpu_augment_mode"] == "static"
     assert "profile gpu:" in captured.err
+    # The training thread's time per timed step, without a profiler: fetching the batch, then the step.
+    for path in ("model", "gpu"):
+        times = result["host_ms"][path]
+        assert set(times) == {"input_wall", "input_cpu", "step_wall", "step_cpu"}
+        assert times["step_wall"] > 0 and times["step_cpu"] > 0
+    assert result["host_ms"]["gpu"]["input_cpu"] > result["host_ms"]["model"]["input_cpu"]  # it augments there
+    assert "host_profile" not in result
     assert sorted(p.name for p in (tmp_path / "traces").iterdir()) == ["trace-gpu.json.gz", "trace-model.json.gz"]
     assert main(args + ["--trace-dir", str(tmp_path / "t2")]) == 2
     assert "--trace-dir needs --profile-steps" in capsys.readouterr().err
+    assert main(args[:-3] + ["--paths", "gpu", "--json", "--host-profile-steps", "2"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])["host_profile"]["gpu"]
+    assert summary["steps"] == 2 and summary["top"] and "host profile gpu:" in captured.err
+    assert main(args + ["--host-profile-steps", "-1"]) == 2
+    assert "--host-profile-steps >= 0" in capsys.readouterr().err

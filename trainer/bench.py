@@ -37,8 +37,14 @@ def result_key(path: str) -> str:
 
 
 def measure(stepper: Stepper, iterator, warmup: int, steps: int, windows: int, batch: int,
-            device: torch.device) -> list[float]:
-    """Images/s of each of ``windows`` windows of ``steps`` steps, after ``warmup`` steps."""
+             device: torch.device, host: dict[str, list[float]] | None = None) -> list[float]:
+    """Images/s of each of ``windows`` windows of ``steps`` steps, after ``warmup`` steps.
+
+    host: when given, gets each timed step's training-thread times in ms
+    (lists under "input_wall", "input_cpu": fetching the batch; "step_wall",
+    "step_cpu": launching the step): where the host's time goes without a
+    profiler's overhead. Wall well above CPU time means waiting (for plan
+    workers, the GIL, or the device)."""
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -46,13 +52,22 @@ def measure(stepper: Stepper, iterator, warmup: int, steps: int, windows: int, b
     for _ in range(warmup):
         stepper(*next(iterator))
     sync()
+    clock, cpu_clock = time.perf_counter, time.thread_time
     rates = []
     for _ in range(windows):
-        started = time.perf_counter()
+        started = clock()
         for _ in range(steps):
-            stepper(*next(iterator))
+            t0, c0 = clock(), cpu_clock()
+            inputs = next(iterator)
+            t1, c1 = clock(), cpu_clock()
+            stepper(*inputs)
+            if host is not None:
+                t2, c2 = clock(), cpu_clock()
+                for key, value in (("input_wall", t1 - t0), ("input_cpu", c1 - c0),
+                                   ("step_wall", t2 - t1), ("step_cpu", c2 - c1)):
+                    host.setdefault(key, []).append(value * 1e3)
         sync()
-        rates.append(steps * batch / (time.perf_counter() - started))
+        rates.append(steps * batch / (clock() - started))
     return rates
 
 
@@ -60,12 +75,13 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
         windows: int = 3, compile: bool = False, device: str = "auto", workers: int = 8, input_size: int = 224,
         model_kwargs: dict[str, Any] | None = None, precision: str = "auto", paths: tuple[str, ...] = ("model", "gpu", "cpu"),
         fuse_augment: bool | None = None, augment_mode: str | None = None, profile_steps: int = 0,
-        trace_dir: str | None = None,
+        trace_dir: str | None = None, host_profile_steps: int = 0,
         log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Time each of ``paths``; returns the result dict (images/s per path, the
     ratios, each window's rate). profile_steps: after the timed windows,
     profile that many more steps of each path (step_profile; summaries under
-    "profile", chrome traces in trace_dir when given)."""
+    "profile", chrome traces in trace_dir when given). host_profile_steps: then
+    that many under cProfile (step_profile.host_profile; under "host_profile")."""
     kind = dist.resolve_device(device)
     target = torch.device("cuda", torch.cuda.current_device()) if kind == "cuda" else torch.device("cpu")
     ctx = dist.Context(rank=0, world_size=1, local_rank=0, local_world_size=1, device=target)
@@ -116,10 +132,12 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
         else:
             raise ValueError(f"unknown path {path!r}")
         stepper = stepper_for()
-        batches = source.batches(0, warmup + steps * windows + profile_steps)
+        batches = source.batches(0, warmup + steps * windows + profile_steps + host_profile_steps)
         iterator = iter(batches)
-        rates = measure(stepper, iterator, warmup, steps, windows, batch_size, ctx.device)
+        host: dict[str, list[float]] = {}
+        rates = measure(stepper, iterator, warmup, steps, windows, batch_size, ctx.device, host)
         rate = statistics.median(rates)
+        results.setdefault("host_ms", {})[path] = {k: round(statistics.median(v), 3) for k, v in host.items()}
         results.setdefault("windows_images_per_s", {})[path] = [round(r, 1) for r in rates]
         if profile_steps:
             trace = os.path.join(trace_dir, f"trace-{path}.json.gz") if trace_dir else None
@@ -127,10 +145,17 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
             results.setdefault("profile", {})[path] = summary
             for line in step_profile.describe(path, summary):
                 log(line)
+        if host_profile_steps:
+            summary = step_profile.host_profile(stepper, iterator, host_profile_steps)
+            results.setdefault("host_profile", {})[path] = summary
+            for line in step_profile.describe_host(path, summary):
+                log(line)
         if hasattr(batches, "close"):
             batches.close()  # stops the DataLoader workers now
         results[result_key(path)] = round(rate, 1)
-        log(f"bench {name} {path:>5}: {rate:,.0f} images/s")
+        ms = results["host_ms"][path]
+        log(f"bench {name} {path:>5}: {rate:,.0f} images/s (training thread per step, median ms: input "
+            f"{ms['input_wall']:.2f} wall / {ms['input_cpu']:.2f} cpu, step {ms['step_wall']:.2f} / {ms['step_cpu']:.2f})")
         del stepper, source
     m, g, c = (results["model_images_per_s"], results["gpu_augment_images_per_s"], results["cpu_augment_images_per_s"])
     results["gpu_vs_model"] = round(g / m, 3) if g and m else None

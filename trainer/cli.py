@@ -129,7 +129,7 @@ PRETRAIN_OPTIONS = [
     (("--gpu-augment-mode",), "run.gpu_augment_mode", {"type": click.Choice(["op-by-op", "static", "graph"])},
      "GPU input path: op-by-op runs each op on the samples that drew it (least device work); static lays every "
      "batch out in the same shapes (each op on every sample; one compiled graph); graph also replays that as "
-     "CUDA graphs (least host time). [default: graph on CUDA, op-by-op on the CPU]"),
+     "CUDA graphs (least host time; static and graph are not yet verified on a GPU). [default: op-by-op]"),
 ]
 DOWNSTREAM_OPTIONS = [
     (("--init",), "model.init", {"type": click.Path(dir_okay=False)},
@@ -330,25 +330,27 @@ def _print_result(summary: dict[str, Any]) -> None:
 @click.option("--fuse-augment/--no-fuse-augment", default=None,
               help="Compile the GPU augmentation's heaviest functions into fused kernels. [default: on for CUDA]")
 @click.option("--gpu-augment-mode", type=click.Choice(["op-by-op", "static", "graph"]), default=None,
-              help="The GPU paths' augmentation mode (see pretrain --help). [default: graph on CUDA, op-by-op on "
-                   "the CPU]")
+              help="The GPU paths' augmentation mode (see pretrain --help). [default: op-by-op]")
 @click.option("--profile-steps", type=int, default=0, show_default=True,
               help="After the timed windows, profile this many more steps of each path (torch.profiler) and "
                    "print where the time goes: wall and device-busy ms per step, per CUDA stream, top kernels.")
 @click.option("--trace-dir", type=click.Path(file_okay=False), default=None,
               help="With --profile-steps: also write each path's chrome trace there (trace-PATH.json.gz).")
+@click.option("--host-profile-steps", type=int, default=0, show_default=True,
+              help="Then run this many more steps of each path under cProfile and print where the training "
+                   "thread's time goes (own and cumulative ms per step of the top functions).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
 def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, windows: int, compile: bool, device: str,
           precision: str, workers: int, input_size: int, model_args: tuple[str, ...], paths: str,
           fuse_augment: bool | None, gpu_augment_mode: str | None, profile_steps: int, trace_dir: str | None,
-          as_json: bool) -> None:
+          host_profile_steps: int, as_json: bool) -> None:
     """Images/s of the training step: model-bound (synthetic input on the
     device), GPU-augmented and CPU-augmented, and their ratios."""
     from . import bench as runner
 
-    if min(batch_size, steps, windows) < 1 or min(warmup, workers, profile_steps) < 0:
-        raise UserError("--batch-size, --steps and --windows must be >= 1; --warmup, --workers and "
-                        "--profile-steps >= 0")
+    if min(batch_size, steps, windows) < 1 or min(warmup, workers, profile_steps, host_profile_steps) < 0:
+        raise UserError("--batch-size, --steps and --windows must be >= 1; --warmup, --workers, "
+                        "--profile-steps and --host-profile-steps >= 0")
     if trace_dir:
         if not profile_steps:
             raise UserError("--trace-dir needs --profile-steps")
@@ -362,7 +364,7 @@ def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, win
                         windows=windows, compile=compile, device=device, workers=workers, input_size=input_size,
                         model_kwargs=kwargs.model.kwargs, precision=precision, paths=chosen,
                         fuse_augment=fuse_augment, augment_mode=gpu_augment_mode, profile_steps=profile_steps,
-                        trace_dir=trace_dir, log=_log)
+                        trace_dir=trace_dir, host_profile_steps=host_profile_steps, log=_log)
     if as_json:
         click.echo(json.dumps(result))
         return

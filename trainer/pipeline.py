@@ -25,6 +25,7 @@ from torch import Tensor
 from .errors import UserError
 from .recipe import AugmentRecipe
 from .schedule import EpochSchedule, mix_seed
+from .staging import PinnedRing
 
 
 class InputPipeline(Protocol):
@@ -119,18 +120,42 @@ def _as_is(item: Any) -> Any:  # the DataLoader's collate: plans are not batched
 
 @dataclass
 class _WirePlanner(torch.utils.data.Dataset):
-    """The planner as DataLoader workers run it: plans in their wire form (StepPlan.to_wire)."""
+    """The planner as DataLoader workers run it: a tuple of steps -> their
+    plans in wire form (StepPlan.to_wire), sent as one message."""
 
     planner: StepPlanner
 
-    def __getitem__(self, step: int) -> StepPlan:
-        return self.planner[step].to_wire()
+    def __getitem__(self, steps: tuple[int, ...]) -> list[StepPlan]:
+        return [self.planner[step].to_wire() for step in steps]
+
+
+# Plans per DataLoader message (DevicePipeline's default). Each message
+# costs the training thread a fixed share (the index queue's feeder thread,
+# the receive and its locks), whatever its size: benchmarks/plan_fetch_bench.py
+# measures it (RESULTS.md, session 5; on an H100 host the fetch took ~5 ms
+# per plan one at a time).
+PLANS_PER_MESSAGE = 4
+
+
+@dataclass
+class _StepChunks:
+    """``steps`` (any iterable of step numbers, endless too) as consecutive
+    tuples of up to ``size``: the plan workers' sampler."""
+
+    steps: Iterable[int]
+    size: int
+
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
+        steps = iter(self.steps)
+        while chunk := tuple(itertools.islice(steps, self.size)):
+            yield chunk
 
 
 def plan_workers_for(workers: int) -> int:
     """Plan-ahead workers of the device path, given the run's --workers: two
-    keep ahead of any model (a plan takes a few ms), and the rest of the
-    CPUs are not needed."""
+    keep ahead of any model (a plan of 256 at 512 -> 224 px takes ~7 ms of
+    one core; four gave the same images/s as two on an H100 host), and the
+    rest of the CPUs are not needed."""
     return min(2, workers)
 
 
@@ -154,12 +179,15 @@ def _check_augment_mode(mode: str, device: torch.device) -> str:
 
 
 def augment_mode_default(requested: str | None, device: torch.device) -> str:
-    """--gpu-augment-mode: as asked, else graph on CUDA (the host launches
-    one graph per batch instead of its kernels) and op-by-op on the CPU
-    (where computing every op on every sample costs more than it saves)."""
+    """--gpu-augment-mode: as asked, else op-by-op. On the CPU computing
+    every op on every sample costs more than it saves. On CUDA the graph
+    mode is the faster one (the host launches one graph per batch instead of
+    its kernels), but it is opt-in until its CUDA test passes: an H100 run
+    found its batches unlike the op-by-op ones (fixed since, unconfirmed on a GPU;
+    see benchmarks/RESULTS.md)."""
     if requested is not None:
         return _check_augment_mode(requested, device)
-    return "graph" if device.type == "cuda" else "op-by-op"
+    return "op-by-op"
 
 
 class DevicePipeline:
@@ -184,8 +212,12 @@ class DevicePipeline:
 
     plan_workers: DataLoader worker processes that plan steps ahead, so that
     the training thread only launches kernels (planning is several ms of
-    host time per batch; 0: plan on the training thread). The batches are
-    the same whatever the count.
+    host time per batch; 0: plan on the training thread), sending
+    ``plans_per_message`` consecutive steps' plans at a time. The batches
+    are the same whatever the counts.
+
+    staging_slots: on CUDA, the plans' host-to-device copies read from a
+    ring of this many buffers pinned once (staging.PinnedRing).
 
     cache_on_device: keep the cache in GPU memory (None: when it takes under
     half of the free memory), else in pinned host memory.
@@ -202,12 +234,16 @@ class DevicePipeline:
                  num_classes: int, device: torch.device, seed: int, augment_cls: Any | None = None,
                  log=lambda m: None, overlap: bool = True, cache_on_device: bool | None = None,
                  plan_workers: int = 0, augment_options: dict[str, Any] | None = None,
-                 augment_mode: str = "op-by-op"):
+                 augment_mode: str = "op-by-op", staging_slots: int = 8,
+                 plans_per_message: int = PLANS_PER_MESSAGE):
         augment_cls = augment_cls or gpu_augment_class()
         if augment_cls is None:
             raise UserError("the GPU augmentation (fractrain.gpu_augment) is not available")
         if plan_workers < 0:
             raise UserError(f"plan workers must be >= 0, got {plan_workers}")
+        if plans_per_message < 1:
+            raise UserError(f"plans per message must be >= 1, got {plans_per_message}")
+        self.plans_per_message = plans_per_message
         cache = torch.from_numpy(np.ascontiguousarray(images))
         if cache.dim() == 4:  # (N, H, W, 3) -> (N, 3, H, W)
             cache = cache.permute(0, 3, 1, 2).contiguous()
@@ -235,6 +271,8 @@ class DevicePipeline:
             options["static"] = True
         self.augment = augment_cls(recipe, num_classes, device, **options)
         self.planner = StepPlanner(schedule, self.augment, seed, sample_shape)
+        # Plans reach the device through buffers pinned once (on CUDA).
+        self._staging = PinnedRing(staging_slots) if device.type == "cuda" else None
         self.graphed = None
         if augment_mode == "graph":
             from .gpu_augment.graphs import GraphedAugment
@@ -245,22 +283,37 @@ class DevicePipeline:
 
     def plans(self, steps: Iterable[int]) -> Iterator[StepPlan]:
         """The steps' plans in order: made here, or ahead by ``plan_workers``
-        DataLoader workers (pinned on CUDA by its pin thread)."""
+        DataLoader workers; on CUDA their tensors in the pinned ring (valid
+        until ``staging_slots`` more plans have been queued)."""
+        staging = self._staging
         if self.plan_workers == 0:
-            yield from map(self.planner.__getitem__, steps)
+            for step in steps:
+                plan = self.planner[step]
+                yield self._stage(plan.to_wire()) if staging is not None else plan
             return
         # The loader's own generator: its workers' base seed would otherwise be
         # drawn from the global RNG, shifting the model's dropout draws (a
         # resumed run would then differ from an uninterrupted one). No pin
         # thread: it would contend for the GIL with the training thread (a
         # profile showed ms per step waiting in the loader); the plans come
-        # by value and are pinned here (a copy of tens to hundreds of kB).
+        # by value and are copied here into buffers pinned once.
         loader = torch.utils.data.DataLoader(
-            _WirePlanner(self.planner), batch_size=None, sampler=steps, num_workers=self.plan_workers,
-            collate_fn=_as_is, pin_memory=False, prefetch_factor=4, generator=torch.Generator().manual_seed(0))
-        pin = self.device.type == "cuda"
-        for plan in loader:
-            yield plan.from_wire(pin)
+            _WirePlanner(self.planner), batch_size=None, sampler=_StepChunks(steps, self.plans_per_message),
+            num_workers=self.plan_workers, collate_fn=_as_is, pin_memory=False, prefetch_factor=2,
+            generator=torch.Generator().manual_seed(0))
+        for plans in loader:
+            for plan in plans:
+                yield self._stage(plan) if staging is not None else plan.from_wire(pin=False)
+
+    def _stage(self, wire: StepPlan) -> StepPlan:
+        """A wire-form plan with its arrays copied into the pinned ring (see
+        staging.py; the caller marks them queued once their copies are)."""
+        buffer = getattr(wire.augment, "buffer", None)
+        if isinstance(buffer, np.ndarray):
+            indices, buffer = self._staging.stage([wire.indices, buffer])
+            return StepPlan(wire.step, indices, replace(wire.augment, buffer=buffer))
+        (indices,) = self._staging.stage([wire.indices])
+        return StepPlan(wire.step, indices, wire.augment)
 
     # -- device ----------------------------------------------------------------
 
@@ -294,7 +347,10 @@ class DevicePipeline:
             yield from self._overlapped(plans)
             return
         for plan in plans:
-            yield self.run(plan)
+            batch = self.run(plan)
+            if self._staging is not None:
+                self._staging.queued()
+            yield batch
 
     def _overlapped(self, plans: Iterator[StepPlan]) -> Iterator[tuple[Tensor, Tensor]]:
         """run(plan) for each plan, each on a side stream one step ahead."""
@@ -310,6 +366,8 @@ class DevicePipeline:
                 x, y = self.run(plan)
                 ready = torch.cuda.Event()
                 ready.record(side)
+            if self._staging is not None:
+                self._staging.queued(side)
             return x, y, ready
 
         pending = None

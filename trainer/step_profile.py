@@ -97,6 +97,38 @@ def profile_steps(step: Callable[..., Any], batches: Iterator[tuple], steps: int
     return summarize(json.loads(raw)["traceEvents"], steps, wall)
 
 
+def host_profile(step: Callable[..., Any], batches: Iterator[tuple], steps: int, top: int = 15) -> dict[str, Any]:
+    """Run ``step(*next(batches))`` ``steps`` times under cProfile: where the
+    training thread's own time goes (Python functions and the C calls they
+    make, e.g. a CUDA call that blocks), without the device trace. Returns
+    {"steps", "wall_ms" (per step), "top": [{"function", "ms" (own time per
+    step), "cumulative_ms", "calls" (per step)}]}, by own time."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    for _ in range(steps):
+        step(*next(batches))
+    profiler.disable()
+    wall = time.perf_counter() - started
+    stats = pstats.Stats(profiler).stats  # {(file, line, name): (calls, primitive calls, own s, cumulative s, callers)}
+    rows = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    return {"steps": steps, "wall_ms": round(wall / steps * 1e3, 3),
+            "top": [{"function": f"{os.path.basename(file)}:{line}({name})", "ms": round(own / steps * 1e3, 3),
+                     "cumulative_ms": round(cumulative / steps * 1e3, 3), "calls": round(calls / steps, 1)}
+                    for (file, line, name), (_, calls, own, cumulative, _) in rows]}
+
+
+def describe_host(path: str, summary: dict[str, Any]) -> list[str]:
+    """Log lines for one path's host_profile summary."""
+    lines = [f"host profile {path}: {summary['wall_ms']:.2f} ms/step wall over {summary['steps']} steps "
+             "(own ms / cumulative ms / calls per step)"]
+    lines += [f"  {k['ms']:7.3f} {k['cumulative_ms']:8.3f} {k['calls']:6g}  {k['function']}" for k in summary["top"]]
+    return lines
+
+
 def describe(path: str, summary: dict[str, Any]) -> list[str]:
     """Log lines for one path's summary."""
     streams = ", ".join(f"stream {s} {ms:.2f}" for s, ms in summary["streams"].items()) or "no device work"

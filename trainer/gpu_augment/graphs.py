@@ -30,7 +30,9 @@ Capture = Callable[[Callable[[], tuple[Tensor, Tensor]]], tuple[Callable[[], Non
 def cuda_graph_capture(warmup: int = 3, pool=None) -> Capture:
     """A Capture by torch.cuda.graph: ``warmup`` runs on a side stream first
     (compiling, cuBLAS and allocator warm-up must not happen during capture),
-    then one captured run; ``pool`` shares the graphs' memory pool."""
+    then one captured run. ``pool``: a memory pool to share (None: each graph
+    its own; sharing is only safe for graphs whose outputs are used before
+    the next graph of the pool replays, which GraphedAugment's slots are not)."""
     def capture(fn):
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -88,8 +90,13 @@ class GraphedAugment:
 
     def _build(self, indices: Tensor, plan: StaticPlan) -> None:
         device = self.cache.device
-        # One memory pool for the slots' graphs.
-        capture = self._capture or cuda_graph_capture(pool=torch.cuda.graph_pool_handle())
+        # Each slot's graph gets its own memory pool. In a shared pool the
+        # memory one capture freed (its intermediates) goes to the next
+        # capture, which may place its outputs there: replaying slot 0 for
+        # batch k + 2 would then overwrite batch k + 1 while the step reads it.
+        # (While the slots shared one pool, a CUDA test found the graph
+        # mode's batches unlike the op-by-op ones, by a varying fraction.)
+        capture = self._capture or cuda_graph_capture()
         self.slots = []
         for _ in range(self.copies):
             slot_indices = indices.to(device).clone()
