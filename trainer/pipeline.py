@@ -134,7 +134,7 @@ class _WirePlanner(torch.utils.data.Dataset):
 # the receive and its locks), whatever its size: benchmarks/plan_fetch_bench.py
 # measures it (RESULTS.md, session 5; on an H100 host the fetch took ~5 ms
 # per plan one at a time).
-PLANS_PER_MESSAGE = 4
+PLANS_PER_MESSAGE = 8
 
 
 @dataclass
