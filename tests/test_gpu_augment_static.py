@@ -57,6 +57,23 @@ def test_static_layout_gives_the_op_by_op_batches(name):
         assert transposed > 0  # the vertical-first crops were exercised (Pillow 13's order)
 
 
+@pytest.mark.parametrize("static", [False, True])
+def test_grayscale_gives_the_batches_of_its_rgb_copy(static):
+    """Grayscale input (expanded to RGB after the crop, for a third of the
+    crop's work) gives the batches of the same images given as three equal
+    channels, in either layout, with RandAugment's per-channel fill."""
+    recipe = RECIPES["rgb fill, random interpolation"]
+    aug = GpuAugment(recipe, 10, "cpu", static=static)
+    assert aug._channels_after_expand(1) == 3  # the fill differs by channel
+    grey, targets = dots(16, 48, seed=5), torch.arange(16) % 10
+    for step in range(3):
+        plan = aug.plan((16, 1, 48, 48), gen(step))
+        x1, y1 = aug.apply(grey, targets, plan)
+        x3, y3 = aug.apply(grey.expand(-1, 3, -1, -1).contiguous(), targets, plan)
+        assert x1.shape == (16, 3, 32, 32) and torch.equal(x1, x3) and torch.equal(y1, y3)
+    assert not torch.equal(x1[:, 0], x1[:, 2])  # the channels do differ (fill, normalisation)
+
+
 def test_static_plans_have_one_layout_per_run():
     aug = GpuAugment(RECIPES["rgb fill, random interpolation"], 10, "cpu", static=True)
     plans = [aug.plan((64, 3, 48, 48), gen(seed)) for seed in range(4)]

@@ -232,8 +232,6 @@ class GpuAugment:
         s, k = self.size, plan.rows_first
         if 0 < k < b:
             images = images.index_select(0, dev["crop.perm"])
-        if self._channels_after_expand(c) != c:
-            images = images.expand(-1, 3, -1, -1)
         start, length, reverse = (dev[f"crop.{n}"] for n in ("start", "length", "reverse"))
         cubic = dev.get("crop.cubic", self.interpolation == "bicubic")
         precision = self.resize_precision
@@ -246,7 +244,11 @@ class GpuAugment:
             wy = [m[:, None] for m in _resample_weights(start[b:], length[b:], height, s, y_cubic, reverse[b:], precision)]
 
         out = _two_pass_resize(images, wx, wy, k)
-        return out.index_select(0, dev["crop.inverse"]) if 0 < k < b else out
+        out = out.index_select(0, dev["crop.inverse"]) if 0 < k < b else out
+        # Grayscale becomes RGB after the crop, not before: the crop treats
+        # every channel alike, so this is the same image for a third of the
+        # crop's work (later ops write in place: a real copy, not a view).
+        return out.expand(-1, 3, -1, -1).contiguous() if self._channels_after_expand(c) != c else out
 
     def apply(self, images: Tensor, targets: Tensor, plan: AugmentPlan) -> tuple[Tensor, Tensor]:
         """Augment ``images`` uint8 (B, C, H, W) on their device as ``plan`` says."""

@@ -210,7 +210,7 @@ class StaticConfig:
     fixed for a run (a compiled version specialises on them)."""
 
     size: int
-    expand_to_rgb: bool  # grayscale input expanded before the crop (the fill differs by channel)
+    expand_to_rgb: bool  # grayscale expanded to RGB after the crop (the fill differs by channel)
     cubic: bool  # the crop's interpolation when not per sample
     precision: str
     fill: tuple[float, ...]
@@ -241,8 +241,6 @@ def _crop(cfg: StaticConfig, images: Tensor, t: dict[str, Tensor]) -> Tensor:
     """uint8 (B, C, H, H) -> float32 (B, C', S, S) of integers: every sample
     horizontal pass first, on its transpose where PIL goes vertical first."""
     b, c, _, width = images.shape
-    if cfg.expand_to_rgb and c == 1:
-        images = images.expand(-1, 3, -1, -1)
     transpose = t["crop.transpose"].view(-1, 1, 1, 1)
     x = torch.where(transpose, images.transpose(2, 3), images)
     cubic = t.get("crop.cubic", cfg.cubic)
@@ -250,7 +248,10 @@ def _crop(cfg: StaticConfig, images: Tensor, t: dict[str, Tensor]) -> Tensor:
                                 cfg.precision)
     first, second = [m[:b, None] for m in weights], [m[b:, None] for m in weights]
     out = _two_pass_resize(x, first, second, rows_first=b, switch_tf32=False)
-    return torch.where(transpose, out.transpose(2, 3), out)
+    out = torch.where(transpose, out.transpose(2, 3), out)
+    # Grayscale becomes RGB after the crop (which treats channels alike): a
+    # third of the crop's work. A view: nothing below writes in place.
+    return out.expand(-1, 3, -1, -1) if cfg.expand_to_rgb and c == 1 else out
 
 
 def _layer(cfg: StaticConfig, x: Tensor, t: dict[str, Tensor], prefix: str) -> Tensor:
