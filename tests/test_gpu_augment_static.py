@@ -260,6 +260,48 @@ def test_graphed_augment_slots_do_not_share_a_memory_pool(monkeypatch):
     assert len(pools) == 2 and pools == [None, None]  # one private pool per slot
 
 
+def test_graphed_augment_checks_its_first_batches_and_steps_aside_when_wrong():
+    """The first batches are checked against the uncaptured batch and for
+    the batch before being intact: a capture that gets either wrong (here
+    faked: a replay that is off, a replay that writes over the other slot's
+    batch, as slots sharing a memory pool could) is warned about and not used."""
+    from fractrain.gpu_augment.graphs import GraphedAugment
+
+    made = []
+
+    def off_by_half(fn):
+        replay, outputs = rerun_capture(fn)
+        return (lambda: (replay(), outputs[0].add_(0.5))), outputs
+
+    def overwrites_the_other_slot(fn):
+        replay, outputs = rerun_capture(fn)
+        made.append(outputs)
+
+        def scribble():
+            replay()
+            for other in made:
+                if other is not outputs:
+                    other[0].add_(1.0)
+
+        return scribble, outputs
+
+    aug = GpuAugment(RECIPES["default"], 10, "cpu", static=True)
+    cache, labels = dots(16, 32)[:, 0], torch.arange(16) % 10
+    for capture, message, good_calls in ((off_by_half, "differs from the uncaptured one", 0),
+                                         (overwrites_the_other_slot, "changed while the next one was made", 1)):
+        graphed = GraphedAugment(aug, cache, labels, capture=capture)
+        for step in range(good_calls):
+            assert graphed(torch.arange(step, step + 8), aug.plan((8, 1, 32, 32), gen(step))) is not None
+        with pytest.warns(RuntimeWarning, match=message):
+            assert graphed(torch.arange(8), aug.plan((8, 1, 32, 32), gen(7))) is None
+        assert graphed.failed and graphed(torch.arange(8), aug.plan((8, 1, 32, 32), gen(8))) is None
+    # Past the checked batches, no more checks (nor syncs): a later fault goes unseen by design.
+    graphed = GraphedAugment(aug, cache, labels, capture=rerun_capture, verify=2)
+    for step in range(4):
+        assert graphed(torch.arange(8), aug.plan((8, 1, 32, 32), gen(step))) is not None
+    assert graphed._to_verify == 0 and graphed._kept is None
+
+
 def test_graphed_augment_that_cannot_capture_warns_once_and_steps_aside():
     from fractrain.gpu_augment.graphs import GraphedAugment
 

@@ -69,14 +69,24 @@ class GraphedAugment:
     layout of the first plan; a plan of another layout (a different batch
     size) gets None (the caller runs it uncaptured). If capturing fails, a
     warning says so and every call returns None.
+
+    The first ``verify`` batches are checked (at the price of a device sync
+    each): each against the same batch computed uncaptured, and the batch
+    before it for being intact after this one was made (the contract
+    above). A graph that fails either check is a capture gone wrong, not a
+    bad plan: a warning says so, that call and every later one return None,
+    and the caller's uncaptured batches are the right ones.
     """
 
-    def __init__(self, augment, cache: Tensor, labels: Tensor, capture: Capture | None = None, copies: int = 2):
+    def __init__(self, augment, cache: Tensor, labels: Tensor, capture: Capture | None = None, copies: int = 2,
+                 verify: int = 3):
         self.augment = augment
         self.cache = cache
         self.labels = labels
         self.copies = copies
         self._capture = capture
+        self._to_verify = verify
+        self._kept: tuple[Tensor, Tensor] | None = None  # the last verified batch's images and their copy
         self.key = None
         self.slots: list[Slot] = []
         self.turn = 0
@@ -123,4 +133,35 @@ class GraphedAugment:
         slot.indices.copy_(indices, non_blocking=True)
         slot.buffer.copy_(plan.buffer, non_blocking=True)
         slot.replay()
+        if self._to_verify > 0:
+            problem = self._check(slot, plan)
+            if problem:
+                self.failed = True
+                warnings.warn(f"gpu_augment: the CUDA graphs' {problem}; the augmentation runs uncaptured",
+                              RuntimeWarning)
+                return None
         return slot.outputs
+
+    def _check(self, slot: Slot, plan: StaticPlan) -> str | None:
+        """What is wrong with the batch ``slot`` just made (or with the one
+        before it), or None. Syncs with the device."""
+        self._to_verify -= 1
+        images, targets = slot.outputs
+        expected = self._batch(slot.indices, replace(plan, buffer=slot.buffer))
+        problem = None
+        if self._kept is not None and not torch.equal(*self._kept):
+            problem = "batch changed while the next one was made"
+        elif not (same_images(images, expected[0]) and torch.allclose(targets, expected[1], atol=1e-6)):
+            problem = "batch differs from the uncaptured one"
+        self._kept = (images, images.clone()) if self._to_verify > 0 and problem is None else None
+        return problem
+
+
+def same_images(a: Tensor, b: Tensor) -> bool:
+    """Two normalised batches the same up to float rounding: fewer than 0.1 %
+    of the values apart by more than 0.01 grey level (a rounding tie of a
+    resize pass moves a pixel by one), none by 3 or more. Syncs."""
+    if a.shape != b.shape:
+        return False
+    diff = (a - b).abs() * 127.5  # grey levels (the normalised range is about 2 wide)
+    return bool((diff > 0.01).float().mean() < 1e-3) and bool(diff.max() < 3)
