@@ -46,7 +46,8 @@
 # KEEP_GOING=1 runs the remaining stages after a failed one (exit status 1 at the end).
 # BENCHES picks the bench stage's runs (vit_tiny-compiled, base, vit_tiny); PROFILE_STEPS=N
 # adds `fractrain bench --profile-steps N` (where each step's device time goes; with
-# KEEP_TRACES=1 the chrome traces under $OUT/bench-NAME/).
+# KEEP_TRACES=1 the chrome traces under $OUT/bench-NAME/); HOST_PROFILE_STEPS=N adds
+# --host-profile-steps N (where the training thread's time goes, by cProfile).
 # STAGES (comma-separated, default all): environment, cuda-tests, build, augment-bench, host-bench,
 # bench, pretrain, finetune; e.g. issue #6's check:
 #   STAGES=environment,cuda-tests,build,bench KEEP_GOING=1 benchmarks/gpu_check.sh
@@ -74,6 +75,7 @@ BENCH_WINDOWS=${BENCH_WINDOWS:-3}
 BENCHES=${BENCHES:-vit_tiny-compiled,base,vit_tiny,vit_tiny-compiled-op-by-op}  # which of the bench stage's runs
 GPU_MODE=${GPU_MODE:-graph}
 PROFILE_STEPS=${PROFILE_STEPS:-0}  # > 0: each bench also profiles that many steps per path (summaries in the log)
+HOST_PROFILE_STEPS=${HOST_PROFILE_STEPS:-0}  # > 0: each bench also runs that many steps per path under cProfile
 KEEP_TRACES=${KEEP_TRACES:-0}  # 1: with PROFILE_STEPS, keep the chrome traces under $OUT/bench-NAME/
 NPROC=$(nproc)
 WORKERS=${WORKERS:-$(( NPROC > 3 ? NPROC - 2 : 1 ))}
@@ -153,6 +155,7 @@ bench() {  # bench NAME LIMIT ARGS...
     shift 2
     [[ ",$BENCHES," == *",${name#bench-},"* ]] || return 0
     (( PROFILE_STEPS > 0 )) && profile=(--profile-steps "$PROFILE_STEPS")
+    (( HOST_PROFILE_STEPS > 0 )) && profile+=(--host-profile-steps "$HOST_PROFILE_STEPS")
     # Chrome traces too (2-4 files per bench: mind the device tool's 8 files back from $OUT).
     [[ $KEEP_TRACES == 1 ]] && profile+=(--trace-dir "${OUT:-$WORK}/$name")
     stage "$name" "$limit" "${FT[@]}" bench --shards "$WORK/shards" --device "$DEVICE" --batch-size "$BATCH" \
