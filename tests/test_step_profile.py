@@ -63,6 +63,7 @@ def test_host_profile_runs_every_step_and_names_where_the_thread_spent_its_time(
     assert len(summary["top"]) <= 5
     sleep = next(row for row in summary["top"] if "sleep" in row["function"])
     assert sleep["ms"] >= 9 and sleep["calls"] == 1.0  # per step
+    assert "slow_helper" in sleep["caller"]
     helper = [row for row in summary["top"] if "slow_helper" in row["function"]]
     assert not helper or helper[0]["cumulative_ms"] >= sleep["ms"]
     lines = step_profile.describe_host("gpu", summary)

@@ -102,7 +102,8 @@ def host_profile(step: Callable[..., Any], batches: Iterator[tuple], steps: int,
     training thread's own time goes (Python functions and the C calls they
     make, e.g. a CUDA call that blocks), without the device trace. Returns
     {"steps", "wall_ms" (per step), "top": [{"function", "ms" (own time per
-    step), "cumulative_ms", "calls" (per step)}]}, by own time."""
+    step), "cumulative_ms", "calls" (per step), "caller" (the function
+    that spent most of it calling this one)}]}, by own time."""
     import cProfile
     import pstats
 
@@ -115,17 +116,28 @@ def host_profile(step: Callable[..., Any], batches: Iterator[tuple], steps: int,
     wall = time.perf_counter() - started
     stats = pstats.Stats(profiler).stats  # {(file, line, name): (calls, primitive calls, own s, cumulative s, callers)}
     rows = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
+
+    def where(function: tuple) -> str:
+        file, line, name = function
+        return f"{os.path.basename(file)}:{line}({name})"
+
+    def main_caller(callers: dict) -> str | None:
+        # callers: {function: (calls, primitive calls, own s, cumulative s)}; the one with most own time.
+        return where(max(callers.items(), key=lambda item: item[1][2])[0]) if callers else None
+
     return {"steps": steps, "wall_ms": round(wall / steps * 1e3, 3),
-            "top": [{"function": f"{os.path.basename(file)}:{line}({name})", "ms": round(own / steps * 1e3, 3),
-                     "cumulative_ms": round(cumulative / steps * 1e3, 3), "calls": round(calls / steps, 1)}
-                    for (file, line, name), (_, calls, own, cumulative, _) in rows]}
+            "top": [{"function": where(function), "ms": round(own / steps * 1e3, 3),
+                     "cumulative_ms": round(cumulative / steps * 1e3, 3), "calls": round(calls / steps, 1),
+                     "caller": main_caller(callers)}
+                    for function, (_, calls, own, cumulative, callers) in rows]}
 
 
 def describe_host(path: str, summary: dict[str, Any]) -> list[str]:
     """Log lines for one path's host_profile summary."""
     lines = [f"host profile {path}: {summary['wall_ms']:.2f} ms/step wall over {summary['steps']} steps "
-             "(own ms / cumulative ms / calls per step)"]
-    lines += [f"  {k['ms']:7.3f} {k['cumulative_ms']:8.3f} {k['calls']:6g}  {k['function']}" for k in summary["top"]]
+             "(own ms / cumulative ms / calls per step, function <- its main caller)"]
+    lines += [f"  {k['ms']:7.3f} {k['cumulative_ms']:8.3f} {k['calls']:6g}  {k['function']}"
+              + (f"  <- {k['caller']}" if k["caller"] else "") for k in summary["top"]]
     return lines
 
 
