@@ -176,7 +176,7 @@ def main() -> None:
                              "the warm-up call compiles them, and ops are not counted: Inductor's kernels "
                              "are not aten operations)")
     parser.add_argument("--static", action="store_true",
-                        help="also time this tree's version in the static layout (static=True: the same shapes "
+                        help="also time this tree's version (and the baseline's, where it has one) in the static layout (static=True: the same shapes "
                              "every batch, one compiled graph with --fuse; ops not counted with --fuse)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile 3 calls of this tree's version per configuration (torch.profiler; "
@@ -204,9 +204,15 @@ def main() -> None:
             mine += [(f"{name} static", current, {**options, "static": True}) for name, _, options in mine]
         if args.fuse:
             mine += [(f"{name} fused", current, {**options, "fuse": True}) for name, _, options in mine]
-        variants = mine + [(name, module, {}) for name, module in modules.items() if module is not current]
-        for name, module, options in variants:
-            augment = module.GpuAugment(recipe, 1000, device, **options)
+        others = [(name, module, {}) for name, module in modules.items() if module is not current]
+        if args.static:  # the baseline's static layout too, where it has one
+            others += [(f"{name} static", module, {"static": True}) for name, module, _ in others]
+        for name, module, options in mine + others:
+            try:
+                augment = module.GpuAugment(recipe, 1000, device, **options)
+            except TypeError:  # a revision before the option
+                print(f"{config}: {name} skipped (no such option there)", file=sys.stderr)
+                continue
             if options.get("fuse"):
                 host_ops = device_ops = written = None
             else:
@@ -217,12 +223,15 @@ def main() -> None:
                             warmup=10 if options.get("fuse") else 1)
             rows.append({"config": config, "module": name, "host_ops": host_ops, "device_ops": device_ops,
                          "device_mb_written": None if written is None else round(written, 1), "ms": round(ms, 2)})
-    base = {r["config"]: r for r in rows if not r["module"].startswith("current")}
-    print("| config | module | host ops | device ops | device MB written | ms per call (median) | vs baseline (ms) |",
+    def layout(r):  # a row is compared with the baseline's row of the same configuration and layout
+        return r["config"], " static" in r["module"]
+
+    base = {layout(r): r for r in rows if not r["module"].startswith("current")}
+    print("| config | module | host ops | device ops | device MB written | ms per call (median) | vs baseline, same layout (ms) |",
           file=sys.stderr)
     print("| --- | --- | --- | --- | --- | --- | --- |", file=sys.stderr)
     for r in rows:
-        ref = base.get(r["config"])
+        ref = base.get(layout(r))
         ratio = f"{r['ms'] / ref['ms']:.2f}" if ref and r["module"].startswith("current") else ""
         print(f"| {r['config']} | {r['module']} | {r['host_ops']} | {r['device_ops']} | {r['device_mb_written']} "
               f"| {r['ms']} | {ratio} |", file=sys.stderr)

@@ -45,16 +45,20 @@ def test_static_layout_gives_the_op_by_op_batches(name):
     channels = 3 if name.startswith("rgb") else 1
     images, targets = dots(48, 64, channels), torch.arange(48) % 10
     by_op, static = GpuAugment(recipe, 10, "cpu"), GpuAugment(recipe, 10, "cpu", static=True)
-    transposed = 0
+    transposed = statistics_ops = 0
     for seed in range(5):
         plan = static.plan(tuple(images.shape), gen(seed))
         assert isinstance(plan, StaticPlan)
         transposed += int(plan.tensors["crop.transpose"].sum())
+        if "layer0.stats.kind" in plan.tensors:
+            statistics_ops += int((plan.tensors["layer0.stats.kind"] > 0).sum())
         x1, y1 = by_op(images, targets, gen(seed))
         x2, y2 = static.apply(images, targets, plan)
         assert torch.equal(x1, x2) and torch.equal(y1, y2), seed
     if recipe.crop:
         assert transposed > 0  # the vertical-first crops were exercised (Pillow 13's order)
+    if recipe.auto_augment:  # the statistics ops' slots too, with samples outside them
+        assert statistics_ops > 0 and static_layout.stats_slots(48, static.rand_augment) < 48
 
 
 @pytest.mark.parametrize("static", [False, True])
@@ -79,6 +83,12 @@ def test_static_plans_have_one_layout_per_run():
     plans = [aug.plan((64, 3, 48, 48), gen(seed)) for seed in range(4)]
     assert len({p.key for p in plans}) == 1 and len({p.buffer.numel() for p in plans}) == 1
     assert plans[0].tensors["layer0.affine.index"].shape == (static_layout.affine_slots(64, aug.rand_augment),)
+    assert plans[0].tensors["layer1.stats.index"].shape == (static_layout.stats_slots(64, aug.rand_augment),)
+    # The statistics ops' slots: those that drew one (kind > 0) first, then spare ones (kind 0), all distinct.
+    for plan in plans:
+        index, kind = plan.tensors["layer0.stats.index"], plan.tensors["layer0.stats.kind"]
+        drawn = int((kind > 0).sum())
+        assert (kind[:drawn] > 0).all() and (kind[drawn:] == 0).all() and len(set(index.tolist())) == len(index)
     # A few numbers per sample (the tables are built on the device): a plan of 256 is small.
     assert aug.plan((256, 3, 48, 48), gen(0)).buffer.numel() < 64_000  # op by op: ~550 kB
 
@@ -105,13 +115,16 @@ def test_batches_the_static_layout_cannot_hold_are_laid_out_op_by_op(monkeypatch
     static = GpuAugment(recipe, 10, "cpu", static=True)
     # Non-square images: the transposed crop needs square ones.
     assert isinstance(static.plan((16, 1, 40, 48), gen(0)), AugmentPlan)
-    # More geometric ops than slots (none here).
-    monkeypatch.setattr(static_layout, "affine_slots", lambda batch, cfg: 0)
-    plan = static.plan(tuple(images.shape), gen(1))
-    assert isinstance(plan, AugmentPlan)
-    x1, y1 = GpuAugment(recipe, 10, "cpu")(images, targets, gen(1))
-    x2, y2 = static.apply(images, targets, plan)
-    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    # More geometric ops, or statistics ops, than slots (none here).
+    for slots in ("affine_slots", "stats_slots"):
+        with monkeypatch.context() as patch:
+            patch.setattr(static_layout, slots, lambda batch, cfg: 0)
+            plan = static.plan(tuple(images.shape), gen(1))
+            assert isinstance(plan, AugmentPlan), slots
+            x1, y1 = GpuAugment(recipe, 10, "cpu")(images, targets, gen(1))
+            x2, y2 = static.apply(images, targets, plan)
+            assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert isinstance(static.plan(tuple(images.shape), gen(1)), StaticPlan)
 
 
 def test_affine_slots_hold_the_geometric_ops_but_for_one_batch_in_a_billion():
@@ -125,6 +138,11 @@ def test_affine_slots_hold_the_geometric_ops_but_for_one_batch_in_a_billion():
         assert binom.sf(slots, batch, p) < 1e-9
         assert slots < batch or batch <= 64  # a real saving at the batch sizes that matter
     assert static_layout.affine_slots(256, cfg) == 88
+    q = cfg.prob * 3 / 15  # AutoContrast, Equalize, Contrast
+    for batch in (8, 64, 256, 1024):
+        slots = static_layout.stats_slots(batch, cfg)
+        assert binom.sf(slots, batch, q) < 1e-9 and (slots < batch or batch <= 16)
+    assert static_layout.stats_slots(256, cfg) == 64  # of 256: a quarter of the histograms
 
 
 @pytest.mark.parametrize("cubic", [True, False])

@@ -24,8 +24,10 @@ float rounding, tested):
   from its op and argument, and picked per sample), sharpness and colour
   with factor 1, and the geometric ops on a fixed number of slots (``affine_slots``: a bound the
   count exceeds with probability < 1e-9; the drawn samples, then spare ones
-  with the identity matrix, which resamples a pixel to itself exactly). A
-  batch over the bound is laid out op by op instead (plan returns None).
+  with the identity matrix, which resamples a pixel to itself exactly); the
+  ops that read image statistics (a histogram, a mean) likewise on
+  ``stats_slots``, the spare slots keeping their table. A batch over a
+  bound is laid out op by op instead (plan returns None).
 * erasing: boxes of size 0 for the samples not erased; CutMix/Mixup: one
   blend with the reversed batch whose weight is lam (Mixup), 0 inside the
   box and 1 outside (CutMix), 1 (neither).
@@ -36,9 +38,10 @@ slots): ``crop.start``, ``crop.length`` int64 (2B,), ``crop.reverse`` bool
 second's), ``crop.cubic`` bool (2B,) ('random' interpolation only),
 ``crop.transpose`` bool (B,); per layer k, ``layer{k}.value.op`` int64
 (B,) (0, or 1 + the VALUE_OPS index) and ``layer{k}.value.arg`` float32
-(B,), ``layer{k}.stats`` int64 (B,) (0, or 1 + AutoContrast / Equalize /
-Contrast), ``layer{k}.contrast``, ``layer{k}.sharpness``,
-``layer{k}.color`` float32 (B,), ``layer{k}.affine.index`` int64 (A,),
+(B,), ``layer{k}.sharpness``, ``layer{k}.color`` float32 (B,),
+``layer{k}.stats.index`` int64 (T,) (T the statistics ops' slots),
+``layer{k}.stats.kind`` int64 (T,) (0, or 1 + AutoContrast / Equalize /
+Contrast), ``layer{k}.stats.contrast`` float32 (T,), ``layer{k}.affine.index`` int64 (A,),
 ``layer{k}.affine.matrix`` float64 (A, 2, 3), ``layer{k}.affine.cubic``
 bool (A,); ``jitter.factors`` / ``jitter.order`` (colour jitter only);
 ``erase.top/left/h/w`` int64 (B, K) (erasing only); ``mix.weight`` float32
@@ -73,15 +76,27 @@ if TYPE_CHECKING:
     from .augment import GpuAugment
 
 
-def affine_slots(batch: int, cfg: RandAugmentConfig) -> int:
-    """Slots for the geometric ops per layer: the mean count of samples that
-    draw one plus 6 standard deviations (binomial; exceeded with P < 1e-9),
-    plus 4, rounded up to a multiple of 8 and at most the batch."""
-    p = cfg.prob * sum(op in _AFFINE_OPS for op in cfg.ops) / len(cfg.ops)
+def _op_slots(batch: int, cfg: RandAugmentConfig, kinds) -> int:
+    """Slots per layer for the ops named in ``kinds``: the mean count of
+    samples that draw one plus 6 standard deviations (binomial; exceeded
+    with P < 1e-9), plus 4, rounded up to a multiple of 8 and at most the batch."""
+    p = cfg.prob * sum(op in kinds for op in cfg.ops) / len(cfg.ops)
     if p == 0:
         return 0
     bound = batch * p + 6 * math.sqrt(batch * p * (1 - p)) + 4
     return min(batch, -(-math.ceil(bound) // 8) * 8)
+
+
+def affine_slots(batch: int, cfg: RandAugmentConfig) -> int:
+    """Slots for the geometric ops per layer (their resampling is the layer's dearest work)."""
+    return _op_slots(batch, cfg, _AFFINE_OPS)
+
+
+def stats_slots(batch: int, cfg: RandAugmentConfig) -> int:
+    """Slots for the ops that read image statistics (AutoContrast, Equalize:
+    a histogram; Contrast: the mean) per layer: a histogram of every sample
+    cost more than the rest of a layer on an H100 (its atomic adds contend)."""
+    return _op_slots(batch, cfg, _STATS_OPS)
 
 
 # -- host: lay the draws out ---------------------------------------------------
@@ -116,11 +131,24 @@ def _value_tables(op: Tensor, arg: Tensor) -> Tensor:
 
 
 
+def _slotted(drawn: Tensor, slots: int) -> Tensor | None:
+    """The indices int64 (slots,) of the samples where ``drawn`` (bool (B,)),
+    then of others (whose op is the identity) to fill the slots; None when
+    more samples drew than there are slots. As many slots as samples: every
+    sample in order (the device then skips the gather and scatter)."""
+    if slots >= drawn.numel():
+        return torch.arange(drawn.numel())
+    chosen = drawn.nonzero().view(-1)
+    if chosen.numel() > slots:
+        return None
+    return torch.cat([chosen, (~drawn).nonzero().view(-1)[: slots - chosen.numel()]])
+
+
 def _plan_layer(op: Tensor, apply: Tensor, magnitude: Tensor, sign: Tensor, cubic: Tensor | bool,
-                ops: tuple[str, ...], size: int, slots: int) -> dict[str, Tensor] | None:
+                ops: tuple[str, ...], size: int, slots: int, stat_slots: int) -> dict[str, Tensor] | None:
     """One RandAugment layer's draws (B,) as the static layer's tensors (see
-    the module docstring), or None when more samples drew a geometric op than
-    there are slots."""
+    the module docstring), or None when more samples drew a geometric op (or
+    a statistics op) than there are slots."""
     n = op.shape[0]
     if isinstance(cubic, bool):
         cubic = torch.full((n,), cubic, dtype=torch.bool)
@@ -151,12 +179,13 @@ def _plan_layer(op: Tensor, apply: Tensor, magnitude: Tensor, sign: Tensor, cubi
             factors["sharpness"][index] = arg
         else:
             raise ValueError(f"unknown RandAugment op {name!r}")
-    chosen = geometric.nonzero().view(-1)
-    if chosen.numel() > slots:
+    index = _slotted(geometric, slots)  # the spare slots resample with the identity matrix
+    stats_index = _slotted(stats > 0, stat_slots)  # the spare slots keep their table
+    if index is None or stats_index is None:
         return None
-    spare = (~geometric).nonzero().view(-1)[: slots - chosen.numel()]  # identity matrices
-    index = torch.cat([chosen, spare])
-    return {"value.op": value_op, "value.arg": value_arg, "stats": stats, **factors,
+    contrast = factors.pop("contrast")
+    return {"value.op": value_op, "value.arg": value_arg, **factors,
+            "stats.index": stats_index, "stats.kind": stats[stats_index], "stats.contrast": contrast[stats_index],
             "affine.index": index, "affine.matrix": matrix[index], "affine.cubic": cubic[index]}
 
 
@@ -182,9 +211,9 @@ def plan(aug: "GpuAugment", d: BatchDraws) -> StaticPlan | None:
     t["crop.transpose"] = transpose
     if d.layers:
         cfg = aug.rand_augment
-        slots = affine_slots(b, cfg)
+        slots, stat_slots = affine_slots(b, cfg), stats_slots(b, cfg)
         for k, (op, apply, magnitude, sign, cubic) in enumerate(d.layers):
-            layer = _plan_layer(op, apply, magnitude, sign, cubic, cfg.ops, aug.size, slots)
+            layer = _plan_layer(op, apply, magnitude, sign, cubic, cfg.ops, aug.size, slots, stat_slots)
             if layer is None:
                 return None
             t.update({f"layer{k}.{name}": v for name, v in layer.items()})
@@ -259,12 +288,19 @@ def _layer(cfg: StaticConfig, x: Tensor, t: dict[str, Tensor], prefix: str) -> T
     n, c = x.shape[:2]
     lut = _value_tables(t[f"{prefix}.value.op"], t[f"{prefix}.value.arg"]).expand(n, c, 256)
     if cfg.stats:
-        stats = t[f"{prefix}.stats"].view(n, 1, 1)
-        hist = _histogram(x)
-        lut = torch.where(stats == 1, _auto_contrast_lut(hist), lut)
-        lut = torch.where(stats == 2, _equalize_lut(hist), lut)
-        contrast = _contrast_lut(t[f"{prefix}.contrast"], _luma_mean(x)).expand(n, c, 256)
-        lut = torch.where(stats == 3, contrast, lut)
+        # The statistics ops' tables, for the samples in their slots only
+        # (the spare slots' kind is 0: their table is written back as it was).
+        index = t[f"{prefix}.stats.index"]
+        every = index.shape[0] == n  # then the slots are the samples in order
+        kind = t[f"{prefix}.stats.kind"].view(-1, 1, 1)
+        part = x if every else x.index_select(0, index)
+        hist = _histogram(part)
+        tables = lut if every else lut.index_select(0, index)
+        tables = torch.where(kind == 1, _auto_contrast_lut(hist), tables)
+        tables = torch.where(kind == 2, _equalize_lut(hist), tables)
+        contrast = _contrast_lut(t[f"{prefix}.stats.contrast"], _luma_mean(part)).expand(-1, c, 256)
+        tables = torch.where(kind == 3, contrast, tables)
+        lut = tables if every else lut.contiguous().index_copy(0, index, tables)
     y = apply_lut(x, lut)
     if cfg.sharpness:
         y = sharpness(y, t[f"{prefix}.sharpness"])
@@ -273,8 +309,10 @@ def _layer(cfg: StaticConfig, x: Tensor, t: dict[str, Tensor], prefix: str) -> T
     if cfg.geometric:
         index = t[f"{prefix}.affine.index"]
         fill = cfg.fill if c == 3 else cfg.fill[:1]
-        moved = affine(y.index_select(0, index), t[f"{prefix}.affine.matrix"], fill, t[f"{prefix}.affine.cubic"])
-        y = y.index_copy(0, index, moved)
+        every = index.shape[0] == n  # then the slots are the samples in order
+        moved = affine(y if every else y.index_select(0, index), t[f"{prefix}.affine.matrix"], fill,
+                       t[f"{prefix}.affine.cubic"])
+        y = moved if every else y.index_copy(0, index, moved)
     return y
 
 
