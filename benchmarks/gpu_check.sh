@@ -9,7 +9,8 @@
 #      augment), vit_base eager (the same), vit_tiny eager (model-bound, GPU
 #      augment with and without its side stream, CPU augment), all with
 #      --gpu-augment-mode GPU_MODE (default graph), and vit_tiny compiled
-#      with the op-by-op layout (fractrain's default) against it;
+#      with the op-by-op layout (fractrain's default) against it, and with the
+#      steps on a high-priority CUDA stream (--high-priority-step);
 #   augment-bench: benchmarks/augment_bench.py on the device, GpuAugment
 #      alone (kernels and ms per batch; resize in float32 and as two
 #      TF32-exact products; eager and fused), beside BASELINE when that folder
@@ -72,7 +73,7 @@ FT_ARGS=${FT_ARGS:---aug-off crop}
 BENCH_STEPS=${BENCH_STEPS:-20}
 BENCH_WARMUP=${BENCH_WARMUP:-20}  # the fused augmentation compiles its variants in the first steps
 BENCH_WINDOWS=${BENCH_WINDOWS:-3}
-BENCHES=${BENCHES:-vit_tiny-compiled,base,vit_tiny,vit_tiny-compiled-op-by-op}  # which of the bench stage's runs
+BENCHES=${BENCHES:-vit_tiny-compiled,base,vit_tiny,vit_tiny-compiled-op-by-op,vit_tiny-compiled-priority}  # which of the bench stage's runs
 GPU_MODE=${GPU_MODE:-graph}
 PROFILE_STEPS=${PROFILE_STEPS:-0}  # > 0: each bench also profiles that many steps per path (summaries in the log)
 HOST_PROFILE_STEPS=${HOST_PROFILE_STEPS:-0}  # > 0: each bench also runs that many steps per path under cProfile
@@ -176,6 +177,9 @@ if wanted bench; then
     # Against the op-by-op layout.
     bench bench-vit_tiny-compiled-op-by-op 360 --model vit_tiny --compile --paths model,gpu \
         --gpu-augment-mode op-by-op "${MARGS[@]}"
+    # The steps on a high-priority stream (the augmentation fills the model's idle SMs).
+    bench bench-vit_tiny-compiled-priority 360 --model vit_tiny --compile --paths model,gpu \
+        --gpu-augment-mode "$GPU_MODE" --high-priority-step "${MARGS[@]}"
 fi
 if wanted augment-bench; then
     baseline=() fuse=()

@@ -189,6 +189,7 @@ def test_bench_runs_the_three_inputs_on_cpu(tiny_dataset, capsys):
     assert "gpu_serial_augment_images_per_s" not in result  # only on request
     assert result["fuse_augment"] is False and result["plan_workers"] == 0  # the CPU default; --workers 0
     assert result["gpu_augment_mode"] == "op-by-op"  # the CPU default
+    assert result["high_priority_step"] is False
     assert main(args[:-3] + ["--workers", "3", "--json", "--paths", "gpu-serial"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["gpu_serial_augment_images_per_s"] > 0 and result["model_images_per_s"] is None
@@ -225,3 +226,20 @@ def test_bench_profiles_steps_and_keeps_each_window(tiny_dataset, capsys, tmp_pa
     assert summary["steps"] == 2 and summary["top"] and "host profile gpu:" in captured.err
     assert main(args + ["--host-profile-steps", "-1"]) == 2
     assert "--host-profile-steps >= 0" in capsys.readouterr().err
+
+
+def test_bench_step_stream_is_a_high_priority_cuda_stream_or_nothing():
+    import contextlib
+
+    import torch
+
+    from fractrain.bench import step_stream
+
+    for high, device in ((True, "cpu"), (False, "cpu"), (False, "cuda")):  # no CUDA needed to decide
+        assert isinstance(step_stream(high, torch.device(device)), contextlib.nullcontext)
+    if torch.cuda.is_available():
+        default = torch.cuda.current_stream()
+        with step_stream(True, torch.device("cuda")):
+            stream = torch.cuda.current_stream()
+            assert stream != default and stream.priority == min(torch.cuda.Stream.priority_range())
+        assert torch.cuda.current_stream() == default

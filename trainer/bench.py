@@ -13,6 +13,7 @@ warm-up (which also absorbs torch.compile's compilation).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
@@ -71,17 +72,60 @@ def measure(stepper: Stepper, iterator, warmup: int, steps: int, windows: int, b
     return rates
 
 
+def step_stream(high_priority: bool, device: torch.device):
+    """A context running the training steps on a CUDA stream of the highest
+    priority (when ``high_priority`` on CUDA; else nothing changes). The GPU
+    path augments on a side stream of normal priority: with the step's
+    kernels ahead in the queue, the augmentation's blocks take the SMs the
+    model leaves idle (between its kernels, in their tails) rather than
+    delaying its kernels."""
+    if not high_priority or device.type != "cuda":
+        return contextlib.nullcontext()
+    low, high = torch.cuda.Stream.priority_range()
+    return torch.cuda.stream(torch.cuda.Stream(device, priority=min(low, high)))
+
+
+def _time_path(results: dict[str, Any], path: str, source, stepper: Stepper, warmup: int, steps: int,
+               windows: int, batch_size: int, device: torch.device, profile_steps: int, trace_dir: str | None,
+               host_profile_steps: int, log: Callable[[str], None]) -> None:
+    """Time one input ``source`` through ``stepper`` and put its figures in
+    ``results`` (images/s, each window, the training thread's times, the
+    profiles asked for)."""
+    batches = source.batches(0, warmup + steps * windows + profile_steps + host_profile_steps)
+    iterator = iter(batches)
+    host: dict[str, list[float]] = {}
+    rates = measure(stepper, iterator, warmup, steps, windows, batch_size, device, host)
+    results.setdefault("host_ms", {})[path] = {k: round(statistics.median(v), 3) for k, v in host.items()}
+    results.setdefault("windows_images_per_s", {})[path] = [round(r, 1) for r in rates]
+    if profile_steps:
+        trace = os.path.join(trace_dir, f"trace-{path}.json.gz") if trace_dir else None
+        summary = step_profile.profile_steps(stepper, iterator, profile_steps, device, trace)
+        results.setdefault("profile", {})[path] = summary
+        for line in step_profile.describe(path, summary):
+            log(line)
+    if host_profile_steps:
+        summary = step_profile.host_profile(stepper, iterator, host_profile_steps)
+        results.setdefault("host_profile", {})[path] = summary
+        for line in step_profile.describe_host(path, summary):
+            log(line)
+    if hasattr(batches, "close"):
+        batches.close()  # stops the DataLoader workers now
+    results[result_key(path)] = round(statistics.median(rates), 1)
+
+
 def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20, warmup: int = 10,
         windows: int = 3, compile: bool = False, device: str = "auto", workers: int = 8, input_size: int = 224,
         model_kwargs: dict[str, Any] | None = None, precision: str = "auto", paths: tuple[str, ...] = ("model", "gpu", "cpu"),
         fuse_augment: bool | None = None, augment_mode: str | None = None, profile_steps: int = 0,
-        trace_dir: str | None = None, host_profile_steps: int = 0,
+        trace_dir: str | None = None, host_profile_steps: int = 0, high_priority_step: bool = False,
         log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Time each of ``paths``; returns the result dict (images/s per path, the
     ratios, each window's rate). profile_steps: after the timed windows,
     profile that many more steps of each path (step_profile; summaries under
     "profile", chrome traces in trace_dir when given). host_profile_steps: then
-    that many under cProfile (step_profile.host_profile; under "host_profile")."""
+    that many under cProfile (step_profile.host_profile; under "host_profile").
+    high_priority_step: on CUDA, run the steps on a stream of the highest
+    priority (step_stream)."""
     kind = dist.resolve_device(device)
     target = torch.device("cuda", torch.cuda.current_device()) if kind == "cuda" else torch.device("cpu")
     ctx = dist.Context(rank=0, world_size=1, local_rank=0, local_world_size=1, device=target)
@@ -107,7 +151,7 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
     results: dict[str, Any] = {
         "model": name, "device": str(ctx.device), "batch_size": batch_size, "input_size": input_size,
         "compile": compile, "fuse_augment": fuse, "gpu_augment_mode": mode,
-        "plan_workers": pipelines.plan_workers_for(workers),
+        "plan_workers": pipelines.plan_workers_for(workers), "high_priority_step": high_priority_step,
         "precision": precision, "workers": workers, "num_samples": dataset.num_samples,
         "image_size": dataset.image_size,
         "model_images_per_s": None, "gpu_augment_images_per_s": None, "cpu_augment_images_per_s": None,
@@ -131,32 +175,13 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
                                  ctx.device, seed=0, workers=workers)
         else:
             raise ValueError(f"unknown path {path!r}")
-        stepper = stepper_for()
-        batches = source.batches(0, warmup + steps * windows + profile_steps + host_profile_steps)
-        iterator = iter(batches)
-        host: dict[str, list[float]] = {}
-        rates = measure(stepper, iterator, warmup, steps, windows, batch_size, ctx.device, host)
-        rate = statistics.median(rates)
-        results.setdefault("host_ms", {})[path] = {k: round(statistics.median(v), 3) for k, v in host.items()}
-        results.setdefault("windows_images_per_s", {})[path] = [round(r, 1) for r in rates]
-        if profile_steps:
-            trace = os.path.join(trace_dir, f"trace-{path}.json.gz") if trace_dir else None
-            summary = step_profile.profile_steps(stepper, iterator, profile_steps, ctx.device, trace)
-            results.setdefault("profile", {})[path] = summary
-            for line in step_profile.describe(path, summary):
-                log(line)
-        if host_profile_steps:
-            summary = step_profile.host_profile(stepper, iterator, host_profile_steps)
-            results.setdefault("host_profile", {})[path] = summary
-            for line in step_profile.describe_host(path, summary):
-                log(line)
-        if hasattr(batches, "close"):
-            batches.close()  # stops the DataLoader workers now
-        results[result_key(path)] = round(rate, 1)
-        ms = results["host_ms"][path]
+        with step_stream(high_priority_step, ctx.device):
+            _time_path(results, path, source, stepper_for(), warmup, steps, windows, batch_size, ctx.device,
+                       profile_steps, trace_dir, host_profile_steps, log)
+        rate, ms = results[result_key(path)], results["host_ms"][path]
         log(f"bench {name} {path:>5}: {rate:,.0f} images/s (training thread per step, median ms: input "
             f"{ms['input_wall']:.2f} wall / {ms['input_cpu']:.2f} cpu, step {ms['step_wall']:.2f} / {ms['step_cpu']:.2f})")
-        del stepper, source
+        del source
     m, g, c = (results["model_images_per_s"], results["gpu_augment_images_per_s"], results["cpu_augment_images_per_s"])
     results["gpu_vs_model"] = round(g / m, 3) if g and m else None
     results["cpu_vs_model"] = round(c / m, 3) if c and m else None

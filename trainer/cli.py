@@ -339,11 +339,14 @@ def _print_result(summary: dict[str, Any]) -> None:
 @click.option("--host-profile-steps", type=int, default=0, show_default=True,
               help="Then run this many more steps of each path under cProfile and print where the training "
                    "thread's time goes (own and cumulative ms per step of the top functions).")
+@click.option("--high-priority-step/--no-high-priority-step", default=False, show_default=True,
+              help="On CUDA, run the training steps on a CUDA stream of the highest priority, so that the GPU "
+                   "augmentation's kernels (side stream, normal priority) fill the SMs the model leaves idle.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
 def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, windows: int, compile: bool, device: str,
           precision: str, workers: int, input_size: int, model_args: tuple[str, ...], paths: str,
           fuse_augment: bool | None, gpu_augment_mode: str | None, profile_steps: int, trace_dir: str | None,
-          host_profile_steps: int, as_json: bool) -> None:
+          host_profile_steps: int, high_priority_step: bool, as_json: bool) -> None:
     """Images/s of the training step: model-bound (synthetic input on the
     device), GPU-augmented and CPU-augmented, and their ratios."""
     from . import bench as runner
@@ -364,7 +367,8 @@ def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, win
                         windows=windows, compile=compile, device=device, workers=workers, input_size=input_size,
                         model_kwargs=kwargs.model.kwargs, precision=precision, paths=chosen,
                         fuse_augment=fuse_augment, augment_mode=gpu_augment_mode, profile_steps=profile_steps,
-                        trace_dir=trace_dir, host_profile_steps=host_profile_steps, log=_log)
+                        trace_dir=trace_dir, host_profile_steps=host_profile_steps,
+                        high_priority_step=high_priority_step, log=_log)
     if as_json:
         click.echo(json.dumps(result))
         return
