@@ -1155,7 +1155,7 @@ def test_plan_workers_give_the_same_batches_in_step_order():
     assert isinstance(wire.indices, np.ndarray) and isinstance(wire.augment.buffer, np.ndarray)
     payload = pickle.dumps(wire)
     assert len(payload) > wire.augment.buffer.nbytes  # the bytes themselves travel
-    back = pickle.loads(payload).from_wire(pin=False)
+    back = pickle.loads(payload).from_wire()
     assert torch.equal(back.indices, inline.planner[4].indices)
     assert torch.equal(back.augment.buffer, inline.planner[4].augment.buffer) and back.augment.layout == wire.augment.layout
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import itertools
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -71,11 +71,6 @@ class StepPlan:
     indices: Tensor
     augment: Any
 
-    def pin_memory(self) -> "StepPlan":
-        """Pinned copies, so that the copies to the GPU do not block the host."""
-        plan = self.augment.pin_memory() if hasattr(self.augment, "pin_memory") else self.augment
-        return StepPlan(self.step, self.indices.pin_memory(), plan)
-
     def to_wire(self) -> "StepPlan":
         """The plan with its tensors (the indices, the augmentation plan's
         packed ``buffer``) as numpy arrays, for a worker to send: pickled by
@@ -87,13 +82,15 @@ class StepPlan:
             plan = replace(plan, buffer=plan.buffer.numpy())
         return StepPlan(self.step, self.indices.numpy(), plan)
 
-    def from_wire(self, pin: bool) -> "StepPlan":
-        """to_wire undone in the receiving process (pinned when ``pin``)."""
+    def from_wire(self, stage: Callable[[list[np.ndarray]], list[Tensor]] | None = None) -> "StepPlan":
+        """to_wire undone in the receiving process: its arrays as tensors,
+        made by ``stage`` (arrays -> tensors, e.g. staging.PinnedRing.stage:
+        copies in pinned memory) or viewing the arrays."""
         plan = self.augment
-        if isinstance(getattr(plan, "buffer", None), np.ndarray):
-            plan = replace(plan, buffer=torch.from_numpy(plan.buffer))
-        out = StepPlan(self.step, torch.from_numpy(self.indices), plan)
-        return out.pin_memory() if pin else out
+        packed = isinstance(getattr(plan, "buffer", None), np.ndarray)
+        arrays = [self.indices, plan.buffer] if packed else [self.indices]
+        tensors = stage(arrays) if stage is not None else [torch.from_numpy(a) for a in arrays]
+        return StepPlan(self.step, tensors[0], replace(plan, buffer=tensors[1]) if packed else plan)
 
 
 @dataclass
@@ -285,11 +282,11 @@ class DevicePipeline:
         """The steps' plans in order: made here, or ahead by ``plan_workers``
         DataLoader workers; on CUDA their tensors in the pinned ring (valid
         until ``staging_slots`` more plans have been queued)."""
-        staging = self._staging
+        stage = self._staging.stage if self._staging is not None else None
         if self.plan_workers == 0:
             for step in steps:
                 plan = self.planner[step]
-                yield self._stage(plan.to_wire()) if staging is not None else plan
+                yield plan.to_wire().from_wire(stage) if stage is not None else plan
             return
         # The loader's own generator: its workers' base seed would otherwise be
         # drawn from the global RNG, shifting the model's dropout draws (a
@@ -303,17 +300,7 @@ class DevicePipeline:
             generator=torch.Generator().manual_seed(0))
         for plans in loader:
             for plan in plans:
-                yield self._stage(plan) if staging is not None else plan.from_wire(pin=False)
-
-    def _stage(self, wire: StepPlan) -> StepPlan:
-        """A wire-form plan with its arrays copied into the pinned ring (see
-        staging.py; the caller marks them queued once their copies are)."""
-        buffer = getattr(wire.augment, "buffer", None)
-        if isinstance(buffer, np.ndarray):
-            indices, buffer = self._staging.stage([wire.indices, buffer])
-            return StepPlan(wire.step, indices, replace(wire.augment, buffer=buffer))
-        (indices,) = self._staging.stage([wire.indices])
-        return StepPlan(wire.step, indices, wire.augment)
+                yield plan.from_wire(stage)
 
     # -- device ----------------------------------------------------------------
 

@@ -60,11 +60,6 @@ class PackedPlan:
         """The packed tensors by name (views of ``buffer``, wherever it is)."""
         return unpack(self.buffer, self.layout)
 
-    def pin_memory(self):
-        """The plan with its buffer in pinned host memory (DataLoader's pin
-        thread calls this), so that the copy to a GPU does not block the host."""
-        return replace(self, buffer=self.buffer.pin_memory())
-
     def to(self, device: torch.device):
         """The plan with its buffer on ``device`` (one non-blocking copy, ``send``)."""
         buffer = send(self.buffer, device)
