@@ -278,6 +278,21 @@ def test_value_ops_match_pil_exactly(c):
     check(ga.sharpness(x, factor), [aa.sharpness(im, float(f)) for im, f in zip(pil, factor)])
 
 
+@pytest.mark.parametrize("height, width", [(1, 5), (4, 8), (7, 9), (20, 17)])
+def test_histogram_counts_every_pixel_once(height, width):
+    # The histogram counts into 32 copies per plane (pixel p into copy p % 32)
+    # and sums them: sizes below, at and off a multiple of 32 pixels.
+    from fractrain.gpu_augment.pixel_ops import _histogram
+
+    rng = np.random.default_rng(height * 100 + width)
+    arr = rng.integers(0, 256, size=(5, 3, height, width))
+    arr[0] = 0  # a black image: every count in bin 0
+    hist = _histogram(torch.from_numpy(arr).float())
+    assert hist.shape == (5, 3, 256) and hist.dtype == torch.int64
+    expected = np.stack([[np.bincount(plane.ravel(), minlength=256) for plane in image] for image in arr])
+    assert np.array_equal(hist.numpy(), expected)
+
+
 def test_value_ops_known_answers():
     x = torch.full((3, 1, 4, 4), 200.0)
     assert (ga.invert(x) == 55).all()

@@ -84,15 +84,26 @@ def _contrast_lut(factor: Tensor, mean: Tensor) -> Tensor:
     return _blend(_col(mean, 3).expand_as(i), i, _col(factor, 3))
 
 
+# Copies of each histogram that neighbouring pixels count into (pixel p into
+# copy p % _HISTOGRAM_COPIES), summed afterwards. A fractal image is mostly
+# black: with a single copy nearly every atomic add of a warp hits the same
+# bin 0 and they serialise; with 32 the lanes of a warp hit 32 addresses.
+_HISTOGRAM_COPIES = 32
+
+
 def _histogram(x: Tensor) -> Tensor:
     """Per (sample, channel) histogram of an integer-valued [0, 255] image: int64 (N, C, 256).
-    One scatter_add over the batch, each (n, c) offset into its own 256 bins."""
+    One scatter_add over the batch, each (n, c) offset into its own _HISTOGRAM_COPIES x 256
+    bins (see _HISTOGRAM_COPIES), then the copies summed."""
     n, c, h, w = x.shape
-    idx = x.reshape(n * c, h * w).long() + torch.arange(n * c, device=x.device)[:, None] * 256
-    hist = torch.zeros(n * c * 256, dtype=torch.int64, device=x.device)
+    copies = min(_HISTOGRAM_COPIES, h * w)
+    copy_offset = (torch.arange(h * w, device=x.device) % copies) * 256  # (H*W,)
+    plane_offset = torch.arange(n * c, device=x.device)[:, None] * (copies * 256)  # (N*C, 1)
+    idx = x.reshape(n * c, h * w).long() + copy_offset + plane_offset
+    hist = torch.zeros(n * c * copies * 256, dtype=torch.int64, device=x.device)
     ones = torch.ones(1, dtype=torch.int64, device=x.device).expand(idx.numel())  # no allocation
     hist.scatter_add_(0, idx.reshape(-1), ones)
-    return hist.view(n, c, 256)
+    return hist.view(n, c, copies, 256).sum(2)
 
 
 @fused
