@@ -8,8 +8,8 @@
 #   2. bench: `fractrain bench` of vit_tiny compiled (model-bound, GPU
 #      augment), vit_base eager (the same), vit_tiny eager (model-bound, GPU
 #      augment with and without its side stream, CPU augment), all with
-#      --gpu-augment-mode GPU_MODE (default graph), and vit_tiny compiled
-#      with the op-by-op layout (fractrain's default) against it, and with the
+#      --gpu-augment-mode GPU_MODE (default: fractrain's, graph on CUDA), and vit_tiny compiled
+#      with the op-by-op layout against it, and with the
 #      steps on a high-priority CUDA stream (--high-priority-step);
 #   augment-bench: benchmarks/augment_bench.py on the device, GpuAugment
 #      alone (kernels and ms per batch; resize in float32 and as two
@@ -70,11 +70,11 @@ FT_INPUT=${FT_INPUT:-$INPUT}
 # Digits are 8x8: RandomResizedCrop down to 8 % of that leaves no digit, so
 # the crop is off for both fine-tunes (everything else is the paper's recipe).
 FT_ARGS=${FT_ARGS:---aug-off crop}
-BENCH_STEPS=${BENCH_STEPS:-20}
+BENCH_STEPS=${BENCH_STEPS:-40}
 BENCH_WARMUP=${BENCH_WARMUP:-20}  # the fused augmentation compiles its variants in the first steps
-BENCH_WINDOWS=${BENCH_WINDOWS:-3}
+BENCH_WINDOWS=${BENCH_WINDOWS:-5}  # the paths' windows take turns; the median of each path's
 BENCHES=${BENCHES:-vit_tiny-compiled,base,vit_tiny,vit_tiny-compiled-op-by-op,vit_tiny-compiled-priority}  # which of the bench stage's runs
-GPU_MODE=${GPU_MODE:-graph}
+GPU_MODE=${GPU_MODE:-}  # empty: fractrain's default (graph on CUDA, op-by-op on the CPU)
 PROFILE_STEPS=${PROFILE_STEPS:-0}  # > 0: each bench also profiles that many steps per path (summaries in the log)
 HOST_PROFILE_STEPS=${HOST_PROFILE_STEPS:-0}  # > 0: each bench also runs that many steps per path under cProfile
 KEEP_TRACES=${KEEP_TRACES:-0}  # 1: with PROFILE_STEPS, keep the chrome traces under $OUT/bench-NAME/
@@ -168,18 +168,20 @@ bench() {  # bench NAME LIMIT ARGS...
 # The figures of issue #6 first (compiled vit_tiny, vit_base), in case the
 # device time runs out; the side stream's effect and the CPU path once each.
 if wanted bench; then
-    # GPU_MODE: the --gpu-augment-mode of these (the fastest, graph; the default is op-by-op).
+    # GPU_MODE: the --gpu-augment-mode of these (empty: fractrain's default).
+    MODE=()
+    [[ -n $GPU_MODE ]] && MODE=(--gpu-augment-mode "$GPU_MODE")
     bench bench-vit_tiny-compiled 360 --model vit_tiny --compile --paths model,gpu \
-        --gpu-augment-mode "$GPU_MODE" "${MARGS[@]}"
-    bench bench-base 240 --model "$BASE_MODEL" --paths model,gpu --gpu-augment-mode "$GPU_MODE" "${MARGS[@]}"
-    bench bench-vit_tiny 240 --model vit_tiny --paths model,gpu,gpu-serial,cpu --gpu-augment-mode "$GPU_MODE" \
+        "${MODE[@]}" "${MARGS[@]}"
+    bench bench-base 240 --model "$BASE_MODEL" --paths model,gpu "${MODE[@]}" "${MARGS[@]}"
+    bench bench-vit_tiny 240 --model vit_tiny --paths model,gpu,gpu-serial,cpu "${MODE[@]}" \
         "${MARGS[@]}"
     # Against the op-by-op layout.
     bench bench-vit_tiny-compiled-op-by-op 360 --model vit_tiny --compile --paths model,gpu \
         --gpu-augment-mode op-by-op "${MARGS[@]}"
     # The steps on a high-priority stream (the augmentation fills the model's idle SMs).
     bench bench-vit_tiny-compiled-priority 360 --model vit_tiny --compile --paths model,gpu \
-        --gpu-augment-mode "$GPU_MODE" --high-priority-step "${MARGS[@]}"
+        "${MODE[@]}" --high-priority-step "${MARGS[@]}"
 fi
 if wanted augment-bench; then
     baseline=() fuse=()

@@ -353,7 +353,7 @@ def test_pipeline_modes_give_the_same_batches_and_graph_needs_cuda():
         DevicePipeline(images, labels, EpochSchedule(40, 16, seed=0), recipe, 10, torch.device("cpu"), seed=0,
                        augment_mode="graph")
     assert augment_mode_default(None, torch.device("cpu")) == "op-by-op"
-    assert augment_mode_default(None, torch.device("cuda")) == "op-by-op"  # graph: opt-in until verified on a GPU
+    assert augment_mode_default(None, torch.device("cuda")) == "graph"
     assert augment_mode_default("static", torch.device("cpu")) == "static"
     with pytest.raises(UserError, match="one of op-by-op, static, graph"):
         augment_mode_default("fast", torch.device("cpu"))
@@ -369,20 +369,28 @@ def test_cuda_graph_mode_gives_the_op_by_op_batches():
 
     images, labels = dots(64, 64)[:, 0].numpy(), np.arange(64) % 10
     recipe = RECIPES["default"]
-    runs = []
-    # The last: the eager static path captured (no compiled kernels).
-    for mode, overlap, fuse in (("op-by-op", False, True), ("graph", True, True), ("graph", False, True),
+    runs = {}
+    # Static (uncaptured) and op-by-op eager too: where a difference comes from.
+    for mode, overlap, fuse in (("op-by-op", False, True), ("op-by-op", False, False), ("static", False, True),
+                                ("static", False, False), ("graph", True, True), ("graph", False, True),
                                 ("graph", True, False)):
         pipe = DevicePipeline(images, labels, EpochSchedule(64, 32, seed=0), recipe, 10, torch.device("cuda"),
                               seed=0, overlap=overlap, augment_mode=mode, augment_options={"fuse": fuse})
-        runs.append([(x.clone(), y.clone()) for x, y in pipe.batches(0, 6)])
+        runs[mode, overlap, fuse] = [(x.clone(), y.clone()) for x, y in pipe.batches(0, 6)]
         if mode == "graph":
             assert pipe.graphed is not None and pipe.graphed.slots and not pipe.graphed.failed
-    for other in runs[1:]:
-        for (x1, y1), (x2, y2) in zip(runs[0], other):
+    # Each against the op-by-op batches of the same kernels (fused or eager):
+    # fused and eager kernels may round a statistic differently (e.g. a
+    # Contrast mean on a tie moves a sample by up to 0.8 grey levels).
+    found = []
+    for key, other in runs.items():
+        for step, ((x1, y1), (x2, y2)) in enumerate(zip(runs["op-by-op", False, key[2]], other)):
             diff = (x1 - x2).abs() * 127.5  # grey levels
-            assert (diff > 0.01).float().mean() < 1e-3 and diff.max() < 3
-            torch.testing.assert_close(y1, y2)
+            off = (diff > 0.01).float().mean().item()
+            found.append((key, step, off, diff.max().item(), (y1 - y2).abs().max().item()))
+    print("\n".join(f"{key} batch {step}: {off:.4%} of values off, max {top:.3f} grey levels, targets {dy:.2e}"
+                    for key, step, off, top, dy in found))
+    assert all(off < 1e-3 and top < 3 and dy < 1e-5 for key, step, off, top, dy in found), found
     # The contract: a batch stays intact until its slot's next turn (two
     # batches later), e.g. while the next batch is made beside its step.
     pipe = DevicePipeline(images, labels, EpochSchedule(64, 32, seed=0), recipe, 10, torch.device("cuda"),

@@ -228,6 +228,29 @@ def test_bench_profiles_steps_and_keeps_each_window(tiny_dataset, capsys, tmp_pa
     assert "--host-profile-steps >= 0" in capsys.readouterr().err
 
 
+def test_bench_windows_take_turns(tiny_dataset, capsys, monkeypatch):
+    from fractrain import bench
+
+    assert [bench.window_order(["model", "gpu", "cpu"], w) for w in range(3)] == [
+        ["model", "gpu", "cpu"], ["cpu", "gpu", "model"], ["model", "gpu", "cpu"]]
+    # The run times every path's first window before any path's second.
+    order = []
+    timed = bench.time_window
+
+    def spy(stepper, *args, **kwargs):
+        order.append(id(stepper))
+        return timed(stepper, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "time_window", spy)
+    args = ["bench", "--shards", str(tiny_dataset), *TINY_ARGS, "--batch-size", "8", "--steps", "1",
+            "--warmup", "0", "--windows", "3", "--workers", "0", "--paths", "model,gpu", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert all(len(rates) == 3 for rates in result["windows_images_per_s"].values())
+    first, second = order[0], order[1]
+    assert first != second and order == [first, second, second, first, first, second]
+
+
 def test_bench_step_stream_is_a_high_priority_cuda_stream_or_nothing():
     import contextlib
 

@@ -8,7 +8,10 @@
 
 Each is timed end to end through the same optimizer step as training
 (autocast, backward, AdamW), as the median over timed windows after a
-warm-up (which also absorbs torch.compile's compilation).
+warm-up (which also absorbs torch.compile's compilation). The paths' windows
+take turns (A B, B A, ...), so that the machine's drift during a run
+(clocks, other tenants: between two runs on one H200, a path's rate moved
+by a third) weighs on each path alike.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import contextlib
 import os
 import statistics
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -37,39 +41,48 @@ def result_key(path: str) -> str:
     return "model_images_per_s" if path == "model" else f"{path.replace('-', '_')}_augment_images_per_s"
 
 
-def measure(stepper: Stepper, iterator, warmup: int, steps: int, windows: int, batch: int,
-             device: torch.device, host: dict[str, list[float]] | None = None) -> list[float]:
-    """Images/s of each of ``windows`` windows of ``steps`` steps, after ``warmup`` steps.
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
-    host: when given, gets each timed step's training-thread times in ms
-    (lists under "input_wall", "input_cpu": fetching the batch; "step_wall",
-    "step_cpu": launching the step): where the host's time goes without a
-    profiler's overhead. Wall well above CPU time means waiting (for plan
-    workers, the GIL, or the device)."""
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
 
+def warm_up(stepper: Stepper, iterator, warmup: int, device: torch.device) -> None:
+    """``warmup`` untimed steps (torch.compile compiles in the first), then a sync."""
     for _ in range(warmup):
         stepper(*next(iterator))
-    sync()
+    _sync(device)
+
+
+def time_window(stepper: Stepper, iterator, steps: int, batch: int, device: torch.device,
+                host: dict[str, list[float]] | None = None) -> float:
+    """Images/s of ``steps`` steps, from a synced device to a synced device.
+
+    host: when given, gets each step's training-thread times in ms (lists
+    under "input_wall", "input_cpu": fetching the batch; "step_wall",
+    "step_cpu": launching the step): where the host's time goes without a
+    profiler's overhead. Wall well above CPU time means waiting (for plan
+    workers, the GIL, another thread such as autograd's, or the device)."""
     clock, cpu_clock = time.perf_counter, time.thread_time
-    rates = []
-    for _ in range(windows):
-        started = clock()
-        for _ in range(steps):
-            t0, c0 = clock(), cpu_clock()
-            inputs = next(iterator)
-            t1, c1 = clock(), cpu_clock()
-            stepper(*inputs)
-            if host is not None:
-                t2, c2 = clock(), cpu_clock()
-                for key, value in (("input_wall", t1 - t0), ("input_cpu", c1 - c0),
-                                   ("step_wall", t2 - t1), ("step_cpu", c2 - c1)):
-                    host.setdefault(key, []).append(value * 1e3)
-        sync()
-        rates.append(steps * batch / (clock() - started))
-    return rates
+    started = clock()
+    for _ in range(steps):
+        t0, c0 = clock(), cpu_clock()
+        inputs = next(iterator)
+        t1, c1 = clock(), cpu_clock()
+        stepper(*inputs)
+        if host is not None:
+            t2, c2 = clock(), cpu_clock()
+            for key, value in (("input_wall", t1 - t0), ("input_cpu", c1 - c0),
+                               ("step_wall", t2 - t1), ("step_cpu", c2 - c1)):
+                host.setdefault(key, []).append(value * 1e3)
+    _sync(device)
+    return steps * batch / (clock() - started)
+
+
+def window_order(paths: list, window: int) -> list:
+    """The paths (any items) in the order window ``window`` times them: forwards, then
+    backwards (A B, B A, A B, ...), so that a drift of the machine's speed
+    during the run (clocks, other tenants) weighs on every path alike."""
+    return list(paths) if window % 2 == 0 else list(reversed(paths))
 
 
 def step_stream(high_priority: bool, device: torch.device):
@@ -85,32 +98,37 @@ def step_stream(high_priority: bool, device: torch.device):
     return torch.cuda.stream(torch.cuda.Stream(device, priority=min(low, high)))
 
 
-def _time_path(results: dict[str, Any], path: str, source, stepper: Stepper, warmup: int, steps: int,
-               windows: int, batch_size: int, device: torch.device, profile_steps: int, trace_dir: str | None,
-               host_profile_steps: int, log: Callable[[str], None]) -> None:
-    """Time one input ``source`` through ``stepper`` and put its figures in
-    ``results`` (images/s, each window, the training thread's times, the
-    profiles asked for)."""
-    batches = source.batches(0, warmup + steps * windows + profile_steps + host_profile_steps)
-    iterator = iter(batches)
-    host: dict[str, list[float]] = {}
-    rates = measure(stepper, iterator, warmup, steps, windows, batch_size, device, host)
-    results.setdefault("host_ms", {})[path] = {k: round(statistics.median(v), 3) for k, v in host.items()}
-    results.setdefault("windows_images_per_s", {})[path] = [round(r, 1) for r in rates]
+@dataclass
+class _TimedPath:
+    """One input path being timed: its source, its own model and optimizer,
+    the batches' iterator, and what its windows found."""
+
+    name: str
+    source: Any
+    stepper: Stepper
+    batches: Any
+    iterator: Any
+    stream: Any  # the context its steps run in (step_stream)
+    host: dict[str, list[float]] = field(default_factory=dict)
+    rates: list[float] = field(default_factory=list)
+
+
+def _profile_path(results: dict[str, Any], timed: _TimedPath, device: torch.device, profile_steps: int,
+                  trace_dir: str | None, host_profile_steps: int, log: Callable[[str], None]) -> None:
+    """After the timed windows: the profiles asked for of one path."""
     if profile_steps:
-        trace = os.path.join(trace_dir, f"trace-{path}.json.gz") if trace_dir else None
-        summary = step_profile.profile_steps(stepper, iterator, profile_steps, device, trace)
-        results.setdefault("profile", {})[path] = summary
-        for line in step_profile.describe(path, summary):
+        trace = os.path.join(trace_dir, f"trace-{timed.name}.json.gz") if trace_dir else None
+        with timed.stream:
+            summary = step_profile.profile_steps(timed.stepper, timed.iterator, profile_steps, device, trace)
+        results.setdefault("profile", {})[timed.name] = summary
+        for line in step_profile.describe(timed.name, summary):
             log(line)
     if host_profile_steps:
-        summary = step_profile.host_profile(stepper, iterator, host_profile_steps)
-        results.setdefault("host_profile", {})[path] = summary
-        for line in step_profile.describe_host(path, summary):
+        with timed.stream:
+            summary = step_profile.host_profile(timed.stepper, timed.iterator, host_profile_steps)
+        results.setdefault("host_profile", {})[timed.name] = summary
+        for line in step_profile.describe_host(timed.name, summary):
             log(line)
-    if hasattr(batches, "close"):
-        batches.close()  # stops the DataLoader workers now
-    results[result_key(path)] = round(statistics.median(rates), 1)
 
 
 def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20, warmup: int = 10,
@@ -158,6 +176,11 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
     }
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
+    # Every path is set up and warmed up first, then their timed windows take
+    # turns (window_order): each path's figure then comes from the same
+    # stretch of the run. Each path keeps its own model and optimizer.
+    total = warmup + steps * windows + profile_steps + host_profile_steps
+    timed: list[_TimedPath] = []
     for path in paths:
         if path == "model":
             source = pipelines.SyntheticPipeline(batch_size, input_size, num_classes, ctx.device)
@@ -175,13 +198,29 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
                                  ctx.device, seed=0, workers=workers)
         else:
             raise ValueError(f"unknown path {path!r}")
-        with step_stream(high_priority_step, ctx.device):
-            _time_path(results, path, source, stepper_for(), warmup, steps, windows, batch_size, ctx.device,
-                       profile_steps, trace_dir, host_profile_steps, log)
-        rate, ms = results[result_key(path)], results["host_ms"][path]
-        log(f"bench {name} {path:>5}: {rate:,.0f} images/s (training thread per step, median ms: input "
+        stream = step_stream(high_priority_step, ctx.device)
+        batches = source.batches(0, total)
+        with stream:
+            entry = _TimedPath(path, source, stepper_for(), batches, iter(batches), stream)
+            warm_up(entry.stepper, entry.iterator, warmup, ctx.device)
+        timed.append(entry)
+    for window in range(windows):
+        for entry in window_order(timed, window):
+            with entry.stream:
+                entry.rates.append(time_window(entry.stepper, entry.iterator, steps, batch_size, ctx.device,
+                                               entry.host))
+    for entry in timed:
+        _profile_path(results, entry, ctx.device, profile_steps, trace_dir, host_profile_steps, log)
+        if hasattr(entry.batches, "close"):
+            entry.batches.close()  # stops the DataLoader workers now
+        results.setdefault("host_ms", {})[entry.name] = {
+            k: round(statistics.median(v), 3) for k, v in entry.host.items()}
+        results.setdefault("windows_images_per_s", {})[entry.name] = [round(r, 1) for r in entry.rates]
+        rate = results[result_key(entry.name)] = round(statistics.median(entry.rates), 1)
+        ms = results["host_ms"][entry.name]
+        log(f"bench {name} {entry.name:>5}: {rate:,.0f} images/s (training thread per step, median ms: input "
             f"{ms['input_wall']:.2f} wall / {ms['input_cpu']:.2f} cpu, step {ms['step_wall']:.2f} / {ms['step_cpu']:.2f})")
-        del source
+    del timed
     m, g, c = (results["model_images_per_s"], results["gpu_augment_images_per_s"], results["cpu_augment_images_per_s"])
     results["gpu_vs_model"] = round(g / m, 3) if g and m else None
     results["cpu_vs_model"] = round(c / m, 3) if c and m else None

@@ -129,7 +129,8 @@ PRETRAIN_OPTIONS = [
     (("--gpu-augment-mode",), "run.gpu_augment_mode", {"type": click.Choice(["op-by-op", "static", "graph"])},
      "GPU input path: op-by-op runs each op on the samples that drew it (least device work); static lays every "
      "batch out in the same shapes (each op on every sample; one compiled graph); graph also replays that as "
-     "CUDA graphs (least host time; static and graph are not yet verified on a GPU). [default: op-by-op]"),
+     "CUDA graphs (least host time; needs the image cache on the GPU, else it runs as static). "
+     "[default: graph on CUDA, op-by-op on the CPU]"),
 ]
 DOWNSTREAM_OPTIONS = [
     (("--init",), "model.init", {"type": click.Path(dir_okay=False)},
@@ -330,7 +331,7 @@ def _print_result(summary: dict[str, Any]) -> None:
 @click.option("--fuse-augment/--no-fuse-augment", default=None,
               help="Compile the GPU augmentation's heaviest functions into fused kernels. [default: on for CUDA]")
 @click.option("--gpu-augment-mode", type=click.Choice(["op-by-op", "static", "graph"]), default=None,
-              help="The GPU paths' augmentation mode (see pretrain --help). [default: op-by-op]")
+              help="The GPU paths' augmentation mode (see pretrain --help). [default: graph on CUDA, op-by-op on the CPU]")
 @click.option("--profile-steps", type=int, default=0, show_default=True,
               help="After the timed windows, profile this many more steps of each path (torch.profiler) and "
                    "print where the time goes: wall and device-busy ms per step, per CUDA stream, top kernels.")

@@ -79,7 +79,7 @@ class RunConfig:
     workers: int | None = None  # DataLoader workers per rank; None: min(8, CPUs / local ranks)
     input_path: str = "auto"  # auto | cpu | gpu: where augmentation runs
     fuse_augment: bool | None = None  # compile the GPU augmentation's kernels; None: on CUDA
-    gpu_augment_mode: str | None = None  # op-by-op | static | graph; None: op-by-op
+    gpu_augment_mode: str | None = None  # op-by-op | static | graph; None: graph on CUDA, else op-by-op
     ckpt_every: float = 1000.0  # epochs between checkpoints
     keep_ckpts: int = 2  # periodic checkpoints kept (final.pt always)
     log_every: int = 50  # steps between metrics records and bar updates

@@ -176,15 +176,14 @@ def _check_augment_mode(mode: str, device: torch.device) -> str:
 
 
 def augment_mode_default(requested: str | None, device: torch.device) -> str:
-    """--gpu-augment-mode: as asked, else op-by-op. On the CPU computing
-    every op on every sample costs more than it saves. On CUDA the graph
-    mode is the faster one (the host launches one graph per batch instead of
-    its kernels), but it is opt-in until its CUDA test passes: an H100 run
-    found its batches unlike the op-by-op ones (fixed since, unconfirmed on a GPU;
-    see benchmarks/RESULTS.md)."""
+    """--gpu-augment-mode: as asked, else graph on CUDA (the host launches one
+    captured graph per batch instead of ~400 kernels; its CUDA tests give
+    the op-by-op batches, see benchmarks/RESULTS.md, session 6) and op-by-op
+    on the CPU (where computing every op on every sample costs more than it
+    saves, and there are no CUDA graphs)."""
     if requested is not None:
         return _check_augment_mode(requested, device)
-    return "op-by-op"
+    return "graph" if device.type == "cuda" else "op-by-op"
 
 
 class DevicePipeline:
