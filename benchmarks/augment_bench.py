@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--resize-precision", default="fp32",
                         help="comma-separated resize precisions to time for this tree's version "
-                             "(fp32, tf32x2; default: %(default)s)")
+                             "(fp32, tf32x2, taps; default: %(default)s)")
     parser.add_argument("--fuse", action="store_true",
                         help="also time this tree's version with fuse=True (its heaviest functions compiled; "
                              "the warm-up call compiles them, and ops are not counted: Inductor's kernels "

@@ -10,10 +10,11 @@
 #      augment with and without its side stream, CPU augment), all with
 #      --gpu-augment-mode GPU_MODE (default: fractrain's, graph on CUDA), and vit_tiny compiled
 #      with the op-by-op layout against it, and with the
-#      steps on a high-priority CUDA stream (--high-priority-step);
+#      steps on a high-priority CUDA stream (--high-priority-step), and with
+#      the crop resized from its windows' taps (--gpu-resize taps);
 #   augment-bench: benchmarks/augment_bench.py on the device, GpuAugment
-#      alone (kernels and ms per batch; resize in float32 and as two
-#      TF32-exact products; eager and fused), beside BASELINE when that folder
+#      alone (kernels and ms per batch; the resize methods AUG_RESIZE,
+#      default tf32x2,taps; eager and fused), beside BASELINE when that folder
 #      holds an older trainer/ (the device copy of the repository has no git
 #      history; make it with
 #      `mkdir -p .whl/baseline-98d3ee1 && git archive 98d3ee1 trainer | tar -x -C .whl/baseline-98d3ee1`);
@@ -73,7 +74,7 @@ FT_ARGS=${FT_ARGS:---aug-off crop}
 BENCH_STEPS=${BENCH_STEPS:-40}
 BENCH_WARMUP=${BENCH_WARMUP:-20}  # the fused augmentation compiles its variants in the first steps
 BENCH_WINDOWS=${BENCH_WINDOWS:-5}  # the paths' windows take turns; the median of each path's
-BENCHES=${BENCHES:-vit_tiny-compiled,base,vit_tiny,vit_tiny-compiled-op-by-op,vit_tiny-compiled-priority}  # which of the bench stage's runs
+BENCHES=${BENCHES:-vit_tiny-compiled,base,vit_tiny,vit_tiny-compiled-taps,vit_tiny-compiled-op-by-op,vit_tiny-compiled-priority}  # which of the bench stage's runs
 GPU_MODE=${GPU_MODE:-}  # empty: fractrain's default (graph on CUDA, op-by-op on the CPU)
 PROFILE_STEPS=${PROFILE_STEPS:-0}  # > 0: each bench also profiles that many steps per path (summaries in the log)
 HOST_PROFILE_STEPS=${HOST_PROFILE_STEPS:-0}  # > 0: each bench also runs that many steps per path under cProfile
@@ -84,6 +85,7 @@ KEEP_GOING=${KEEP_GOING:-0}
 STAGES=${STAGES:-environment,cuda-tests,build,augment-bench,host-bench,bench,pretrain,finetune}
 BASELINE=${BASELINE:-.whl/baseline-98d3ee1}
 AUG_CONFIGS=${AUG_CONFIGS:-256x${SIZE}->${INPUT}}
+AUG_RESIZE=${AUG_RESIZE:-tf32x2,taps}  # augment-bench: the resize methods timed side by side
 AUG_FUSE=${AUG_FUSE:-1}  # 0: augment-bench times the eager versions only (no compiling)
 CUDA_TESTS=${CUDA_TESTS:-cuda}  # pytest -k expression of the cuda-tests stage
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")}
@@ -179,6 +181,9 @@ if wanted bench; then
     # Against the op-by-op layout.
     bench bench-vit_tiny-compiled-op-by-op 360 --model vit_tiny --compile --paths model,gpu \
         --gpu-augment-mode op-by-op "${MARGS[@]}"
+    # The crop's resize from its windows' taps instead of TF32 matrix products.
+    bench bench-vit_tiny-compiled-taps 360 --model vit_tiny --compile --paths model,gpu \
+        "${MODE[@]}" --gpu-resize taps "${MARGS[@]}"
     # The steps on a high-priority stream (the augmentation fills the model's idle SMs).
     bench bench-vit_tiny-compiled-priority 360 --model vit_tiny --compile --paths model,gpu \
         "${MODE[@]}" --high-priority-step "${MARGS[@]}"
@@ -188,7 +193,7 @@ if wanted augment-bench; then
     [[ -d "$BASELINE/trainer" ]] && baseline=(--baseline "$BASELINE")
     [[ $AUG_FUSE == 1 ]] && fuse=(--fuse)
     stage augment-bench 300 "$PY" benchmarks/augment_bench.py --device "$DEVICE" --configs "$AUG_CONFIGS" \
-        --resize-precision fp32,tf32x2 --static "${fuse[@]}" "${baseline[@]}"
+        --resize-precision "$AUG_RESIZE" --static "${fuse[@]}" "${baseline[@]}"
 fi
 if wanted host-bench; then
     stage host-bench 120 "$PY" benchmarks/host_bench.py --planners 0,2 --batch "$BATCH"

@@ -193,6 +193,30 @@ def test_tf32x2_resize_is_the_fp32_resize():
     assert GpuAugment(AugmentRecipe(), 10, "cuda").resize_precision == "tf32x2"  # constructing needs no GPU
 
 
+def test_taps_resize_is_the_fp32_resize():
+    """Summing each window's taps gives the matrix products' float32 result,
+    pixel for pixel but for rare rounding ties (a different order of the
+    same sum), flips and both interpolations included; and its windows are
+    the dense matrices' non-zero entries."""
+    arr = sample_images(6, 256, 256, 3, seed=11)
+    x = to_batch(arr)
+    top, left, h, w = ga.sample_crop_boxes(6, 256, 256, (0.08, 1.0), (3 / 4, 4 / 3), gen(12))
+    flips = torch.tensor([True, False, True, False, False, True])
+    for cubic in (True, torch.tensor([True, False, True, False, True, False])):
+        fp32 = ga.resized_crop(x, top, left, h, w, 112, cubic, hflip=flips, vflip=~flips)
+        taps = ga.resized_crop(x, top, left, h, w, 112, cubic, hflip=flips, vflip=~flips, precision="taps")
+        assert taps.shape == fp32.shape and taps.dtype == torch.float32
+        assert (taps != fp32).float().mean() < 1e-4 and (taps - fp32).abs().max() <= 1
+    (dense,) = ga.crop._resample_weights(left, w, 256, 112, True, flips)
+    (windows,) = ga.crop.resample_weights(left, w, 256, 112, True, flips, precision="taps")
+    assert isinstance(windows, ga.crop.Taps) and windows.first.shape == (6, 112)
+    spread = torch.zeros_like(dense)
+    columns = (windows.first[..., None] + torch.arange(windows.weight.shape[-1])).clamp(max=255)
+    spread.scatter_add_(2, columns, windows.weight)
+    assert torch.equal(spread, dense)
+    assert GpuAugment(AugmentRecipe(), 10, "cpu", resize_precision="taps").resize_precision == "taps"
+
+
 def test_tf32_matmuls_are_switched_on_only_inside():
     before = torch.get_float32_matmul_precision()
     with ga.crop._tf32_matmuls(True):

@@ -61,6 +61,29 @@ def test_static_layout_gives_the_op_by_op_batches(name):
         assert statistics_ops > 0 and static_layout.stats_slots(48, static.rand_augment) < 48
 
 
+@pytest.mark.parametrize("name", ["default", "rgb fill, random interpolation"])
+def test_taps_resize_gives_the_same_batches_in_both_layouts_fused_or_not(name):
+    """resize_precision="taps": the static layout gives the op-by-op batches
+    bit for bit, and its compiled passes the eager ones (to float rounding)."""
+    recipe = RECIPES[name]
+    channels = 3 if name.startswith("rgb") else 1
+    images, targets = dots(32, 64, channels, seed=4), torch.arange(32) % 10
+    by_op = GpuAugment(recipe, 10, "cpu", resize_precision="taps")
+    static = GpuAugment(recipe, 10, "cpu", resize_precision="taps", static=True)
+    # Compiling every fused function costs ~20 s on a CPU: one recipe is enough.
+    fused = GpuAugment(recipe, 10, "cpu", resize_precision="taps", fuse=True) if name == "default" else None
+    for seed in range(3):
+        x1, y1 = by_op(images, targets, gen(seed))
+        x2, y2 = static(images, targets, gen(seed))
+        assert torch.equal(x1, x2) and torch.equal(y1, y2), seed
+        if fused is not None:
+            x3, y3 = fused(images, targets, gen(seed))
+            assert (x1 - x3).abs().max() < 1e-5 and torch.allclose(y1, y3)
+    if fused is not None:
+        assert not [fn for fn in fusion._FAILED if fn.__module__.startswith("fractrain")]  # none fell back
+        assert any(fn.__name__ == "_taps_pass" for fn in fusion._COMPILED)
+
+
 @pytest.mark.parametrize("static", [False, True])
 def test_grayscale_gives_the_batches_of_its_rgb_copy(static):
     """Grayscale input (expanded to RGB after the crop, for a third of the

@@ -134,7 +134,8 @@ def _profile_path(results: dict[str, Any], timed: _TimedPath, device: torch.devi
 def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20, warmup: int = 10,
         windows: int = 3, compile: bool = False, device: str = "auto", workers: int = 8, input_size: int = 224,
         model_kwargs: dict[str, Any] | None = None, precision: str = "auto", paths: tuple[str, ...] = ("model", "gpu", "cpu"),
-        fuse_augment: bool | None = None, augment_mode: str | None = None, profile_steps: int = 0,
+        fuse_augment: bool | None = None, augment_mode: str | None = None, resize_precision: str | None = None,
+        profile_steps: int = 0,
         trace_dir: str | None = None, host_profile_steps: int = 0, high_priority_step: bool = False,
         log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Time each of ``paths``; returns the result dict (images/s per path, the
@@ -143,7 +144,7 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
     "profile", chrome traces in trace_dir when given). host_profile_steps: then
     that many under cProfile (step_profile.host_profile; under "host_profile").
     high_priority_step: on CUDA, run the steps on a stream of the highest
-    priority (step_stream)."""
+    priority (step_stream). resize_precision: GpuAugment's (None: its default)."""
     kind = dist.resolve_device(device)
     target = torch.device("cuda", torch.cuda.current_device()) if kind == "cuda" else torch.device("cpu")
     ctx = dist.Context(rank=0, world_size=1, local_rank=0, local_world_size=1, device=target)
@@ -156,6 +157,9 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
     schedule = EpochSchedule(dataset.num_samples, batch_size, seed=0)
     name = models.resolve_name(model_name)
     gpu_cls = pipelines.gpu_augment_class()
+    augment_options: dict[str, Any] = {"fuse": fuse}
+    if resize_precision is not None:
+        augment_options["resize_precision"] = resize_precision
 
     def stepper_for() -> Stepper:
         torch.manual_seed(0)
@@ -168,7 +172,7 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
 
     results: dict[str, Any] = {
         "model": name, "device": str(ctx.device), "batch_size": batch_size, "input_size": input_size,
-        "compile": compile, "fuse_augment": fuse, "gpu_augment_mode": mode,
+        "compile": compile, "fuse_augment": fuse, "gpu_augment_mode": mode, "gpu_resize": resize_precision or "default",
         "plan_workers": pipelines.plan_workers_for(workers), "high_priority_step": high_priority_step,
         "precision": precision, "workers": workers, "num_samples": dataset.num_samples,
         "image_size": dataset.image_size,
@@ -192,7 +196,7 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
                                               ctx.device, seed=0, augment_cls=gpu_cls, log=log,
                                               overlap=path == "gpu",
                                               plan_workers=pipelines.plan_workers_for(workers),
-                                              augment_options={"fuse": fuse}, augment_mode=mode)
+                                              augment_options=augment_options, augment_mode=mode)
         elif path == "cpu":
             source = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,
                                  ctx.device, seed=0, workers=workers)

@@ -332,6 +332,9 @@ def _print_result(summary: dict[str, Any]) -> None:
               help="Compile the GPU augmentation's heaviest functions into fused kernels. [default: on for CUDA]")
 @click.option("--gpu-augment-mode", type=click.Choice(["op-by-op", "static", "graph"]), default=None,
               help="The GPU paths' augmentation mode (see pretrain --help). [default: graph on CUDA, op-by-op on the CPU]")
+@click.option("--gpu-resize", type=click.Choice(["fp32", "tf32x2", "taps"]), default=None,
+              help="How the GPU paths' crop resizes: fp32 or tf32x2 matrix products, or taps (each output pixel "
+                   "from its window's pixels). [default: tf32x2 on CUDA, fp32 on the CPU]")
 @click.option("--profile-steps", type=int, default=0, show_default=True,
               help="After the timed windows, profile this many more steps of each path (torch.profiler) and "
                    "print where the time goes: wall and device-busy ms per step, per CUDA stream, top kernels.")
@@ -346,8 +349,8 @@ def _print_result(summary: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
 def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, windows: int, compile: bool, device: str,
           precision: str, workers: int, input_size: int, model_args: tuple[str, ...], paths: str,
-          fuse_augment: bool | None, gpu_augment_mode: str | None, profile_steps: int, trace_dir: str | None,
-          host_profile_steps: int, high_priority_step: bool, as_json: bool) -> None:
+          fuse_augment: bool | None, gpu_augment_mode: str | None, gpu_resize: str | None, profile_steps: int,
+          trace_dir: str | None, host_profile_steps: int, high_priority_step: bool, as_json: bool) -> None:
     """Images/s of the training step: model-bound (synthetic input on the
     device), GPU-augmented and CPU-augmented, and their ratios."""
     from . import bench as runner
@@ -367,7 +370,8 @@ def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, win
     result = runner.run(model_name=model, shards=shards, batch_size=batch_size, steps=steps, warmup=warmup,
                         windows=windows, compile=compile, device=device, workers=workers, input_size=input_size,
                         model_kwargs=kwargs.model.kwargs, precision=precision, paths=chosen,
-                        fuse_augment=fuse_augment, augment_mode=gpu_augment_mode, profile_steps=profile_steps,
+                        fuse_augment=fuse_augment, augment_mode=gpu_augment_mode, resize_precision=gpu_resize,
+                        profile_steps=profile_steps,
                         trace_dir=trace_dir, host_profile_steps=host_profile_steps,
                         high_priority_step=high_priority_step, log=_log)
     if as_json:

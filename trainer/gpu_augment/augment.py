@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..recipe import AugmentRecipe
 from .color_jitter import color_jitter, sample_color_jitter
-from .crop import (RESIZE_PRECISIONS, _resample_weights, _two_pass_resize, resize_order, sample_crop_boxes,
+from .crop import (RESIZE_PRECISIONS, _two_pass_resize, resample_weights, resize_order, sample_crop_boxes,
                    sample_flips)
 from .draws import _rand
 from . import fusion
@@ -53,11 +53,14 @@ class GpuAugment:
     normalise -> RandomErasing -> Mixup/CutMix over the batch.
     ``plan`` and ``apply`` are the two halves of a call.
 
-    resize_precision: how the crop's matrix products run: "fp32", or
-    "tf32x2", each as two products on TF32 tensor cores whose operands are
-    exact in TF32 (the same fidelity to PIL, tested); None (default):
-    "tf32x2" on CUDA, where it is faster, else "fp32" (on a CPU it would only
-    double the work). benchmarks/augment_bench.py --resize-precision times both.
+    resize_precision: how the crop's two resize passes run: "fp32" matrix
+    products, or "tf32x2", each as two products on TF32 tensor cores whose
+    operands are exact in TF32, or "taps", each output pixel summed from the
+    few input pixels of its window (no products with the zeros around it;
+    one kernel per pass when fused); all three equally close to PIL (tested).
+    None (default): "tf32x2" on CUDA (faster there than fp32; "taps" is
+    untimed on a GPU yet), else "fp32". benchmarks/augment_bench.py
+    --resize-precision times them side by side.
 
     fuse: run the heaviest device functions compiled (``fusion.py``: one
     kernel where eager PyTorch writes a tensor per operation; the first
@@ -236,12 +239,12 @@ class GpuAugment:
         cubic = dev.get("crop.cubic", self.interpolation == "bicubic")
         precision = self.resize_precision
         if height == width:  # both axes in one call
-            weights = _resample_weights(start, length, width, s, cubic, reverse, precision)
+            weights = resample_weights(start, length, width, s, cubic, reverse, precision)
             wx, wy = [m[:b, None] for m in weights], [m[b:, None] for m in weights]
         else:
             x_cubic, y_cubic = (cubic[:b], cubic[b:]) if isinstance(cubic, Tensor) else (cubic, cubic)
-            wx = [m[:, None] for m in _resample_weights(start[:b], length[:b], width, s, x_cubic, reverse[:b], precision)]
-            wy = [m[:, None] for m in _resample_weights(start[b:], length[b:], height, s, y_cubic, reverse[b:], precision)]
+            wx = [m[:, None] for m in resample_weights(start[:b], length[:b], width, s, x_cubic, reverse[:b], precision)]
+            wy = [m[:, None] for m in resample_weights(start[b:], length[b:], height, s, y_cubic, reverse[b:], precision)]
 
         out = _two_pass_resize(images, wx, wy, k)
         out = out.index_select(0, dev["crop.inverse"]) if 0 < k < b else out

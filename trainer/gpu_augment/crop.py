@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -90,34 +91,14 @@ def _cubic_kernel(t: Tensor, a: float) -> Tensor:
     return torch.where(t < 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
 
 
-@fused
-def _resample_weights(
+def _window_weights(
     start: Tensor, length: Tensor, in_size: int, out_size: int, cubic: Tensor | bool,
-    reverse: Tensor | None = None, precision: str = "fp32"
-) -> list[Tensor]:
-    """Weights of PIL's ImagingResample along one axis, per sample, as a list
-    of (N, out_size, in_size) float32 matrices that sum to them: the weights
-    ('fp32'), or ('tf32x2') two parts exact in TF32 that sum to them within
-    2**-22 (PIL's weights are 22-bit fixed point); see _product.
-
-    Output pixel i of sample n reads the span [start[n], start[n] + length[n])
-    of an axis of in_size pixels: centre c = (i + 0.5) * scale in the span,
-    scale = length / out_size, taps [int(c - support + 0.5), int(c + support + 0.5))
-    clipped to the span, weight filter((x - c + 0.5) / max(scale, 1)) normalised
-    to sum 1, then rounded to PIL's 22-bit fixed point. The filter is PIL's
-    bicubic (a = -0.5, support 2) where ``cubic`` (a bool for all samples, or
-    bool (N,)), else its triangle (support 1); both widen by the scale when
-    shrinking, which is PIL's antialiasing.
-
-    ``reverse`` (bool (N,), optional) lists the output pixels backwards for
-    the samples marked: the matrix of the resized crop followed by a flip of
-    that axis (the same numbers, permuted), which makes flips free.
-
-    The taps are computed in float64 (as PIL) on a window of ``taps`` pixels
-    per output pixel, a bound fixed by the sizes alone (no look at the data,
-    so no host sync), then spread into the dense matrix the matmul needs.
-    """
-    n = start.shape[0]
+    reverse: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """PIL's resampling windows along one axis (see _resample_weights):
+    float64 (N, out_size, taps) weights, already rounded to PIL's 22-bit
+    fixed point, and int64 (N, out_size) the axis index of each window's
+    first tap (taps past the span weigh 0)."""
     device = start.device
     taps = 2 * math.ceil(2.0 * max(in_size / out_size, 1.0)) + 1  # PIL's ksize at the widest crop
     start = start.to(torch.float64)[:, None, None]
@@ -147,6 +128,38 @@ def _resample_weights(
     weight = weight / torch.where(total == 0, torch.ones_like(total), total)
     one = float(1 << 22)  # PIL: PRECISION_BITS = 32 - 8 - 2, rounded half away from zero
     weight = torch.trunc(weight * one + torch.where(weight < 0, -0.5, 0.5)) / one
+    return weight, (xmin + start).long()[:, :, 0]
+
+
+@fused
+def _resample_weights(
+    start: Tensor, length: Tensor, in_size: int, out_size: int, cubic: Tensor | bool,
+    reverse: Tensor | None = None, precision: str = "fp32"
+) -> list[Tensor]:
+    """Weights of PIL's ImagingResample along one axis, per sample, as a list
+    of (N, out_size, in_size) float32 matrices that sum to them: the weights
+    ('fp32'), or ('tf32x2') two parts exact in TF32 that sum to them within
+    2**-22 (PIL's weights are 22-bit fixed point); see _product.
+
+    Output pixel i of sample n reads the span [start[n], start[n] + length[n])
+    of an axis of in_size pixels: centre c = (i + 0.5) * scale in the span,
+    scale = length / out_size, taps [int(c - support + 0.5), int(c + support + 0.5))
+    clipped to the span, weight filter((x - c + 0.5) / max(scale, 1)) normalised
+    to sum 1, then rounded to PIL's 22-bit fixed point. The filter is PIL's
+    bicubic (a = -0.5, support 2) where ``cubic`` (a bool for all samples, or
+    bool (N,)), else its triangle (support 1); both widen by the scale when
+    shrinking, which is PIL's antialiasing.
+
+    ``reverse`` (bool (N,), optional) lists the output pixels backwards for
+    the samples marked: the matrix of the resized crop followed by a flip of
+    that axis (the same numbers, permuted), which makes flips free.
+
+    The taps are computed in float64 (as PIL) on a window of ``taps`` pixels
+    per output pixel, a bound fixed by the sizes alone (no look at the data,
+    so no host sync), then spread into the dense matrix the matmul needs.
+    """
+    weight, first = _window_weights(start, length, in_size, out_size, cubic, reverse)
+    device, taps = start.device, weight.shape[-1]
     # Split here, on the few taps, not on the dense matrices (mostly zeros).
     parts = _tf32_parts(weight.to(torch.float32)) if precision == "tf32x2" else [weight.to(torch.float32)]
     # The dense matrices, read from the taps: column j of output pixel i holds
@@ -156,7 +169,7 @@ def _resample_weights(
     # its fast kernels only for 16-byte aligned rows (at 513 floats apart an
     # H100 ran Ampere-era "align1" ones).
     row = -(-in_size // 8) * 8
-    tap = torch.arange(row, device=device, dtype=torch.int64) - (xmin + start).long()  # (N, out, row)
+    tap = torch.arange(row, device=device, dtype=torch.int64) - first[:, :, None]  # (N, out, row)
     window = (tap >= 0) & (tap < taps)
     tap = tap.clamp(0, taps - 1)
     return [torch.where(window, part.gather(2, tap), torch.zeros_like(part[:, :, :1]))[:, :, :in_size]
@@ -180,8 +193,42 @@ def resize_order(h: Tensor, w: Tensor, size: int, pillow_vertical_first: bool | 
     return (h - size) > 2 * (w - size).clamp(min=0)
 
 
-# How the resize's matrix products are computed (see _product).
-RESIZE_PRECISIONS = ("fp32", "tf32x2")
+# How the resize's passes are computed: matrix products in float32 ("fp32")
+# or as two TF32-exact products ("tf32x2", see _product), or ("taps") each
+# output pixel summed from its window's few pixels, read directly (see
+# _taps_pass): no products with the zeros outside the windows.
+RESIZE_PRECISIONS = ("fp32", "tf32x2", "taps")
+
+
+@dataclass
+class Taps:
+    """One resize pass as windows: ``weight`` float32 (..., S, T), the T tap
+    weights of each of S output pixels, and ``first`` int64 (..., S), the
+    input index of each window's first tap (leading dims: per sample, and a
+    channel dim of 1). Indexing slices both, like the matrices' lists."""
+
+    weight: Tensor
+    first: Tensor
+
+    def __getitem__(self, index) -> "Taps":
+        return Taps(self.weight[index], self.first[index])
+
+
+@fused
+def _resample_taps(start: Tensor, length: Tensor, in_size: int, out_size: int, cubic: Tensor | bool,
+                   reverse: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """_window_weights with float32 weights: (N, S, T), (N, S)."""
+    weight, first = _window_weights(start, length, in_size, out_size, cubic, reverse)
+    return weight.to(torch.float32), first
+
+
+def resample_weights(start: Tensor, length: Tensor, in_size: int, out_size: int, cubic: Tensor | bool,
+                     reverse: Tensor | None = None, precision: str = "fp32") -> list:
+    """One resize axis as _two_pass_resize takes it: [Taps] for precision
+    "taps", else _resample_weights' matrices. Same arguments."""
+    if precision == "taps":
+        return [Taps(*_resample_taps(start, length, in_size, out_size, cubic, reverse))]
+    return _resample_weights(start, length, in_size, out_size, cubic, reverse, precision)
 
 
 def _round_to_tf32(w: Tensor) -> Tensor:
@@ -243,22 +290,51 @@ def _resize_pass(weights: list[Tensor], values: Tensor, weights_first: bool) -> 
     return torch.floor(_product(weights, values, weights_first) + 0.5).clamp_(0, 255)
 
 
+@fused
+def _taps_pass(weight: Tensor, first: Tensor, values: Tensor, axis: int) -> Tensor:
+    """One pass of the resize along ``axis`` (-1: x, -2: y) from its windows,
+    rounded and clipped to uint8 values as PIL does after each pass.
+
+    values (N, C, H, W) of integers in [0, 255] (any dtype); weight float32
+    (N, 1, S, T) and first int64 (N, 1, S) (a Taps). Output pixel i is
+    sum_t weight[i, t] * values[first[i] + t] in float32, tap by tap: T reads
+    per output pixel where a matrix product reads the whole axis. Taps past
+    the axis weigh 0 and read its last pixel. Compiled, the loop is one
+    kernel; eagerly, one (N, C, rows, S) temporary per tap. float32 out,
+    (N, C, S, W) for y, (N, C, H, S) for x."""
+    if axis == -2:
+        values = values.transpose(2, 3)
+    n, c, rows, size = values.shape
+    values = values.to(torch.float32)
+    out = None
+    for t in range(weight.shape[-1]):
+        index = (first + t).clamp(max=size - 1)[:, :, None, :].expand(n, c, rows, -1)
+        term = values.gather(3, index) * weight[..., t][:, :, None, :]
+        out = term if out is None else out + term
+    out = torch.floor(out + 0.5).clamp_(0, 255)
+    return out.transpose(2, 3) if axis == -2 else out
+
+
 def _two_pass_resize(x: Tensor, wx: list[Tensor], wy: list[Tensor], rows_first: int,
                      switch_tf32: bool = True) -> Tensor:
     """PIL's separable resize as two batched matrix products, each pass rounded
     to uint8 as PIL does. x (N, C, H, W) of integers in [0, 255], any dtype
     that holds them (uint8 is converted once, to what the product needs);
-    wx (N, 1, S, W), wy (N, 1, S, H): _resample_weights' lists, with a
+    wx (N, 1, S, W), wy (N, 1, S, H): resample_weights' lists, with a
     channel dim. The first ``rows_first`` samples run the horizontal pass
     first, the others the vertical one. Returns float32 (N, C, S, S).
     switch_tf32: with TF32-exact weights (two parts) on CUDA, switch TF32
     matmuls on around the products (False: the caller has, e.g. outside a
     compiled region, which cannot switch it).
     """
-    def horizontal(v: Tensor, w: list[Tensor]) -> Tensor:
+    def horizontal(v: Tensor, w: list) -> Tensor:
+        if isinstance(w[0], Taps):
+            return _taps_pass(w[0].weight, w[0].first, v, -1)
         return _resize_pass([part.transpose(2, 3) for part in w], v, weights_first=False)
 
-    def vertical(v: Tensor, w: list[Tensor]) -> Tensor:
+    def vertical(v: Tensor, w: list) -> Tensor:
+        if isinstance(w[0], Taps):
+            return _taps_pass(w[0].weight, w[0].first, v, -2)
         return _resize_pass(w, v, weights_first=True)
 
     def rows(w: list[Tensor], part: slice) -> list[Tensor]:
@@ -314,8 +390,8 @@ def resized_crop(
     n, c, height, width = x.shape
     vertical_first = resize_order(h, w, size, pillow_vertical_first).cpu()
     perm = torch.argsort(vertical_first.to(torch.uint8), stable=True).to(x.device)
-    wx = [m[perm, None] for m in _resample_weights(left, w, width, size, cubic, hflip, precision)]  # (N, 1, S, W)
-    wy = [m[perm, None] for m in _resample_weights(top, h, height, size, cubic, vflip, precision)]  # (N, 1, S, H)
+    wx = [m[perm, None] for m in resample_weights(left, w, width, size, cubic, hflip, precision)]  # (N, 1, S, W)
+    wy = [m[perm, None] for m in resample_weights(top, h, height, size, cubic, vflip, precision)]  # (N, 1, S, H)
     rows_first = n - int(vertical_first.sum())
     out = _two_pass_resize(x[perm], wx, wy, rows_first)
     return out.index_select(0, torch.argsort(perm))
