@@ -1112,6 +1112,14 @@ def test_cuda_tf32x2_resize_matches_cpu():
     assert torch.get_float32_matmul_precision() == "highest"  # restored
     diff = (cpu - dev).abs()
     assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
+    # The taps method, eager and compiled (one Triton kernel per pass).
+    from fractrain.gpu_augment import fusion
+
+    for fuse in (False, True):
+        with fusion.enabled(fuse):
+            taps = ga.resized_crop(x.cuda(), *(b.cuda() for b in boxes), 112, True, precision="taps").cpu()
+        diff = (cpu - taps).abs()
+        assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3, fuse
 
 
 @cuda
@@ -1120,7 +1128,8 @@ def test_cuda_pipeline_deterministic_without_host_sync():
     targets = torch.arange(64, device="cuda") % 10
     recipe = AugmentRecipe(input_size=32)
     for aug in (GpuAugment(recipe, 10, "cuda"), GpuAugment(recipe.without(["randaugment"]), 10, "cuda"),
-                GpuAugment(recipe, 10, "cuda", resize_precision="fp32"), GpuAugment(recipe, 10, "cuda", fuse=True)):
+                GpuAugment(recipe, 10, "cuda", resize_precision="fp32"), GpuAugment(recipe, 10, "cuda", fuse=True),
+                GpuAugment(recipe, 10, "cuda", resize_precision="taps", fuse=True)):
         aug(images, targets, gen(1))  # warm up (lazy CUDA init, the constants sync, compiling)
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
