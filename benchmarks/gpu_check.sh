@@ -6,8 +6,9 @@
 #   1. build 1p-frac L = 1,000 at 512 px (the paper's size; rendering takes
 #      seconds on 16 cores, so nothing is gained at 256);
 #   2. bench: `fractrain bench` of vit_tiny compiled (model-bound, GPU
-#      augment), vit_base eager (the same), vit_tiny eager (model-bound, GPU
-#      augment with and without its side stream, CPU augment), all with
+#      augment with and without its side stream), vit_base eager (model-bound,
+#      GPU augment), vit_tiny eager (model-bound, GPU augment with and without
+#      its side stream, CPU augment), all with
 #      --gpu-augment-mode GPU_MODE (default: fractrain's, graph on CUDA), and vit_tiny compiled
 #      with the op-by-op layout against it, and with the
 #      steps on a high-priority CUDA stream (--high-priority-step), and with
@@ -173,7 +174,7 @@ if wanted bench; then
     # GPU_MODE: the --gpu-augment-mode of these (empty: fractrain's default).
     MODE=()
     [[ -n $GPU_MODE ]] && MODE=(--gpu-augment-mode "$GPU_MODE")
-    bench bench-vit_tiny-compiled 360 --model vit_tiny --compile --paths model,gpu \
+    bench bench-vit_tiny-compiled 360 --model vit_tiny --compile --paths model,gpu,gpu-serial \
         "${MODE[@]}" "${MARGS[@]}"
     bench bench-base 240 --model "$BASE_MODEL" --paths model,gpu "${MODE[@]}" "${MARGS[@]}"
     bench bench-vit_tiny 240 --model vit_tiny --paths model,gpu,gpu-serial,cpu "${MODE[@]}" \
@@ -234,13 +235,13 @@ fi
 
 echo
 echo "=== results"
-for name in bench-vit_tiny bench-vit_tiny-compiled bench-vit_tiny-compiled-op-by-op bench-base; do
+for name in bench-vit_tiny bench-vit_tiny-compiled bench-vit_tiny-compiled-taps bench-vit_tiny-compiled-op-by-op bench-vit_tiny-compiled-priority bench-base; do
     [[ -s "$WORK/$name.json" ]] && "$PY" -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
 print("{:<34} {} | model {} img/s | gpu-augment {} (serial {}) | cpu-augment {} | gpu/model {} (serial {}) "
       "cpu/model {} gpu/cpu {} | peak {} GB".format(
-          sys.argv[2], r["model"] + (" compiled" if r["compile"] else "") + " " + str(r.get("gpu_augment_mode")),
+          sys.argv[2], r["model"] + (" compiled" if r["compile"] else "") + " " + str(r.get("gpu_augment_mode")) + " resize " + str(r.get("gpu_resize")),
           r["model_images_per_s"],
           r["gpu_augment_images_per_s"], r.get("gpu_serial_augment_images_per_s"), r["cpu_augment_images_per_s"],
           r["gpu_vs_model"], r.get("gpu_serial_vs_model"), r["cpu_vs_model"], r["gpu_vs_cpu"],
