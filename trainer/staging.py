@@ -70,13 +70,16 @@ class PinnedRing:
             offsets.append(end)
             end += -(-array.nbytes // _ALIGN) * _ALIGN
         buffer = self._buffer(slot, max(end, 1))
+        host = buffer.numpy()
         views = []
         for array, offset in zip(arrays, offsets):
-            source = torch.from_numpy(array)
-            flat = buffer[offset:offset + array.nbytes]
-            view = flat.view(source.dtype).view(source.shape)
-            view.copy_(source)
-            views.append(view)
+            # numpy's copy: one thread. torch's copy_ splits copies over its
+            # intra-op pool past 32k elements (a plan is ~50 kB), waking every
+            # pool thread each step beside the training thread.
+            flat = host[offset:offset + array.nbytes]
+            np.copyto(flat.view(array.dtype).reshape(array.shape), array, casting="no")
+            dtype = torch.from_numpy(array).dtype  # a view: no copy
+            views.append(buffer[offset:offset + array.nbytes].view(dtype).view(array.shape))
         self._last = slot
         return views
 
