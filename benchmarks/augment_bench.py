@@ -31,6 +31,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -178,6 +179,9 @@ def main() -> None:
     parser.add_argument("--static", action="store_true",
                         help="also time this tree's version (and the baseline's, where it has one) in the static layout (static=True: the same shapes "
                              "every batch, one compiled graph with --fuse; ops not counted with --fuse)")
+    parser.add_argument("--only", default=None, metavar="REGEX",
+                        help="time only the variants whose name (as in the table, e.g. 'current taps static "
+                             "fused') matches this regular expression")
     parser.add_argument("--profile", action="store_true",
                         help="also profile 3 calls of this tree's version per configuration (torch.profiler; "
                              "the operations that take the most device time, on stderr)")
@@ -208,6 +212,8 @@ def main() -> None:
         if args.static:  # the baseline's static layout too, where it has one
             others += [(f"{name} static", module, {"static": True}) for name, module, _ in others]
         for name, module, options in mine + others:
+            if args.only and not re.search(args.only, name):
+                continue
             try:
                 augment = module.GpuAugment(recipe, 1000, device, **options)
             except TypeError:  # a revision before the option
@@ -217,10 +223,10 @@ def main() -> None:
                 host_ops = device_ops = written = None
             else:
                 host_ops, device_ops, written = count_ops(augment, images, targets, module, device)
-            if args.profile and module is current:
-                profile(augment, images, targets, module, device, f"{config} ({name})")
             ms = time_calls(augment, images, targets, module, device, args.repeats,
                             warmup=10 if options.get("fuse") else 1)
+            if args.profile and module is current:  # after the timing's warm-up: no compiling inside
+                profile(augment, images, targets, module, device, f"{config} ({name})")
             rows.append({"config": config, "module": name, "host_ops": host_ops, "device_ops": device_ops,
                          "device_mb_written": None if written is None else round(written, 1), "ms": round(ms, 2)})
     def layout(r):  # a row is compared with the baseline's row of the same configuration and layout

@@ -87,6 +87,7 @@ STAGES=${STAGES:-environment,cuda-tests,build,augment-bench,host-bench,bench,pre
 BASELINE=${BASELINE:-.whl/baseline-98d3ee1}
 AUG_CONFIGS=${AUG_CONFIGS:-256x${SIZE}->${INPUT}}
 AUG_RESIZE=${AUG_RESIZE:-tf32x2,taps}  # augment-bench: the resize methods timed side by side
+AUG_ONLY=${AUG_ONLY:-static fused|static\$}  # augment-bench: the variants timed and profiled (a regex; the graph mode runs "static fused")
 AUG_FUSE=${AUG_FUSE:-1}  # 0: augment-bench times the eager versions only (no compiling)
 CUDA_TESTS=${CUDA_TESTS:-cuda}  # pytest -k expression of the cuda-tests stage
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")}
@@ -194,7 +195,7 @@ if wanted augment-bench; then
     [[ -d "$BASELINE/trainer" ]] && baseline=(--baseline "$BASELINE")
     [[ $AUG_FUSE == 1 ]] && fuse=(--fuse)
     stage augment-bench 300 "$PY" benchmarks/augment_bench.py --device "$DEVICE" --configs "$AUG_CONFIGS" \
-        --resize-precision "$AUG_RESIZE" --static "${fuse[@]}" "${baseline[@]}"
+        --resize-precision "$AUG_RESIZE" --static "${fuse[@]}" "${baseline[@]}" --only "$AUG_ONLY" --profile
 fi
 if wanted host-bench; then
     stage host-bench 120 "$PY" benchmarks/host_bench.py --planners 0,2 --batch "$BATCH"
