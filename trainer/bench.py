@@ -8,10 +8,11 @@
 
 Each is timed end to end through the same optimizer step as training
 (autocast, backward, AdamW), as the median over timed windows after a
-warm-up (which also absorbs torch.compile's compilation). The paths' windows
-take turns (A B, B A, ...), so that the machine's drift during a run
-(clocks, other tenants: between two runs on one H200, a path's rate moved
-by a third) weighs on each path alike.
+warm-up (which also absorbs torch.compile's compilation). The windows of
+the model and GPU paths take turns (A B, B A, ...), so that the machine's
+drift during a run (clocks, other tenants: between two runs on one H200, a
+path's rate moved by a third) weighs on each alike; the CPU path, whose
+workers work ahead, is timed after them.
 """
 
 from __future__ import annotations
@@ -180,39 +181,47 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
     }
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
-    # Every path is set up and warmed up first, then their timed windows take
-    # turns (window_order): each path's figure then comes from the same
-    # stretch of the run. Each path keeps its own model and optimizer.
+    # The paths whose input is made on the device (model, gpu, gpu-serial) are
+    # set up and warmed up first, then their timed windows take turns
+    # (window_order): each one's figure then comes from the same stretch of
+    # the run. The CPU path goes after them, on its own: its DataLoader
+    # workers work ahead, so beside the others they would both take the
+    # host's cores during the other paths' windows and start each of their
+    # own with a queue of batches made in the meantime. Each path keeps its
+    # own model and optimizer.
     total = warmup + steps * windows + profile_steps + host_profile_steps
     timed: list[_TimedPath] = []
-    for path in paths:
-        if path == "model":
-            source = pipelines.SyntheticPipeline(batch_size, input_size, num_classes, ctx.device)
-        elif path in ("gpu", "gpu-serial"):
-            if gpu_cls is None:
-                log("bench: GPU augmentation not available; skipped")
-                continue
-            source = pipelines.DevicePipeline(dataset.images, dataset.labels, schedule, recipe, num_classes,
-                                              ctx.device, seed=0, augment_cls=gpu_cls, log=log,
-                                              overlap=path == "gpu",
-                                              plan_workers=pipelines.plan_workers_for(workers),
-                                              augment_options=augment_options, augment_mode=mode)
-        elif path == "cpu":
-            source = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,
-                                 ctx.device, seed=0, workers=workers)
-        else:
-            raise ValueError(f"unknown path {path!r}")
-        stream = step_stream(high_priority_step, ctx.device)
-        batches = source.batches(0, total)
-        with stream:
-            entry = _TimedPath(path, source, stepper_for(), batches, iter(batches), stream)
-            warm_up(entry.stepper, entry.iterator, warmup, ctx.device)
-        timed.append(entry)
-    for window in range(windows):
-        for entry in window_order(timed, window):
-            with entry.stream:
-                entry.rates.append(time_window(entry.stepper, entry.iterator, steps, batch_size, ctx.device,
-                                               entry.host))
+    for group in ([p for p in paths if p != "cpu"], [p for p in paths if p == "cpu"]):
+        entries = []
+        for path in group:
+            if path == "model":
+                source = pipelines.SyntheticPipeline(batch_size, input_size, num_classes, ctx.device)
+            elif path in ("gpu", "gpu-serial"):
+                if gpu_cls is None:
+                    log("bench: GPU augmentation not available; skipped")
+                    continue
+                source = pipelines.DevicePipeline(dataset.images, dataset.labels, schedule, recipe, num_classes,
+                                                  ctx.device, seed=0, augment_cls=gpu_cls, log=log,
+                                                  overlap=path == "gpu",
+                                                  plan_workers=pipelines.plan_workers_for(workers),
+                                                  augment_options=augment_options, augment_mode=mode)
+            elif path == "cpu":
+                source = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,
+                                     ctx.device, seed=0, workers=workers)
+            else:
+                raise ValueError(f"unknown path {path!r}")
+            stream = step_stream(high_priority_step, ctx.device)
+            batches = source.batches(0, total)
+            with stream:
+                entry = _TimedPath(path, source, stepper_for(), batches, iter(batches), stream)
+                warm_up(entry.stepper, entry.iterator, warmup, ctx.device)
+            entries.append(entry)
+        for window in range(windows):
+            for entry in window_order(entries, window):
+                with entry.stream:
+                    entry.rates.append(time_window(entry.stepper, entry.iterator, steps, batch_size, ctx.device,
+                                                   entry.host))
+        timed += entries
     for entry in timed:
         _profile_path(results, entry, ctx.device, profile_steps, trace_dir, host_profile_steps, log)
         if hasattr(entry.batches, "close"):
