@@ -216,7 +216,8 @@ def test_bench_profiles_steps_and_keeps_each_window(tiny_dataset, capsys, tmp_pa
     # The training thread's time per timed step, without a profiler: fetching the batch, then the step.
     for path in ("model", "gpu"):
         times = result["host_ms"][path]
-        assert set(times) == {"input_wall", "input_cpu", "step_wall", "step_cpu"}
+        assert set(times) == {"input_wall", "input_cpu", "step_wall", "step_cpu", "gc_ms", "gc_count"}
+        assert times["gc_ms"] >= 0 and times["gc_count"] >= 0
         assert times["step_wall"] > 0 and times["step_cpu"] > 0
     assert result["host_ms"]["gpu"]["input_cpu"] > result["host_ms"]["model"]["input_cpu"]  # it augments there
     assert "host_profile" not in result
@@ -254,6 +255,20 @@ def test_bench_windows_take_turns(tiny_dataset, capsys, monkeypatch):
     first, second, third = order[0], order[1], order[6]
     assert len({first, second, third}) == 3
     assert order == [first, second, second, first, first, second, third, third, third]
+
+
+def test_bench_gc_clock_counts_the_collections_inside_only():
+    import gc
+
+    from fractrain.bench import _GcClock
+
+    with _GcClock() as clock:
+        gc.collect()
+        gc.collect(0)
+    assert clock.collections == 2 and clock.seconds > 0
+    assert clock._callback not in gc.callbacks
+    gc.collect()
+    assert clock.collections == 2
 
 
 def test_bench_step_stream_is_a_high_priority_cuda_stream_or_nothing():

@@ -18,6 +18,7 @@ workers work ahead, is timed after them.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import statistics
 import time
@@ -54,6 +55,32 @@ def warm_up(stepper: Stepper, iterator, warmup: int, device: torch.device) -> No
     _sync(device)
 
 
+class _GcClock:
+    """Python's garbage collections while installed (``with``): their count
+    and seconds, read at any time. A pause of the training thread that its
+    own timings would put on whatever it was doing."""
+
+    def __init__(self):
+        self.collections = 0
+        self.seconds = 0.0
+        self._started: float | None = None
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.collections += 1
+            self.seconds += time.perf_counter() - self._started
+            self._started = None
+
+    def __enter__(self) -> "_GcClock":
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        gc.callbacks.remove(self._callback)
+
+
 def time_window(stepper: Stepper, iterator, steps: int, batch: int, device: torch.device,
                 host: dict[str, list[float]] | None = None) -> float:
     """Images/s of ``steps`` steps, from a synced device to a synced device.
@@ -62,21 +89,28 @@ def time_window(stepper: Stepper, iterator, steps: int, batch: int, device: torc
     under "input_wall", "input_cpu": fetching the batch; "step_wall",
     "step_cpu": launching the step): where the host's time goes without a
     profiler's overhead. Wall well above CPU time means waiting (for plan
-    workers, the GIL, another thread such as autograd's, or the device)."""
+    workers, the GIL, another thread such as autograd's, or the device).
+    Also, per window, "gc_ms" and "gc_count": Python's garbage collections
+    per step (inside the times above)."""
     clock, cpu_clock = time.perf_counter, time.thread_time
-    started = clock()
-    for _ in range(steps):
-        t0, c0 = clock(), cpu_clock()
-        inputs = next(iterator)
-        t1, c1 = clock(), cpu_clock()
-        stepper(*inputs)
-        if host is not None:
-            t2, c2 = clock(), cpu_clock()
-            for key, value in (("input_wall", t1 - t0), ("input_cpu", c1 - c0),
-                               ("step_wall", t2 - t1), ("step_cpu", c2 - c1)):
-                host.setdefault(key, []).append(value * 1e3)
-    _sync(device)
-    return steps * batch / (clock() - started)
+    with _GcClock() as collections:
+        started = clock()
+        for _ in range(steps):
+            t0, c0 = clock(), cpu_clock()
+            inputs = next(iterator)
+            t1, c1 = clock(), cpu_clock()
+            stepper(*inputs)
+            if host is not None:
+                t2, c2 = clock(), cpu_clock()
+                for key, value in (("input_wall", t1 - t0), ("input_cpu", c1 - c0),
+                                   ("step_wall", t2 - t1), ("step_cpu", c2 - c1)):
+                    host.setdefault(key, []).append(value * 1e3)
+        _sync(device)
+        elapsed = clock() - started
+    if host is not None:
+        host.setdefault("gc_ms", []).append(collections.seconds * 1e3 / steps)
+        host.setdefault("gc_count", []).append(collections.collections / steps)
+    return steps * batch / elapsed
 
 
 def window_order(paths: list, window: int) -> list:
@@ -232,7 +266,8 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
         rate = results[result_key(entry.name)] = round(statistics.median(entry.rates), 1)
         ms = results["host_ms"][entry.name]
         log(f"bench {name} {entry.name:>5}: {rate:,.0f} images/s (training thread per step, median ms: input "
-            f"{ms['input_wall']:.2f} wall / {ms['input_cpu']:.2f} cpu, step {ms['step_wall']:.2f} / {ms['step_cpu']:.2f})")
+            f"{ms['input_wall']:.2f} wall / {ms['input_cpu']:.2f} cpu, step {ms['step_wall']:.2f} / {ms['step_cpu']:.2f}; "
+            f"garbage collection {ms['gc_ms']:.2f} ms in {ms['gc_count']:.2f} runs)")
     del timed
     m, g, c = (results["model_images_per_s"], results["gpu_augment_images_per_s"], results["cpu_augment_images_per_s"])
     results["gpu_vs_model"] = round(g / m, 3) if g and m else None
