@@ -257,6 +257,25 @@ def test_bench_windows_take_turns(tiny_dataset, capsys, monkeypatch):
     assert order == [first, second, second, first, first, second, third, third, third]
 
 
+def test_adam_and_adamw_are_fused_on_cuda_only():
+    from types import SimpleNamespace
+
+    import torch
+
+    from fractrain.config import OptimConfig
+    from fractrain.optim import create_optimizer, fused_option
+
+    on_gpu, on_cpu = SimpleNamespace(is_cuda=True), SimpleNamespace(is_cuda=False)
+    assert fused_option("adamw", [on_gpu, on_gpu]) == {"fused": True} == fused_option("AdamW", [on_gpu])
+    assert fused_option("adam", [on_gpu]) == {"fused": True}
+    assert fused_option("adamw", [on_gpu, on_cpu]) == {} == fused_option("adamw", [])
+    assert fused_option("sgd", [on_gpu]) == {} == fused_option("lamb", [on_gpu])
+    optimizer = create_optimizer(torch.nn.Linear(4, 4), OptimConfig(), 256)  # on the CPU: timm's default
+    assert isinstance(optimizer, torch.optim.AdamW) and not optimizer.defaults["fused"]
+    if torch.cuda.is_available():
+        assert create_optimizer(torch.nn.Linear(4, 4).cuda(), OptimConfig(), 256).defaults["fused"] is True
+
+
 def test_bench_gc_clock_counts_the_collections_inside_only():
     import gc
 

@@ -15,13 +15,30 @@ from .config import OptimConfig
 from .errors import UserError
 
 
+# The timm optimizer names that build torch.optim.Adam / AdamW, which take ``fused``.
+_FUSABLE = ("adam", "adamw")
+
+
+def fused_option(opt: str, params: list) -> dict:
+    """{"fused": True} for torch's Adam/AdamW when every parameter is on CUDA,
+    else {}. The fused update is one kernel for all parameters where the
+    default (foreach) launches several per step from Python: ~4 ms of host
+    time per step for ViT-Tiny on an H100 (profiled), whose compiled step is
+    bound by its host."""
+    if opt.lower() in _FUSABLE and params and all(p.is_cuda for p in params):
+        return {"fused": True}
+    return {}
+
+
 def create_optimizer(model: torch.nn.Module, cfg: OptimConfig, global_batch: int) -> torch.optim.Optimizer:
     """timm optimizer at the linearly scaled lr; no weight decay on biases,
-    norms and the tokens the model lists in ``no_weight_decay``."""
+    norms and the tokens the model lists in ``no_weight_decay``; Adam/AdamW
+    fused on CUDA (fused_option)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise UserError("the model has no trainable parameters")
     kwargs = {"momentum": cfg.momentum} if cfg.opt.lower() in ("sgd", "momentum", "nesterov", "lars", "lamb") else {}
+    kwargs.update(fused_option(cfg.opt, params))
     try:
         return create_optimizer_v2(model, opt=cfg.opt, lr=cfg.scaled_lr(global_batch),
                                    weight_decay=cfg.weight_decay, **kwargs)
