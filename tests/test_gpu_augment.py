@@ -191,6 +191,8 @@ def test_tf32x2_resize_is_the_fp32_resize():
         GpuAugment(AugmentRecipe(), 10, "cpu", resize_precision="fp16")
     assert GpuAugment(AugmentRecipe(), 10, "cpu").resize_precision == "fp32"
     assert GpuAugment(AugmentRecipe(), 10, "cuda").resize_precision == "tf32x2"  # constructing needs no GPU
+    assert GpuAugment(AugmentRecipe(), 10, "cuda", fuse=True).resize_precision == "taps"  # compiled: one kernel a pass
+    assert GpuAugment(AugmentRecipe(), 10, "cpu", fuse=True).resize_precision == "fp32"
 
 
 def test_taps_resize_is_the_fp32_resize():
@@ -1089,13 +1091,15 @@ def test_cuda_fused_kernels_give_the_eager_batches():
     images = torch.from_numpy(fractal_like(64, 96, seed=7)).cuda()
     targets = torch.arange(64, device="cuda") % 10
     recipe = AugmentRecipe(input_size=48, interpolation="random")
-    eager, fused = GpuAugment(recipe, 10, "cuda"), GpuAugment(recipe, 10, "cuda", fuse=True)
-    for seed in range(3):
-        x1, y1 = eager(images, targets, gen(seed))
-        x2, y2 = fused(images, targets, gen(seed))
-        differ = (x1 - x2).abs() > 1e-5
-        assert differ.float().mean() < 1e-3 and (x1 - x2).abs().max() <= 2 / 255 / 0.5
-        torch.testing.assert_close(y1, y2)
+    for resize in ("tf32x2", "taps"):  # the same resize method on both sides
+        eager = GpuAugment(recipe, 10, "cuda", resize_precision=resize)
+        fused = GpuAugment(recipe, 10, "cuda", resize_precision=resize, fuse=True)
+        for seed in range(3):
+            x1, y1 = eager(images, targets, gen(seed))
+            x2, y2 = fused(images, targets, gen(seed))
+            differ = (x1 - x2).abs() > 1e-5
+            assert differ.float().mean() < 1e-3 and (x1 - x2).abs().max() <= 2 / 255 / 0.5, resize
+            torch.testing.assert_close(y1, y2)
     from fractrain.gpu_augment import fusion
 
     assert fusion._FAILED == set()
@@ -1129,7 +1133,7 @@ def test_cuda_pipeline_deterministic_without_host_sync():
     recipe = AugmentRecipe(input_size=32)
     for aug in (GpuAugment(recipe, 10, "cuda"), GpuAugment(recipe.without(["randaugment"]), 10, "cuda"),
                 GpuAugment(recipe, 10, "cuda", resize_precision="fp32"), GpuAugment(recipe, 10, "cuda", fuse=True),
-                GpuAugment(recipe, 10, "cuda", resize_precision="taps", fuse=True)):
+                GpuAugment(recipe, 10, "cuda", resize_precision="tf32x2", fuse=True)):
         aug(images, targets, gen(1))  # warm up (lazy CUDA init, the constants sync, compiling)
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")

@@ -193,7 +193,7 @@ def test_bench_runs_the_three_inputs_on_cpu(tiny_dataset, capsys):
     assert main(args[:-3] + ["--workers", "3", "--json", "--paths", "gpu-serial"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["gpu_serial_augment_images_per_s"] > 0 and result["model_images_per_s"] is None
-    assert result["plan_workers"] == 2 and result["gpu_resize"] == "default"
+    assert result["plan_workers"] == 2 and result["gpu_resize"] == "fp32"  # the CPU default
     assert main(args[:-1] + ["--paths", "gpu", "--gpu-resize", "taps", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["gpu_resize"] == "taps" and result["gpu_augment_images_per_s"] > 0

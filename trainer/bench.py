@@ -207,7 +207,7 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
 
     results: dict[str, Any] = {
         "model": name, "device": str(ctx.device), "batch_size": batch_size, "input_size": input_size,
-        "compile": compile, "fuse_augment": fuse, "gpu_augment_mode": mode, "gpu_resize": resize_precision or "default",
+        "compile": compile, "fuse_augment": fuse, "gpu_augment_mode": mode, "gpu_resize": resize_precision,
         "plan_workers": pipelines.plan_workers_for(workers), "high_priority_step": high_priority_step,
         "precision": precision, "workers": workers, "num_samples": dataset.num_samples,
         "image_size": dataset.image_size,
@@ -239,6 +239,7 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
                                                   overlap=path == "gpu",
                                                   plan_workers=pipelines.plan_workers_for(workers),
                                                   augment_options=augment_options, augment_mode=mode)
+                results["gpu_resize"] = source.augment.resize_precision  # the one in use
             elif path == "cpu":
                 source = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,
                                      ctx.device, seed=0, workers=workers)

@@ -25,6 +25,22 @@ from .transfer import pack
 GENERATOR_ON_HOST = True  # GpuAugment takes a CPU generator (see GpuAugment)
 
 
+def default_resize(device: torch.device, fuse: bool) -> str:
+    """GpuAugment's resize method when none is asked for. On CUDA with fused
+    kernels, "taps": compiled, each pass is one kernel that reads the uint8
+    image and writes its output once (at batch 256 of 512 -> 224 the
+    compiled static graph's buffers put the crop's memory traffic at ~0.35
+    GB, against ~1.6 GB with float32 products: a float32 copy of the images,
+    the dense weight matrices, the products' reads; "tf32x2" doubles the
+    products and matrices);
+    not yet timed on a GPU against "tf32x2" (benchmarks/gpu_check.sh does).
+    On CUDA without fusing, "tf32x2" (eagerly, "taps" writes a temporary per
+    tap). On the CPU, "fp32"."""
+    if device.type != "cuda":
+        return "fp32"
+    return "taps" if fuse else "tf32x2"
+
+
 class GpuAugment:
     """timm's training augmentation + Mixup for a batch of uint8 images on a device.
 
@@ -58,8 +74,7 @@ class GpuAugment:
     operands are exact in TF32, or "taps", each output pixel summed from the
     few input pixels of its window (no products with the zeros around it;
     one kernel per pass when fused); all three equally close to PIL (tested).
-    None (default): "tf32x2" on CUDA (faster there than fp32; "taps" is
-    untimed on a GPU yet), else "fp32". benchmarks/augment_bench.py
+    None (default): default_resize. benchmarks/augment_bench.py
     --resize-precision times them side by side.
 
     fuse: run the heaviest device functions compiled (``fusion.py``: one
@@ -95,7 +110,7 @@ class GpuAugment:
             raise ValueError(f"interpolation {recipe.interpolation!r} is not supported on the GPU path")
         self.interpolation = recipe.interpolation
         if resize_precision is None:
-            resize_precision = "tf32x2" if self.device.type == "cuda" else "fp32"
+            resize_precision = default_resize(self.device, fuse)
         if resize_precision not in RESIZE_PRECISIONS:
             raise ValueError(f"resize_precision must be one of {RESIZE_PRECISIONS}, got {resize_precision!r}")
         self.resize_precision = resize_precision
