@@ -210,7 +210,7 @@ def test_taps_resize_is_the_fp32_resize():
         assert taps.shape == fp32.shape and taps.dtype == torch.float32
         assert (taps != fp32).float().mean() < 1e-4 and (taps - fp32).abs().max() <= 1
     (dense,) = ga.crop._resample_weights(left, w, 256, 112, True, flips)
-    (windows,) = ga.crop.resample_weights(left, w, 256, 112, True, flips, precision="taps")
+    (windows,) = ga.crop.axis_weights(left, w, 256, 112, True, flips, precision="taps")
     assert isinstance(windows, ga.crop.Taps) and windows.first.shape == (6, 112)
     spread = torch.zeros_like(dense)
     columns = (windows.first[..., None] + torch.arange(windows.weight.shape[-1])).clamp(max=255)

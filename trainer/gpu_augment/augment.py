@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..recipe import AugmentRecipe
 from .color_jitter import color_jitter, sample_color_jitter
-from .crop import (RESIZE_PRECISIONS, _two_pass_resize, resample_weights, resize_order, sample_crop_boxes,
+from .crop import (RESIZE_PRECISIONS, _two_pass_resize, axis_weights, resize_order, sample_crop_boxes,
                    sample_flips)
 from .draws import _rand
 from . import fusion
@@ -254,12 +254,12 @@ class GpuAugment:
         cubic = dev.get("crop.cubic", self.interpolation == "bicubic")
         precision = self.resize_precision
         if height == width:  # both axes in one call
-            weights = resample_weights(start, length, width, s, cubic, reverse, precision)
+            weights = axis_weights(start, length, width, s, cubic, reverse, precision)
             wx, wy = [m[:b, None] for m in weights], [m[b:, None] for m in weights]
         else:
             x_cubic, y_cubic = (cubic[:b], cubic[b:]) if isinstance(cubic, Tensor) else (cubic, cubic)
-            wx = [m[:, None] for m in resample_weights(start[:b], length[:b], width, s, x_cubic, reverse[:b], precision)]
-            wy = [m[:, None] for m in resample_weights(start[b:], length[b:], height, s, y_cubic, reverse[b:], precision)]
+            wx = [m[:, None] for m in axis_weights(start[:b], length[:b], width, s, x_cubic, reverse[:b], precision)]
+            wy = [m[:, None] for m in axis_weights(start[b:], length[b:], height, s, y_cubic, reverse[b:], precision)]
 
         out = _two_pass_resize(images, wx, wy, k)
         out = out.index_select(0, dev["crop.inverse"]) if 0 < k < b else out

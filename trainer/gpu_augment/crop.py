@@ -222,7 +222,7 @@ def _resample_taps(start: Tensor, length: Tensor, in_size: int, out_size: int, c
     return weight.to(torch.float32), first
 
 
-def resample_weights(start: Tensor, length: Tensor, in_size: int, out_size: int, cubic: Tensor | bool,
+def axis_weights(start: Tensor, length: Tensor, in_size: int, out_size: int, cubic: Tensor | bool,
                      reverse: Tensor | None = None, precision: str = "fp32") -> list:
     """One resize axis as _two_pass_resize takes it: [Taps] for precision
     "taps", else _resample_weights' matrices. Same arguments."""
@@ -320,7 +320,7 @@ def _two_pass_resize(x: Tensor, wx: list[Tensor], wy: list[Tensor], rows_first: 
     """PIL's separable resize as two batched matrix products, each pass rounded
     to uint8 as PIL does. x (N, C, H, W) of integers in [0, 255], any dtype
     that holds them (uint8 is converted once, to what the product needs);
-    wx (N, 1, S, W), wy (N, 1, S, H): resample_weights' lists, with a
+    wx (N, 1, S, W), wy (N, 1, S, H): axis_weights' lists, with a
     channel dim. The first ``rows_first`` samples run the horizontal pass
     first, the others the vertical one. Returns float32 (N, C, S, S).
     switch_tf32: with TF32-exact weights (two parts) on CUDA, switch TF32
@@ -390,8 +390,8 @@ def resized_crop(
     n, c, height, width = x.shape
     vertical_first = resize_order(h, w, size, pillow_vertical_first).cpu()
     perm = torch.argsort(vertical_first.to(torch.uint8), stable=True).to(x.device)
-    wx = [m[perm, None] for m in resample_weights(left, w, width, size, cubic, hflip, precision)]  # (N, 1, S, W)
-    wy = [m[perm, None] for m in resample_weights(top, h, height, size, cubic, vflip, precision)]  # (N, 1, S, H)
+    wx = [m[perm, None] for m in axis_weights(left, w, width, size, cubic, hflip, precision)]  # (N, 1, S, W)
+    wy = [m[perm, None] for m in axis_weights(top, h, height, size, cubic, vflip, precision)]  # (N, 1, S, H)
     rows_first = n - int(vertical_first.sum())
     out = _two_pass_resize(x[perm], wx, wy, rows_first)
     return out.index_select(0, torch.argsort(perm))

@@ -60,7 +60,7 @@ from torch import Tensor
 
 from . import fusion
 from .color_jitter import color_jitter
-from .crop import _tf32_matmuls, _two_pass_resize, resample_weights, resize_order
+from .crop import _tf32_matmuls, _two_pass_resize, axis_weights, resize_order
 from .erasing import random_erasing
 from .geometric import affine
 from .mixing import smoothed_targets
@@ -273,7 +273,7 @@ def _crop(cfg: StaticConfig, images: Tensor, t: dict[str, Tensor]) -> Tensor:
     transpose = t["crop.transpose"].view(-1, 1, 1, 1)
     x = torch.where(transpose, images.transpose(2, 3), images)
     cubic = t.get("crop.cubic", cfg.cubic)
-    weights = resample_weights(t["crop.start"], t["crop.length"], width, cfg.size, cubic, t["crop.reverse"],
+    weights = axis_weights(t["crop.start"], t["crop.length"], width, cfg.size, cubic, t["crop.reverse"],
                                 cfg.precision)
     first, second = [m[:b, None] for m in weights], [m[b:, None] for m in weights]
     out = _two_pass_resize(x, first, second, rows_first=b, switch_tf32=False)
