@@ -32,8 +32,8 @@ def default_resize(device: torch.device, fuse: bool) -> str:
     compiled static graph's buffers put the crop's memory traffic at ~0.35
     GB, against ~1.6 GB with float32 products: a float32 copy of the images,
     the dense weight matrices, the products' reads; "tf32x2" doubles the
-    products and matrices);
-    not yet timed on a GPU against "tf32x2" (benchmarks/gpu_check.sh does).
+    products and matrices); not yet timed on a GPU against "tf32x2"
+    (benchmarks/gpu_check.sh does).
     On CUDA without fusing, "tf32x2" (eagerly, "taps" writes a temporary per
     tap). On the CPU, "fp32"."""
     if device.type != "cuda":

@@ -223,7 +223,7 @@ def _resample_taps(start: Tensor, length: Tensor, in_size: int, out_size: int, c
 
 
 def axis_weights(start: Tensor, length: Tensor, in_size: int, out_size: int, cubic: Tensor | bool,
-                     reverse: Tensor | None = None, precision: str = "fp32") -> list:
+                 reverse: Tensor | None = None, precision: str = "fp32") -> list:
     """One resize axis as _two_pass_resize takes it: [Taps] for precision
     "taps", else _resample_weights' matrices. Same arguments."""
     if precision == "taps":
@@ -317,11 +317,11 @@ def _taps_pass(weight: Tensor, first: Tensor, values: Tensor, axis: int) -> Tens
 
 def _two_pass_resize(x: Tensor, wx: list[Tensor], wy: list[Tensor], rows_first: int,
                      switch_tf32: bool = True) -> Tensor:
-    """PIL's separable resize as two batched matrix products, each pass rounded
-    to uint8 as PIL does. x (N, C, H, W) of integers in [0, 255], any dtype
-    that holds them (uint8 is converted once, to what the product needs);
-    wx (N, 1, S, W), wy (N, 1, S, H): axis_weights' lists, with a
-    channel dim. The first ``rows_first`` samples run the horizontal pass
+    """PIL's separable resize as two passes (batched matrix products, or
+    _taps_pass for Taps), each rounded to uint8 as PIL does. x (N, C, H, W)
+    of integers in [0, 255], any dtype that holds them (uint8 is converted
+    once, to what the pass needs); wx (N, 1, S, W), wy (N, 1, S, H):
+    axis_weights' lists, with a channel dim. The first ``rows_first`` samples run the horizontal pass
     first, the others the vertical one. Returns float32 (N, C, S, S).
     switch_tf32: with TF32-exact weights (two parts) on CUDA, switch TF32
     matmuls on around the products (False: the caller has, e.g. outside a
