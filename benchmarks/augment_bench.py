@@ -186,6 +186,11 @@ def main() -> None:
                         help="also profile 3 calls of this tree's version per configuration (torch.profiler; "
                              "the operations that take the most device time, on stderr)")
     args = parser.parse_args()
+    if args.only:
+        try:
+            re.compile(args.only)
+        except re.error as error:
+            parser.error(f"--only {args.only!r}: {error}")
     if args.threads:
         torch.set_num_threads(args.threads)
     sys.path.insert(0, REPO)
