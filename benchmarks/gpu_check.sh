@@ -12,8 +12,8 @@
 #      --gpu-augment-mode GPU_MODE (default: fractrain's, graph on CUDA), and vit_tiny compiled
 #      with the op-by-op layout against it, and with the
 #      steps on a high-priority CUDA stream (--high-priority-step), and with
-#      the crop resized by TF32 matrix products (--gpu-resize tf32x2; the
-#      default on CUDA is taps);
+#      the crop resized from its windows' taps (--gpu-resize taps; the
+#      default on CUDA is tf32x2, TF32 matrix products);
 #   augment-bench: benchmarks/augment_bench.py on the device, GpuAugment
 #      alone (kernels and ms per batch; the resize methods AUG_RESIZE,
 #      default tf32x2,taps; eager and fused), beside BASELINE when that folder
@@ -76,7 +76,7 @@ FT_ARGS=${FT_ARGS:---aug-off crop}
 BENCH_STEPS=${BENCH_STEPS:-40}
 BENCH_WARMUP=${BENCH_WARMUP:-20}  # the fused augmentation compiles its variants in the first steps
 BENCH_WINDOWS=${BENCH_WINDOWS:-5}  # the paths' windows take turns; the median of each path's
-BENCHES=${BENCHES:-vit_tiny-compiled,base,vit_tiny,vit_tiny-compiled-tf32x2,vit_tiny-compiled-op-by-op,vit_tiny-compiled-priority}  # which of the bench stage's runs
+BENCHES=${BENCHES:-vit_tiny-compiled,base,vit_tiny,vit_tiny-compiled-taps,vit_tiny-compiled-op-by-op,vit_tiny-compiled-priority}  # which of the bench stage's runs
 GPU_MODE=${GPU_MODE:-}  # empty: fractrain's default (graph on CUDA, op-by-op on the CPU)
 PROFILE_STEPS=${PROFILE_STEPS:-0}  # > 0: each bench also profiles that many steps per path (summaries in the log)
 HOST_PROFILE_STEPS=${HOST_PROFILE_STEPS:-0}  # > 0: each bench also runs that many steps per path under cProfile
@@ -184,9 +184,9 @@ if wanted bench; then
     # Against the op-by-op layout.
     bench bench-vit_tiny-compiled-op-by-op 360 --model vit_tiny --compile --paths model,gpu \
         --gpu-augment-mode op-by-op "${MARGS[@]}"
-    # The crop's resize as TF32 matrix products instead of from its windows' taps (the default).
-    bench bench-vit_tiny-compiled-tf32x2 360 --model vit_tiny --compile --paths model,gpu \
-        "${MODE[@]}" --gpu-resize tf32x2 "${MARGS[@]}"
+    # The crop's resize from its windows' taps instead of TF32 matrix products (the default).
+    bench bench-vit_tiny-compiled-taps 360 --model vit_tiny --compile --paths model,gpu \
+        "${MODE[@]}" --gpu-resize taps "${MARGS[@]}"
     # The steps on a high-priority stream (the augmentation fills the model's idle SMs).
     bench bench-vit_tiny-compiled-priority 360 --model vit_tiny --compile --paths model,gpu \
         "${MODE[@]}" --high-priority-step "${MARGS[@]}"
@@ -237,7 +237,7 @@ fi
 
 echo
 echo "=== results"
-for name in bench-vit_tiny bench-vit_tiny-compiled bench-vit_tiny-compiled-tf32x2 bench-vit_tiny-compiled-op-by-op bench-vit_tiny-compiled-priority bench-base; do
+for name in bench-vit_tiny bench-vit_tiny-compiled bench-vit_tiny-compiled-taps bench-vit_tiny-compiled-op-by-op bench-vit_tiny-compiled-priority bench-base; do
     [[ -s "$WORK/$name.json" ]] && "$PY" -c '
 import json, sys
 r = json.load(open(sys.argv[1]))

@@ -26,19 +26,18 @@ GENERATOR_ON_HOST = True  # GpuAugment takes a CPU generator (see GpuAugment)
 
 
 def default_resize(device: torch.device, fuse: bool) -> str:
-    """GpuAugment's resize method when none is asked for. On CUDA with fused
-    kernels, "taps": compiled, each pass is one kernel that reads the uint8
-    image and writes its output once (at batch 256 of 512 -> 224 the
-    compiled static graph's buffers put the crop's memory traffic at ~0.35
-    GB, against ~1.6 GB with float32 products: a float32 copy of the images,
-    the dense weight matrices, the products' reads; "tf32x2" doubles the
-    products and matrices); not yet timed on a GPU against "tf32x2"
-    (benchmarks/gpu_check.sh does).
-    On CUDA without fusing, "tf32x2" (eagerly, "taps" writes a temporary per
-    tap). On the CPU, "fp32"."""
-    if device.type != "cuda":
-        return "fp32"
-    return "taps" if fuse else "tf32x2"
+    """GpuAugment's resize method when none is asked for: "tf32x2" on CUDA
+    (fused or not), "fp32" on the CPU.
+
+    Timed on an H200 (benchmarks/RESULTS.md, session 7; batch 256 of 512 ->
+    224, the compiled static graph): the TF32-exact products take 3.1-3.3 ms
+    of device time per batch in all, "taps" 5.0-5.6 ms, although "taps" moves
+    a quarter of the bytes; its first pass (each output pixel gathering its
+    window's pixels from 512-wide rows) is the slowest kernel of the graph.
+    ``fuse`` is kept so that a fused-only method can become the default again
+    without changing the callers."""
+    del fuse
+    return "tf32x2" if device.type == "cuda" else "fp32"
 
 
 class GpuAugment:
