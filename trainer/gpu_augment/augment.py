@@ -25,7 +25,7 @@ from .transfer import pack
 GENERATOR_ON_HOST = True  # GpuAugment takes a CPU generator (see GpuAugment)
 
 
-def default_resize(device: torch.device, fuse: bool) -> str:
+def default_resize(device: torch.device) -> str:
     """GpuAugment's resize method when none is asked for: "tf32x2" on CUDA
     (fused or not), "fp32" on the CPU.
 
@@ -33,10 +33,7 @@ def default_resize(device: torch.device, fuse: bool) -> str:
     224, the compiled static graph): the TF32-exact products take 3.1-3.3 ms
     of device time per batch in all, "taps" 5.0-5.6 ms, although "taps" moves
     a quarter of the bytes; its first pass (each output pixel gathering its
-    window's pixels from 512-wide rows) is the slowest kernel of the graph.
-    ``fuse`` is kept so that a fused-only method can become the default again
-    without changing the callers."""
-    del fuse
+    window's pixels from 512-wide rows) is the slowest kernel of the graph."""
     return "tf32x2" if device.type == "cuda" else "fp32"
 
 
@@ -109,7 +106,7 @@ class GpuAugment:
             raise ValueError(f"interpolation {recipe.interpolation!r} is not supported on the GPU path")
         self.interpolation = recipe.interpolation
         if resize_precision is None:
-            resize_precision = default_resize(self.device, fuse)
+            resize_precision = default_resize(self.device)
         if resize_precision not in RESIZE_PRECISIONS:
             raise ValueError(f"resize_precision must be one of {RESIZE_PRECISIONS}, got {resize_precision!r}")
         self.resize_precision = resize_precision

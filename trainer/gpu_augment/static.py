@@ -274,7 +274,7 @@ def _crop(cfg: StaticConfig, images: Tensor, t: dict[str, Tensor]) -> Tensor:
     x = torch.where(transpose, images.transpose(2, 3), images)
     cubic = t.get("crop.cubic", cfg.cubic)
     weights = axis_weights(t["crop.start"], t["crop.length"], width, cfg.size, cubic, t["crop.reverse"],
-                                cfg.precision)
+                           cfg.precision)
     first, second = [m[:b, None] for m in weights], [m[b:, None] for m in weights]
     out = _two_pass_resize(x, first, second, rows_first=b, switch_tf32=False)
     out = torch.where(transpose, out.transpose(2, 3), out)
