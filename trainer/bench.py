@@ -10,8 +10,8 @@ Each is timed end to end through the same optimizer step as training
 (autocast, backward, AdamW), as the median over timed windows after a
 warm-up (which also absorbs torch.compile's compilation). The windows of
 the model and GPU paths take turns (A B, B A, ...), so that the machine's
-drift during a run (clocks, other tenants: between two runs on one H200, a
-path's rate moved by a third) weighs on each alike; the CPU path, whose
+drift during a run (clocks, other tenants: a path's rate can move by a
+third between runs) weighs on each alike; the CPU path, whose
 workers work ahead, is timed after them.
 """
 

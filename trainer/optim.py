@@ -22,9 +22,9 @@ _FUSABLE = ("adam", "adamw")
 def fused_option(opt: str, params: list) -> dict:
     """{"fused": True} for torch's Adam/AdamW when every parameter is on CUDA,
     else {}. The fused update is one kernel for all parameters where the
-    default (foreach) launches several per step from Python: ~4 ms of host
-    time per step for ViT-Tiny on an H100 (profiled), whose compiled step is
-    bound by its host."""
+    default (foreach) launches several per step from Python, which costs
+    host time a fast compiled model's step cannot hide (profile in
+    benchmarks/RESULTS.md)."""
     if opt.lower() in _FUSABLE and params and all(p.is_cuda for p in params):
         return {"fused": True}
     return {}

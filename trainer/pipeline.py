@@ -129,8 +129,7 @@ class _WirePlanner(torch.utils.data.Dataset):
 # Plans per DataLoader message (DevicePipeline's default). Each message
 # costs the training thread a fixed share (the index queue's feeder thread,
 # the receive and its locks), whatever its size: benchmarks/plan_fetch_bench.py
-# measures it (RESULTS.md, session 5; on an H100 host the fetch took ~5 ms
-# per plan one at a time).
+# measures it (benchmarks/RESULTS.md).
 PLANS_PER_MESSAGE = 8
 
 
@@ -151,7 +150,7 @@ class _StepChunks:
 def plan_workers_for(workers: int) -> int:
     """Plan-ahead workers of the device path, given the run's --workers: two
     keep ahead of any model (a plan of 256 at 512 -> 224 px takes ~7 ms of
-    one core; four gave the same images/s as two on an H100 host), and the
+    one core; four give no more images/s than two), and the
     rest of the CPUs are not needed."""
     return min(2, workers)
 
@@ -178,7 +177,7 @@ def _check_augment_mode(mode: str, device: torch.device) -> str:
 def augment_mode_default(requested: str | None, device: torch.device) -> str:
     """--gpu-augment-mode: as asked, else graph on CUDA (the host launches one
     captured graph per batch instead of ~400 kernels; its CUDA tests give
-    the op-by-op batches, see benchmarks/RESULTS.md, session 6) and op-by-op
+    the op-by-op batches, tests/test_gpu_augment_static.py) and op-by-op
     on the CPU (where computing every op on every sample costs more than it
     saves, and there are no CUDA graphs)."""
     if requested is not None:

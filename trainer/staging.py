@@ -2,10 +2,10 @@
 per-step host-to-device copies (a step's sample indices and its packed
 augmentation plan: a few to a few hundred kB).
 
-Why not ``tensor.pin_memory()`` per step: on an H100 host it cost the
-training thread ~1.5 ms per call (cProfile of `fractrain bench`, RESULTS.md),
-several percent of a compiled ViT-Tiny step; copying tens of kB into a
-buffer that is already pinned costs microseconds. And copying from
+Why not ``tensor.pin_memory()`` per step: pinning afresh costs the
+training thread milliseconds per call (cProfile of `fractrain bench`,
+benchmarks/RESULTS.md), several percent of a compiled ViT-Tiny step; copying
+tens of kB into a buffer that is already pinned costs microseconds. And copying from
 unpinned memory instead would make the host wait for the stream.
 
 A slot is rewritten only after the copies read from it have run: the

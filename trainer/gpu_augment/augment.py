@@ -29,11 +29,10 @@ def default_resize(device: torch.device) -> str:
     """GpuAugment's resize method when none is asked for: "tf32x2" on CUDA
     (fused or not), "fp32" on the CPU.
 
-    Timed on an H200 (benchmarks/RESULTS.md, session 7; batch 256 of 512 ->
-    224, the compiled static graph): the TF32-exact products take 3.1-3.3 ms
-    of device time per batch in all, "taps" 5.0-5.6 ms, although "taps" moves
-    a quarter of the bytes; its first pass (each output pixel gathering its
-    window's pixels from 512-wide rows) is the slowest kernel of the graph."""
+    Why tf32x2 over "taps", although "taps" moves a quarter of the bytes:
+    timed in the compiled static graph (benchmarks/RESULTS.md), its first
+    pass (each output pixel gathering its window's pixels from 512-wide rows)
+    is slower than streaming whole rows through the tensor cores."""
     return "tf32x2" if device.type == "cuda" else "fp32"
 
 

@@ -166,8 +166,8 @@ def _resample_weights(
     # tap j - first[i] (zero outside the window; taps past the span weigh 0
     # already). One pass that writes each matrix once, where zeros + scatter
     # wrote it twice. Rows are padded to a multiple of 8 floats: cuBLAS picks
-    # its fast kernels only for 16-byte aligned rows (at 513 floats apart an
-    # H100 ran Ampere-era "align1" ones).
+    # its fast kernels only for 16-byte aligned rows (rows 513 floats apart
+    # get its slow "align1" kernels).
     row = -(-in_size // 8) * 8
     tap = torch.arange(row, device=device, dtype=torch.int64) - first[:, :, None]  # (N, out, row)
     window = (tap >= 0) & (tap < taps)

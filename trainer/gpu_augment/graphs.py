@@ -1,7 +1,7 @@
 """The static device half of GpuAugment (static.py), from the image cache to
 the augmented batch, captured as CUDA graphs and replayed each step: the
 host then spends a few microseconds per batch instead of launching every
-kernel (which bounded a fast model's step on an H100; see RESULTS.md).
+kernel (which bounds a fast model's step; see benchmarks/RESULTS.md).
 
 A graph reads and writes fixed memory. Each of two ``Slot``s owns its
 inputs (the batch's indices and the plan's packed buffer, copied in before

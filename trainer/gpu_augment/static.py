@@ -4,8 +4,9 @@ same shapes for every batch.
 Why: the op-by-op layout (AugmentPlan) runs each op on just the samples
 that drew it, which keeps the device work small but makes the host launch a
 different set of kernels, on different shapes, every batch: several ms of
-host time per batch, which a fast model's training step cannot hide (an
-H100 spent more time launching the augmentation than running it), and a
+host time per batch, which a fast model's training step cannot hide (the
+host can spend more time launching the augmentation than the device running
+it), and a
 compiled version specialises on the group sizes (recompiling for hundreds of
 steps). Here every shape depends only on the batch size and the recipe, so
 the device half compiles once (``fuse``) and can be captured as one CUDA
@@ -95,7 +96,7 @@ def affine_slots(batch: int, cfg: RandAugmentConfig) -> int:
 def stats_slots(batch: int, cfg: RandAugmentConfig) -> int:
     """Slots for the ops that read image statistics (AutoContrast, Equalize:
     a histogram; Contrast: the mean) per layer: a histogram of every sample
-    cost more than the rest of a layer on an H100 (its atomic adds contend)."""
+    can cost more than the rest of a layer (its atomic adds contend)."""
     return _op_slots(batch, cfg, _STATS_OPS)
 
 
