@@ -13,7 +13,7 @@
 #   NUMBA_CPU  host [default]: kernels compiled for the building machine's CPU;
 #              a container on another CPU model compiles them again at its first
 #              render (seconds). generic: portable code, warm on every x86-64 CPU,
-#              about 10% slower kernels.
+#              kernels about 14 % slower.
 ARG BASE=python:3.11-slim
 ARG NUMBA_CPU=host
 
