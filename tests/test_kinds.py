@@ -306,9 +306,11 @@ def test_visualatom_sinusoid_frequencies():
         assert 0 <= n1 <= 20 and 0 <= n2 <= 20 and (n1 != n2 or n1 == 0)
         assert 200 <= s["vertices"] <= 1000 and 10 <= s["radius"] <= 60
         seen.add(n1)
-        # the noise offset without Perlin is -0.5 sin(n1 t) - 0.5 sin(n2 t): its spectrum over
+        # the sinusoids subtracted from the noise, 0.5 sin(n1 t) + 0.5 sin(n2 t): their spectrum over
         # the K vertices has exactly the lines n1 and n2
-        spectrum = np.abs(np.fft.rfft(gen.noise_offset(s, 0.0, s["vertices"])))
+        assert gen.frequencies(s) == (n1, n2)
+        waves = sum(contours.sinusoid(s["vertices"], n) for n in gen.frequencies(s))
+        spectrum = np.abs(np.fft.rfft(waves))
         expected = np.zeros_like(spectrum)
         for n in (n1, n2):
             expected[n] += s["vertices"] / 4
@@ -317,16 +319,55 @@ def test_visualatom_sinusoid_frequencies():
     assert len(seen) == 21
 
 
-def test_visualatom_instances_differ_only_by_the_centre():
-    gen = generator("visualatom", {"num_categories": 2, "instances": 3, "size": 512})
-    (s, a, _), (_, b, _) = gen.sample_inputs(3), gen.sample_inputs(4)
-    assert np.array_equal(a["noise_u"], b["noise_u"]) and np.array_equal(a["grays"], b["grays"])
+def test_visualatom_instances_draw_their_own_grays_noise_and_centre():
+    gen = generator("visualatom", {"num_categories": 2, "instances": 3, "size": 64})
+    (s, a, label_a), (_, b, label_b) = gen.sample_inputs(3), gen.sample_inputs(4)
+    assert label_a == label_b == 1
+    assert not np.array_equal(a["grays"], b["grays"]) and not np.array_equal(a["noise_u"], b["noise_u"])
     assert a["centre"] != b["centre"]
-    moved = dict(a, centre=(a["centre"][0] + 7, a["centre"][1] - 3))
-    values = gen.continuous(s, a)
-    first = gen.draw(s, a, values, canvas=1536, origin=512)
-    second = gen.draw(s, moved, values, canvas=1536, origin=512)
-    assert np.array_equal(np.roll(first, (-3, 7), axis=(0, 1)), second)
+    assert {k: a[k] for k in ("radius", "oval_x", "oval_y")} == {k: s[k] for k in ("radius", "oval_x", "oval_y")}
+    # instance 4's draws come from its own stream, in the released order: centre (h, then w), then per
+    # contour its gray, the x positions of vertex 0..K-1, the y positions
+    rng = seeds.rng(0, seeds.SAMPLE, 4)
+    h, w = rng.integers(-512, 513), rng.integers(-512, 513)
+    assert b["centre"] == ((512 + w) / 2, (512 + h) / 2)
+    for contour in range(s["contours"]):
+        assert b["grays"][contour] == rng.integers(0, 256)
+        assert np.array_equal(b["noise_u"][contour].ravel(), rng.uniform(0, 10_000, 2 * s["vertices"]))
+    assert np.array_equal(gen.render(4).image, gen.draw(s, b, gen.continuous(s, b)))
+    assert not np.array_equal(gen.render(3).image, gen.render(4).image)
+
+
+def test_rcdb_grays_paint_255_twice_as_often():
+    gen = generator("rcdb", {"num_categories": 1, "instances": 1, "size": 64})
+    scalars = {"vertices": 3, "contours": 20_000, "amplitude": 1.0, "drift": 0.0}
+    grays = gen.draw_instance(np.random.default_rng(0), 0, scalars)["grays"]
+    counts = np.bincount(grays, minlength=256)
+    assert grays.dtype == np.uint8 and counts.min() > 0
+    assert 1.6 < counts[255] / counts[:255].mean() < 2.4  # 256 draws paint 255 (Pillow clamps)
+
+
+def test_perlin_noise_is_single_precision():
+    # near u = 10000 float32 positions are ~0.001 apart: the argument is rounded first ...
+    u = 9876.54321
+    assert noise1(u, PERMUTATION) == noise1(float(np.float32(u)), PERMUTATION)
+    # ... and the value is a float32 widened to float64
+    values = [noise1(v, PERMUTATION) for v in np.random.default_rng(1).uniform(0, 10_000, 100)]
+    assert all(float(np.float32(v)) == v for v in values)
+
+
+def test_vertices_are_truncated_toward_zero():
+    """A vertex at -0.7 lands on pixel 0, one at 3.9 on 3 (Pillow's int()),
+    not on -1/4 (rounding) or -1 (floor)."""
+    image = np.zeros((8, 8), dtype=np.uint8)
+    x = np.array([-0.7, 3.9, 3.9])
+    y = np.array([2.0, 2.0, 5.0])
+    zeros = np.zeros(3)
+    no_noise = np.zeros((1, 2, 3))
+    cos_t = np.zeros(3)  # no growth: the polygon stays where it starts
+    contours.grow_contours(image, x, y, cos_t, cos_t, zeros, zeros, 0.0, 0.0, 1.0, 0, np.array([9], np.uint8),
+                           no_noise, 0.0, 2.0, 0.0, PERMUTATION)
+    assert image[2, 0] == 9 and image[2, 3] == 9 and image[5, 3] == 9 and image[2, 4] == 0
 
 
 @pytest.mark.parametrize("kind", ["rcdb", "visualatom"])
