@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fracbuild import contours, edges, fractaldb_search, render, seeds, warps
+from fracbuild import contours, edges, fractaldb_search, ifs, render, seeds, warps
 from fracbuild import manifest as mf
 from fracbuild.build import BuildSpec, run_build
 from fracbuild.cli import main
@@ -223,6 +223,39 @@ def test_fractaldb_renders_weighted_maps_with_shared_chaos_and_flips():
         assert np.array_equal(views[2].image, expected[:, ::-1])
         assert np.array_equal(views[3].image, expected[::-1, ::-1])
     assert not np.array_equal(gen.render(gen.per_category).image, gen.render(gen.per_category + 4).image)  # masks
+
+
+# A category whose a x 1.8 row diverges on the released chaos stream at 2,000 points: first inf at
+# step 1982, first NaN in x at 1985 (the identity row stays bounded).
+DIVERGING_MAPS = [[-0.31138004239174966, -0.1394025361043334, 0.9321241615681404, 0.12446368445691403,
+                   -0.4822708136581355, -0.5166485718113101],
+                  [0.7762366413183597, -0.5482611431653512, -0.750890588329433, -0.4233384859848448,
+                   0.1722461296254656, 0.10818100434653566]]
+
+
+def test_fractaldb_cuts_a_diverging_category_by_the_released_rule():
+    from test_kernels import cut_by_the_released_rule, full_orbit, released_fill_image
+
+    cls = get_kind("fractaldb")
+    params = cls.make_params({"num_categories": 1, "repeats": 1, "size": 48, "pad": 2, "iterations": 2000,
+                              "mask": "fill", "chaos_stream": "legacy"})
+    maps = np.asarray(DIVERGING_MAPS)
+    probabilities = ifs.map_probabilities(maps)
+    weights = fractaldb_search.weight_table(0.4)
+    gen = cls(params, 0, {"categories": [{"maps": DIVERGING_MAPS, "probabilities": probabilities.tolist()}],
+                          "weights": weights.tolist()})
+    row = [r for r in range(len(weights)) if weights[r].tolist() == [1.8, 1, 1, 1, 1, 1]][0]
+    sample = gen.render(4 * row)
+    assert sample.record == {"weight_row": row, "repeat": 0, "flip": 0}
+    steps = render.map_sequence(render.legacy_chaos_stream(2000), probabilities)
+    with np.errstate(all="ignore"):
+        raw_x, raw_y = full_orbit(maps * weights[row], steps)
+        expected = released_fill_image(*cut_by_the_released_rule(raw_x, raw_y), 48, 2)
+        first_inf = int(np.argmax(~np.isfinite(raw_x) | ~np.isfinite(raw_y)))
+        cut_at_inf = released_fill_image(raw_x[:first_inf - 100], raw_y[:first_inf - 100], 48, 2)
+    assert (first_inf, int(np.argmax(np.isnan(raw_x)))) == (1982, 1985)
+    assert np.array_equal(sample.image, expected)
+    assert not np.array_equal(sample.image, cut_at_inf)  # the rule matters here
 
 
 def test_ofdb_is_one_image_per_category_with_a_scaled_by_0_2():
