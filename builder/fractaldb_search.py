@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import time
+from decimal import Decimal
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
@@ -42,20 +43,42 @@ BATCH_PER_THREAD = 16
 
 
 # --- the weight table -------------------------------------------------------
-def weight_table(step: float) -> np.ndarray:
-    """The 25 weight rows: row 0 is the identity; row 1 + 4 p + i multiplies
-    parameter p (a, b, c, d, e, f) of every map by ``1 - 2k, 1 - k, 1 + k,
-    1 + 2k`` for i = 0..3 and k = ``step``. float64 (25, 6)."""
-    rows = [np.ones(6)]
-    for parameter in range(6):
-        for factor in (1 - 2 * step, 1 - step, 1 + step, 1 + 2 * step):
-            row = np.ones(6)
-            row[parameter] = factor
-            rows.append(row)
-    return np.array(rows, dtype=np.float64)
-
-
+PARAMETER_NAMES = ("a", "b", "c", "d", "e", "f")
+IDENTITY = "identity"
 WEIGHT_ROWS = 25
+
+
+def weight_rows(step: float) -> list[tuple[str, float]]:
+    """The 25 weight rows as (parameter, factor), in the released
+    ``weights_<k>.csv`` order: for each parameter a..f the factors
+    ``1 - 2k, 1 - k, 1 + k, 1 + 2k``, with the identity row ("identity",
+    1.0) between a's ``1 - k`` and ``1 + k`` (row 2). The factors are
+    computed in decimal from ``step`` as written, so k = 0.4 gives 0.2, not
+    0.19999999999999996, as the released table says."""
+    k = Decimal(repr(float(step)))
+    one = Decimal(1)
+    rows: list[tuple[str, float]] = []
+    for name in PARAMETER_NAMES:
+        rows += [(name, float(one - 2 * k)), (name, float(one - k))]
+        if name == "a":
+            rows.append((IDENTITY, 1.0))
+        rows += [(name, float(one + k)), (name, float(one + 2 * k))]
+    return rows
+
+
+def weight_table(step: float) -> np.ndarray:
+    """The weight rows of :func:`weight_rows` as multipliers of every map's
+    (a, b, c, d, e, f): float64 (25, 6)."""
+    table = np.ones((WEIGHT_ROWS, 6), dtype=np.float64)
+    for row, (name, factor) in enumerate(weight_rows(step)):
+        if name != IDENTITY:
+            table[row, PARAMETER_NAMES.index(name)] = factor
+    return table
+
+
+def describe_weight_rows(step: float) -> list[str]:
+    """What each weight row does, for the manifest: "a x 0.2", ..., "identity"."""
+    return [name if name == IDENTITY else f"{name} x {factor!r}" for name, factor in weight_rows(step)]
 
 
 # --- one pixel per point ----------------------------------------------------

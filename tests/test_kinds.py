@@ -197,12 +197,25 @@ def test_fractaldb_has_1000_instances_from_25_rows_10_repeats_4_flips():
     assert sorted(combos) == list(itertools.product(range(25), range(10), range(4)))
     assert combos[:5] == [(0, 0, 0), (0, 0, 1), (0, 0, 2), (0, 0, 3), (0, 1, 0)]
     assert gen.instance(1000) == (1, 0, 0, 0)
-    weights = fractaldb_search.weight_table(0.4)
-    assert np.array_equal(weights[0], np.ones(6))
-    for parameter in range(6):
-        rows = weights[1 + 4 * parameter: 5 + 4 * parameter]
-        assert np.allclose(rows[:, parameter], [0.2, 0.6, 1.4, 1.8])
-        assert np.all(np.delete(rows, parameter, axis=1) == 1)
+    # the released weights_0.4.csv, row by row
+    released = [[0.2, 1, 1, 1, 1, 1], [0.6, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [1.4, 1, 1, 1, 1, 1],
+                [1.8, 1, 1, 1, 1, 1]]
+    for parameter in range(1, 6):
+        for factor in (0.2, 0.6, 1.4, 1.8):
+            released.append([factor if j == parameter else 1 for j in range(6)])
+    assert fractaldb_search.weight_table(0.4).tolist() == released  # exactly: 0.2, not 0.19999999999999996
+    names = fractaldb_search.describe_weight_rows(0.4)
+    assert names[:6] == ["a x 0.2", "a x 0.6", "identity", "a x 1.4", "a x 1.8", "b x 0.2"]
+    assert names[-1] == "f x 1.8" and len(names) == 25
+    assert fractaldb_search.weight_table(0.1)[:5, 0].tolist() == [0.8, 0.9, 1.0, 1.1, 1.2]
+
+
+def test_fractaldb_manifest_names_the_weight_rows(tmp_path):
+    manifest = build("fractaldb", tmp_path / "f", TINY["fractaldb"])
+    assert manifest["system"]["weight_rows"] == fractaldb_search.describe_weight_rows(0.4)
+    assert manifest["system"]["weights"] == fractaldb_search.weight_table(0.4).tolist()
+    del manifest["system"]["weight_rows"]
+    assert any("weight_rows" in p for p in mf.validation_errors(manifest))
 
 
 def test_fractaldb_renders_weighted_maps_with_shared_chaos_and_flips():
