@@ -9,6 +9,7 @@ grays are drawn outside and passed in.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -99,22 +100,34 @@ def grow_contours(image, x, y, cos_t, sin_t, wave_1, wave_2, draw_x, draw_y, sca
         draw_polygon(image, px, py, grays[contour])
 
 
+@functools.lru_cache(maxsize=64)
+def _angles(count: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    step = (2.0 * math.pi) / count
+    angles = [step * k for k in range(count)]
+    return tuple(math.cos(t) for t in angles), tuple(math.sin(t) for t in angles)
+
+
 def vertex_angles(count: int) -> tuple[np.ndarray, np.ndarray]:
     """cos and sin of ``(2 pi / count) * k`` for k in 0..count-1, float64 (K,)
     each. The angle is formed in that order and evaluated by the C library
     (``math``), as the released code does: ``2 pi k / count`` can differ in
-    the last bit, which decides the pixel of an axis vertex."""
+    the last bit, which decides the pixel of an axis vertex. Cached per
+    count (a category's instances share it), returned as fresh arrays."""
+    cos_t, sin_t = _angles(count)
+    return np.array(cos_t, dtype=np.float64), np.array(sin_t, dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=64)
+def _sinusoid(count: int, frequency: int) -> tuple[float, ...]:
     step = (2.0 * math.pi) / count
-    angles = [step * k for k in range(count)]
-    return (np.array([math.cos(t) for t in angles], dtype=np.float64),
-            np.array([math.sin(t) for t in angles], dtype=np.float64))
+    return tuple(0.5 * math.sin((step * k) * frequency) for k in range(count))
 
 
 def sinusoid(count: int, frequency: int) -> np.ndarray:
     """``0.5 sin(((2 pi / count) * k) * frequency)`` for k in 0..count-1,
-    float64 (K,), the products in the released code's order."""
-    step = (2.0 * math.pi) / count
-    return np.array([0.5 * math.sin((step * k) * frequency) for k in range(count)], dtype=np.float64)
+    float64 (K,), the products in the released code's order (cached like
+    :func:`vertex_angles`)."""
+    return np.array(_sinusoid(count, frequency), dtype=np.float64)
 
 
 def render_contours(size: int, background: int, radius: float, oval_x: float, oval_y: float,

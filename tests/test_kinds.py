@@ -373,13 +373,14 @@ def test_visualatom_instances_draw_their_own_grays_noise_and_centre():
     assert a["centre"] != b["centre"]
     assert {k: a[k] for k in ("radius", "oval_x", "oval_y")} == {k: s[k] for k in ("radius", "oval_x", "oval_y")}
     # instance 4's draws come from its own stream, in the released order: centre (h, then w), then per
-    # contour its gray, the x positions of vertex 0..K-1, the y positions
+    # contour its gray, the x positions of vertex 0..K-1, the y positions (one uniform each)
     rng = seeds.rng(0, seeds.SAMPLE, 4)
     h, w = rng.integers(-512, 513), rng.integers(-512, 513)
     assert b["centre"] == ((512 + w) / 2, (512 + h) / 2)
-    for contour in range(s["contours"]):
-        assert b["grays"][contour] == rng.integers(0, 256)
-        assert np.array_equal(b["noise_u"][contour].ravel(), rng.uniform(0, 10_000, 2 * s["vertices"]))
+    uniforms = rng.random((s["contours"], 2 * s["vertices"] + 1))
+    assert np.array_equal(b["grays"], (uniforms[:, 0] * 256).astype(np.uint8))
+    assert np.array_equal(b["noise_u"][:, 0], uniforms[:, 1:s["vertices"] + 1] * 10_000)
+    assert np.array_equal(b["noise_u"][:, 1], uniforms[:, s["vertices"] + 1:] * 10_000)
     assert np.array_equal(gen.render(4).image, gen.draw(s, b, gen.continuous(s, b)))
     assert not np.array_equal(gen.render(3).image, gen.render(4).image)
 

@@ -189,15 +189,14 @@ class ContourKind(Generator):
 
 def draw_contour_inputs(rng: np.random.Generator, contours_: int, vertices: int,
                         gray_draws: int) -> tuple[np.ndarray, np.ndarray]:
-    """An instance's contours in the released drawing order: per contour its
-    gray (``integers(0, gray_draws)``), then the Perlin positions of x for
-    vertex 0..K-1, then those of y (``uniform(0, 10000, 2K)``).
+    """An instance's contours, from one ``random((L, 2K + 1))`` consumed in
+    the released drawing order: per contour its gray
+    (``int(r * gray_draws)``, uniform over 0..gray_draws-1), then the Perlin
+    positions ``10000 r`` of x for vertex 0..K-1, then those of y.
     Returns (gray draws int64 (L,), noise_u float64 (L, 2, K))."""
-    grays = np.empty(contours_, dtype=np.int64)
-    noise_u = np.empty((contours_, 2, vertices), dtype=np.float64)
-    for contour in range(contours_):
-        grays[contour] = rng.integers(0, gray_draws)
-        noise_u[contour] = rng.uniform(0.0, NOISE_RANGE, size=2 * vertices).reshape(2, vertices)
+    uniforms = rng.random((contours_, 2 * vertices + 1))
+    grays = (uniforms[:, 0] * gray_draws).astype(np.int64)
+    noise_u = (uniforms[:, 1:] * NOISE_RANGE).reshape(contours_, 2, vertices)
     return grays, noise_u
 
 
@@ -225,8 +224,9 @@ class RCDB(ContourKind):
     category_stream_doc = ("vertices = int(exponential(100)) until 3 <= it <= 200, contours = integers(1, 201), "
                            "amplitude = uniform(0, 4), drift = uniform(0, 0.1)")
     instance_stream_doc = ("(oval_x, oval_y) = uniform(1, 2, 2), radius = integers(0, 101), centre = "
-                           "((512 + w) / 2, (512 + h) / 2) with h then w = integers(-400, 401); then per contour: "
-                           "gray = min(integers(0, 257), 255), noise_u = uniform(0, 10000, 2 vertices) (x then y)")
+                           "((512 + w) / 2, (512 + h) / 2) with h then w = integers(-400, 401); then per contour, "
+                           "from random((contours, 2 vertices + 1)): gray = min(int(257 r), 255), then "
+                           "noise_u = 10000 r for x of vertex 0..K-1, then for y")
 
     @staticmethod
     def draw_category(rng: np.random.Generator) -> dict[str, Any]:
@@ -256,8 +256,9 @@ class VisualAtom(ContourKind):
                            "drift = uniform(0, 0.1), radius = integers(10, 61), frequency_1 = integers(0, 21), "
                            "frequency_2 = integers(0, 21) redrawn while equal to a nonzero frequency_1, "
                            "(oval_x, oval_y) = uniform(1, 2, 2)")
-    instance_stream_doc = ("centre = ((512 + w) / 2, (512 + h) / 2) with h then w = integers(-512, 513); then per "
-                           "contour: gray = integers(0, 256), noise_u = uniform(0, 10000, 2 vertices) (x then y)")
+    instance_stream_doc = ("centre = ((512 + w) / 2, (512 + h) / 2) with h then w = integers(-512, 513); then "
+                           "per contour, from random((contours, 2 vertices + 1)): gray = int(256 r), then "
+                           "noise_u = 10000 r for x of vertex 0..K-1, then for y")
 
     @staticmethod
     def draw_category(rng: np.random.Generator) -> dict[str, Any]:
