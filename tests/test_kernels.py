@@ -170,6 +170,19 @@ def test_a_nan_in_y_alone_is_cut_on_y():
     assert n_valid == first_y - 100
 
 
+def test_a_perturbed_1p_frac_system_near_sigma_3n_is_cut_by_the_released_rule():
+    from fracbuild import ifs, perturb
+
+    rng = np.random.default_rng(0)
+    maps, _ = ifs.sample_ifs(5.9, 2, rng)  # N = 2, sigma near 3N = 6: barely contractive
+    steps = render.map_sequence(render.legacy_chaos_stream(5000), ifs.map_probabilities(maps))
+    for _ in range(7):  # the seventh class of Delta = 0.4 diverges late
+        epsilon = perturb.draw_epsilon(rng, "multiplicative", 0.4, (2, 6))
+    raw_x, _, n_valid, _ = assert_cut_and_drawn_as_released(perturb.apply_epsilon(maps, epsilon, "multiplicative"),
+                                                            steps, size=64, pad=3)
+    assert n_valid == int(np.argmax(np.isnan(raw_x))) - 100 == 4005
+
+
 def test_an_orbit_diverging_within_100_steps_draws_an_empty_image():
     # the released code fails on such an orbit (it deletes negative indices); an empty image instead
     maps = np.array([[1e100, 0, 0, 1e100, 1.0, 1.0]])
