@@ -25,7 +25,6 @@ from .base import Generator, ProgressCallback, Sample
 CONTINUOUS = ("radius", "amplitude", "drift", "oval_x", "oval_y")
 LPCE_DEFAULTS = {"num_classes": 1000, "delta": 0.1, "perturbation": "multiplicative", "category": 0}
 NOISE_RANGE = 10_000.0  # Perlin positions u ~ U(0, 10000)
-CANVAS_SIDE = 512  # the released canvas, in units: centres are drawn on it
 
 
 @dataclass(frozen=True)
@@ -71,8 +70,9 @@ def _validate(p: ContourParams) -> None:
 
 class ContourKind(Generator):
     """What RCDB and VisualAtom share: categories, instances, LPCE. A
-    subclass draws a category's scalars, an instance's draws and its noise,
-    and says how the noise offsets and the background look."""
+    subclass draws a category's scalars and an instance's draws (its noise
+    included), and says how the noise is formed (factor, sinusoids), where
+    the centre enters and what the background is."""
 
     Params = ContourParams
     background: int
@@ -212,7 +212,7 @@ def _centre(rng: np.random.Generator, reach: int) -> tuple[float, float]:
     ``integers(-reach, reach + 1)``, as the released code draws them."""
     h = int(rng.integers(-reach, reach + 1))
     w = int(rng.integers(-reach, reach + 1))
-    return (CANVAS_SIDE + w) / 2.0, (CANVAS_SIDE + h) / 2.0
+    return (contours.CANVAS_UNITS + w) / 2.0, (contours.CANVAS_UNITS + h) / 2.0
 
 
 class RCDB(ContourKind):
