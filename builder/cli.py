@@ -95,8 +95,9 @@ def generator_options(function):
         click.option("--weight-step", type=float, default=0.4, show_default=True,
                      help="fractaldb, ofdb: k of the weight rows, which multiply one parameter of every map by "
                           "1-2k, 1-k, 1+k, 1+2k (the released run: 0.4; a 0.1 table also ships)."),
-        click.option("--weight-row", type=int, default=1, show_default=True,
-                     help="ofdb: the weight row of its one render per category (0 identity; 1: a x (1-2k))."),
+        click.option("--weight-row", type=int, default=0, show_default=True,
+                     help="ofdb: the weight row of its one render per category, in the released table's "
+                          "order (0: a x (1-2k), the released render; 2: identity)."),
         click.option("--search-size", type=int, default=512, show_default=True,
                      help="fractaldb, ofdb: side of the one-pixel-per-point search image, pixels."),
         click.option("--search-iterations", type=int, default=100_000, show_default=True,

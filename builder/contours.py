@@ -9,6 +9,9 @@ grays are drawn outside and passed in.
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numba
 import numpy as np
 
@@ -58,60 +61,108 @@ def draw_polygon(image, px, py, value):
 
 
 @numba.njit(cache=True, nogil=True)
-def grow_contours(image, x, y, cos_t, sin_t, centre_x, centre_y, scale, origin, grays, noise_u,
-                  amplitude, offset, drift, permutation):
+def grow_contours(image, x, y, cos_t, sin_t, wave_1, wave_2, draw_x, draw_y, scale, origin, grays, noise_u,
+                  amplitude, noise_factor, drift, permutation):
     """Grow and draw ``L`` contours into ``image`` (uint8 (H, W), modified).
 
-    x, y: float64 (K,) vertex positions relative to the centre, in units
-        (modified: they end at the last contour).
+    x, y: float64 (K,) vertex positions in units (modified: they end at the
+        last contour); RCDB keeps them relative to the centre, VisualAtom
+        includes the centre from the start.
     cos_t, sin_t: float64 (K,) the cosine and sine of each vertex's angle.
-    centre_x, centre_y: the centre, in units. scale: pixels per unit.
-    origin: pixels added to both coordinates after scaling (0 normally).
+    wave_1, wave_2: float64 (K,) per-vertex terms subtracted from the noise
+        (VisualAtom's two sinusoids; zeros for RCDB).
+    draw_x, draw_y: added to a position when it is drawn (RCDB's centre;
+        0 for VisualAtom). scale: pixels per unit.
+    origin: pixels added to both coordinates after truncation (0 normally).
     grays: uint8 (L,), the gray of each contour. noise_u: float64 (L, 2, K),
         the Perlin positions of each contour's x and y noise per vertex.
-    amplitude, offset (float64 (K,)), drift: per contour and vertex,
-        ``n = amplitude * P(u) + offset[k]`` on each axis, then
-        ``x[k] -= cos_t[k] * (n_x - drift)`` and ``y[k] -= sin_t[k] * (n_y - drift)``;
-        the polygon is drawn after the move. A vertex lands on pixel
-        ``floor((centre + position) * scale + 0.5) + origin``.
+    Per contour and vertex, with the released code's order of float
+    operations (each one rounds, and the last bit shows after truncation):
+    ``n = (((P(u) * amplitude) * noise_factor - amplitude) - wave_1[k]) - wave_2[k]``
+    on each axis, then ``x[k] -= cos_t[k] * (n_x - drift)`` and likewise y;
+    the polygon is drawn after the move. A vertex lands on pixel
+    ``trunc((x + draw_x) * scale) + origin``: truncation toward zero, as
+    Pillow converts line end points (so -0.7 lands on 0).
     """
     count = x.shape[0]
     px = np.empty(count, dtype=np.int64)
     py = np.empty(count, dtype=np.int64)
     for contour in range(noise_u.shape[0]):
         for k in range(count):
-            nx = amplitude * noise1(noise_u[contour, 0, k], permutation) + offset[k]
-            ny = amplitude * noise1(noise_u[contour, 1, k], permutation) + offset[k]
+            nx = (((noise1(noise_u[contour, 0, k], permutation) * amplitude) * noise_factor - amplitude)
+                  - wave_1[k]) - wave_2[k]
+            ny = (((noise1(noise_u[contour, 1, k], permutation) * amplitude) * noise_factor - amplitude)
+                  - wave_1[k]) - wave_2[k]
             x[k] -= cos_t[k] * (nx - drift)
             y[k] -= sin_t[k] * (ny - drift)
-            px[k] = np.int64(np.floor((centre_x + x[k]) * scale + 0.5)) + origin
-            py[k] = np.int64(np.floor((centre_y + y[k]) * scale + 0.5)) + origin
+            px[k] = np.int64((x[k] + draw_x) * scale) + origin
+            py[k] = np.int64((y[k] + draw_y) * scale) + origin
         draw_polygon(image, px, py, grays[contour])
 
 
+@functools.lru_cache(maxsize=64)
+def _angles(count: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    step = (2.0 * math.pi) / count
+    angles = [step * k for k in range(count)]
+    return tuple(math.cos(t) for t in angles), tuple(math.sin(t) for t in angles)
+
+
 def vertex_angles(count: int) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin of ``2 pi k / count`` for k in 0..count-1. float64 (K,) each."""
-    theta = 2.0 * np.pi * np.arange(count) / count
-    return np.cos(theta), np.sin(theta)
+    """cos and sin of ``(2 pi / count) * k`` for k in 0..count-1, float64 (K,)
+    each. The angle is formed in that order and evaluated by the C library
+    (``math``), as the released code does: ``2 pi k / count`` can differ in
+    the last bit, which decides the pixel of an axis vertex. Cached per
+    count (a category's instances share it), returned as fresh arrays."""
+    cos_t, sin_t = _angles(count)
+    return np.array(cos_t, dtype=np.float64), np.array(sin_t, dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=64)
+def _sinusoid(count: int, frequency: int) -> tuple[float, ...]:
+    step = (2.0 * math.pi) / count
+    return tuple(0.5 * math.sin((step * k) * frequency) for k in range(count))
+
+
+def sinusoid(count: int, frequency: int) -> np.ndarray:
+    """``0.5 sin(((2 pi / count) * k) * frequency)`` for k in 0..count-1,
+    float64 (K,), the products in the released code's order (cached like
+    :func:`vertex_angles`)."""
+    return np.array(_sinusoid(count, frequency), dtype=np.float64)
 
 
 def render_contours(size: int, background: int, radius: float, oval_x: float, oval_y: float,
                     centre: tuple[float, float], grays: np.ndarray, noise_u: np.ndarray, amplitude: float,
-                    offset: np.ndarray, drift: float, canvas: int | None = None, origin: int = 0) -> np.ndarray:
-    """One contour image: K vertices start on the oval ``(cos t r ox, sin t r oy)``
-    around ``centre`` and grow through ``len(grays)`` contours.
+                    drift: float, *, noise_factor: float = 2.0, frequencies: tuple[int, ...] = (),
+                    centre_in_positions: bool = False, canvas: int | None = None, origin: int = 0) -> np.ndarray:
+    """One contour image: K vertices start on the oval
+    ``((cos t * r) * ox, (sin t * r) * oy)`` around ``centre`` (x, y) and
+    grow through ``len(grays)`` contours.
 
-    noise_u: float64 (L, 2, K); offset: float64 (K,) (see :func:`grow_contours`).
+    grays: uint8 (L,); noise_u: float64 (L, 2, K) (see :func:`grow_contours`).
+    noise_factor: 2 for RCDB (``n = 2 c P - c``), 1 for VisualAtom.
+    frequencies: at most two sinusoid frequencies subtracted from the noise
+    (VisualAtom). centre_in_positions: the positions include the centre from
+    the start (VisualAtom) instead of getting it added when drawn (RCDB).
     ``canvas``/``origin`` draw into a larger canvas shifted by ``origin``
     pixels (tests use this to check clipping). Returns uint8 (canvas, canvas).
     """
     count = noise_u.shape[2]
+    if len(frequencies) > 2:
+        raise ValueError(f"at most two sinusoid frequencies, got {len(frequencies)}")
     cos_t, sin_t = vertex_angles(count)
-    x = cos_t * (radius * oval_x)
-    y = sin_t * (radius * oval_y)
+    x = (cos_t * float(radius)) * float(oval_x)
+    y = (sin_t * float(radius)) * float(oval_y)
+    centre_x, centre_y = float(centre[0]), float(centre[1])
+    if centre_in_positions:
+        x = x + centre_x
+        y = y + centre_y
+        draw_x = draw_y = 0.0
+    else:
+        draw_x, draw_y = centre_x, centre_y
+    waves = [sinusoid(count, n) for n in frequencies] + [np.zeros(count)] * (2 - len(frequencies))
     side = size if canvas is None else canvas
     image = np.full((side, side), background, dtype=np.uint8)
-    grow_contours(image, x, y, cos_t, sin_t, float(centre[0]), float(centre[1]), size / CANVAS_UNITS, origin,
+    grow_contours(image, x, y, cos_t, sin_t, waves[0], waves[1], draw_x, draw_y, size / CANVAS_UNITS, origin,
                   np.ascontiguousarray(grays, dtype=np.uint8), np.ascontiguousarray(noise_u, dtype=np.float64),
-                  float(amplitude), np.ascontiguousarray(offset, dtype=np.float64), float(drift), PERMUTATION)
+                  float(amplitude), float(noise_factor), float(drift), PERMUTATION)
     return image

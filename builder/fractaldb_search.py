@@ -2,7 +2,8 @@
 
 A candidate category is an IFS of N ~ U{2..7} maps whose six parameters are
 all drawn from U(-1, 1), with no contractivity check, and probabilities
-``p_j ~ |a d - b c|``. Its chaos game (start (0, 0), the 1p-frac NaN rule)
+``p_j ~ |a d - b c|``. Its chaos game (start (0, 0), diverging orbits cut by the
+released rule of :mod:`fracbuild.kernels`)
 is drawn one pixel per point (value 127) and the candidate becomes a category
 when at least ``threshold`` of the pixels are set. Categories are the first
 accepted candidates in candidate order, so the result does not depend on how
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import os
 import time
+from decimal import Decimal
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
@@ -41,34 +43,75 @@ BATCH_PER_THREAD = 16
 
 
 # --- the weight table -------------------------------------------------------
-def weight_table(step: float) -> np.ndarray:
-    """The 25 weight rows: row 0 is the identity; row 1 + 4 p + i multiplies
-    parameter p (a, b, c, d, e, f) of every map by ``1 - 2k, 1 - k, 1 + k,
-    1 + 2k`` for i = 0..3 and k = ``step``. float64 (25, 6)."""
-    rows = [np.ones(6)]
-    for parameter in range(6):
-        for factor in (1 - 2 * step, 1 - step, 1 + step, 1 + 2 * step):
-            row = np.ones(6)
-            row[parameter] = factor
-            rows.append(row)
-    return np.array(rows, dtype=np.float64)
-
-
+PARAMETER_NAMES = ("a", "b", "c", "d", "e", "f")
+IDENTITY = "identity"
 WEIGHT_ROWS = 25
+
+
+def weight_rows(step: float) -> list[tuple[str, float]]:
+    """The 25 weight rows as (parameter, factor), in the released
+    ``weights_<k>.csv`` order: for each parameter a..f the factors
+    ``1 - 2k, 1 - k, 1 + k, 1 + 2k``, with the identity row ("identity",
+    1.0) between a's ``1 - k`` and ``1 + k`` (row 2). The factors are
+    computed in decimal from ``step`` as written, so k = 0.4 gives 0.2, not
+    0.19999999999999996, as the released table says."""
+    k = Decimal(repr(float(step)))
+    one = Decimal(1)
+    rows: list[tuple[str, float]] = []
+    for name in PARAMETER_NAMES:
+        rows += [(name, float(one - 2 * k)), (name, float(one - k))]
+        if name == "a":
+            rows.append((IDENTITY, 1.0))
+        rows += [(name, float(one + k)), (name, float(one + 2 * k))]
+    return rows
+
+
+def weight_table(step: float) -> np.ndarray:
+    """The weight rows of :func:`weight_rows` as multipliers of every map's
+    (a, b, c, d, e, f): float64 (25, 6)."""
+    table = np.ones((WEIGHT_ROWS, 6), dtype=np.float64)
+    for row, (name, factor) in enumerate(weight_rows(step)):
+        if name != IDENTITY:
+            table[row, PARAMETER_NAMES.index(name)] = factor
+    return table
+
+
+def describe_weight_rows(step: float) -> list[str]:
+    """What each weight row does, for the manifest: "a x 0.2", ..., "identity"."""
+    return [name if name == IDENTITY else f"{name} x {factor!r}" for name, factor in weight_rows(step)]
 
 
 # --- one pixel per point ----------------------------------------------------
 @numba.njit(cache=True, nogil=True, inline="always")
-def _axis(v, n):
-    """The released per-axis mapping's (shift, extent): shift by -min only if
-    min < 0; extent = max - min."""
+def _bounds(v, n):
+    """(min, max) of the first n values of v (+-inf included)."""
     lo = v[0]
     hi = v[0]
     for t in range(n):
         lo = min(lo, v[t])
         hi = max(hi, v[t])
-    shift = -lo if lo < 0.0 else 0.0
-    return shift, (hi + shift) - (lo + shift)
+    return lo, hi
+
+
+@numba.njit(cache=True, nogil=True)
+def _set_pixels(xs, ys, n_valid, size, pad, image, value):
+    """Set the pixel of each of the first ``n_valid`` points to ``value``
+    (mapped as :func:`rasterize_points` says); returns how many pixels
+    went from 0 to set."""
+    if n_valid == 0:
+        return 0
+    x_lo, x_hi = _bounds(xs, n_valid)
+    y_lo, y_hi = _bounds(ys, n_valid)
+    x_shift, x_extent, span = kernels.axis_transform(x_lo, x_hi, size, pad)
+    y_shift, y_extent, _ = kernels.axis_transform(y_lo, y_hi, size, pad)
+    count = 0
+    for t in range(n_valid):
+        col = kernels.pixel(xs[t], x_shift, x_extent, span, pad)
+        row = kernels.pixel(ys[t], y_shift, y_extent, span, pad)
+        if 0 <= row < size and 0 <= col < size and image[row, col] == 0:
+            image[row, col] = value
+            count += 1
+    return count
 
 
 @numba.njit(cache=True, nogil=True)
@@ -77,21 +120,12 @@ def rasterize_points(xs, ys, n_valid, size, pad, value):
 
     xs, ys: float64 (T,). A point lands on column ``int((x + shift) / extent *
     (size - 2 pad) + pad)`` (the mapping of :func:`fracbuild.kernels.rasterize`,
-    per axis) and row likewise from y, row 0 at the top, with no flip (the
-    released search image is not flipped; the fill does not depend on it).
-    Returns uint8 (size, size).
+    per axis: a non-finite result gives 0) and row likewise from y, row 0 at
+    the top, with no flip (the released search image is not flipped; the
+    fill does not depend on it). Returns uint8 (size, size).
     """
     image = np.zeros((size, size), dtype=np.uint8)
-    if n_valid == 0:
-        return image
-    x_shift, x_extent = _axis(xs, n_valid)
-    y_shift, y_extent = _axis(ys, n_valid)
-    span = float(size - 2 * pad)
-    for t in range(n_valid):
-        col = np.int64((xs[t] + x_shift) / x_extent * span + pad) if x_extent > 0.0 else np.int64(pad)
-        row = np.int64((ys[t] + y_shift) / y_extent * span + pad) if y_extent > 0.0 else np.int64(pad)
-        if 0 <= row < size and 0 <= col < size:
-            image[row, col] = value
+    _set_pixels(xs, ys, n_valid, size, pad, image, value)
     return image
 
 
@@ -110,7 +144,7 @@ def point_image(maps: np.ndarray, uniforms: np.ndarray, size: int, pad: int) -> 
     choosing the maps (T points, the start included). uint8 (size, size)."""
     steps = render.map_sequence(uniforms, ifs.map_probabilities(maps))
     xs, ys = kernels.chaos_game(np.ascontiguousarray(maps, dtype=np.float64), steps)
-    return rasterize_points(xs, ys, kernels.count_valid(xs, ys), size, pad, POINT_VALUE)
+    return rasterize_points(xs, ys, xs.shape[0], size, pad, POINT_VALUE)
 
 
 def point_fill(maps: np.ndarray, uniforms: np.ndarray, size: int, pad: int) -> float:
@@ -125,7 +159,7 @@ def fused_fill(maps, cumulative, uniforms, size, pad):
     time. The map at step t is the number of ``cumulative[j] < r_t`` (the
     first j with ``r_t <= cumulative[j]``, counted without branches); N, past
     the last map, keeps the point (an identity row). The orbit stops at its
-    first non-finite point, of which only the index matters to the NaN rule.
+    first NaN in x, after which nothing changes what the released cut keeps.
     maps float64 (N, 6); cumulative float64 (N,); uniforms float64 (T,).
     Returns the number of set pixels of the one-pixel image."""
     n_points = uniforms.shape[0]
@@ -140,7 +174,7 @@ def fused_fill(maps, cumulative, uniforms, size, pad):
     y = 0.0
     xs[0] = x
     ys[0] = y
-    n_valid = n_points
+    saw_nan = False
     for t in range(n_points - 1):
         r = uniforms[t]
         k = 0
@@ -150,25 +184,18 @@ def fused_fill(maps, cumulative, uniforms, size, pad):
         ny = table[k, 2] * x + table[k, 3] * y + table[k, 5]
         x = nx
         y = ny
-        if not (np.isfinite(x) and np.isfinite(y)):
-            n_valid = max(0, t + 1 - kernels.NAN_LOOKBACK)
-            break
         xs[t + 1] = x
         ys[t + 1] = y
-    if n_valid == 0:
-        return 0
-    x_shift, x_extent = _axis(xs, n_valid)
-    y_shift, y_extent = _axis(ys, n_valid)
-    span = float(size - 2 * pad)
+        if np.isnan(x) or np.isnan(y):
+            saw_nan = True
+            if np.isnan(x):
+                xs[t + 2:] = np.nan
+                ys[t + 2:] = np.nan
+                break
+    if saw_nan:
+        xs, ys = kernels.released_cut(xs, ys)
     image = np.zeros((size, size), dtype=np.uint8)
-    count = 0
-    for t in range(n_valid):
-        col = np.int64((xs[t] + x_shift) / x_extent * span + pad) if x_extent > 0.0 else np.int64(pad)
-        row = np.int64((ys[t] + y_shift) / y_extent * span + pad) if y_extent > 0.0 else np.int64(pad)
-        if 0 <= row < size and 0 <= col < size and image[row, col] == 0:
-            image[row, col] = 1
-            count += 1
-    return count
+    return _set_pixels(xs, ys, xs.shape[0], size, pad, image, 1)
 
 
 # --- candidates -------------------------------------------------------------

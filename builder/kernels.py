@@ -10,8 +10,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# Points dropped before the first non-finite one, as the released code does
-# (a diverging orbit is already far off before it overflows).
+# A diverging orbit is cut as the released code cuts it (its rescale step):
+# the first NaN in x (if x has none, in y) goes, with the NAN_LOOKBACK points
+# before it and every other NaN of that axis; +-inf points that are not NaN
+# stay. An orbit usually turns NaN 1-3 steps after its first inf, so the few
+# huge points before it stay and set the bounding box.
 NAN_LOOKBACK = 100
 PATCH_VALUE = 127
 
@@ -24,11 +27,12 @@ def chaos_game_tracked(maps, map_index):
     map_index: uint8 (T-1,), the map applied at each step; a value >= N keeps
         the point where it is (the released code's behaviour when no
         cumulative probability reaches the uniform draw).
-    Returns xs, ys: float64 (T,), the start point included; n_valid (see
-    :func:`count_valid`); bounds: float64 (4,) = (x_min, x_max, y_min, y_max)
-    over the first n_valid points. Tracking the bounds here is off the
-    orbit's dependency chain, so it costs almost nothing and saves the
-    rasteriser two passes over the points.
+    Returns xs, ys: float64 (T,) the orbit, the start point included, or,
+    when it turns NaN, the points :func:`released_cut` keeps (fewer, maybe
+    none); n_valid: their number (len(xs)); bounds: float64 (4,) =
+    (x_min, x_max, y_min, y_max) over them, +-inf included. Tracking the
+    bounds here is off the orbit's dependency chain, so it costs almost
+    nothing and saves the rasteriser two passes over the points.
     """
     n_points = map_index.shape[0] + 1
     xs = np.empty(n_points, dtype=np.float64)
@@ -38,7 +42,7 @@ def chaos_game_tracked(maps, map_index):
     xs[0] = x
     ys[0] = y
     x_lo = x_hi = y_lo = y_hi = 0.0
-    first_bad = n_points
+    saw_nan = False
     n_maps = maps.shape[0]
     for t in range(n_points - 1):
         k = map_index[t]
@@ -53,25 +57,67 @@ def chaos_game_tracked(maps, map_index):
         x_hi = max(x_hi, x)
         y_lo = min(y_lo, y)
         y_hi = max(y_hi, y)
-        if not (np.isfinite(x) and np.isfinite(y)):
-            first_bad = t + 1
-            for rest in range(t + 2, n_points):  # the orbit stays non-finite
-                xs[rest] = x
-                ys[rest] = y
-            break
+        if np.isnan(x) or np.isnan(y):
+            saw_nan = True
+            if np.isnan(x):
+                # x stays NaN from here on (every map multiplies it), and the
+                # cut drops every point from NAN_LOOKBACK before it: the rest
+                # of the orbit cannot change the result.
+                xs[t + 2:] = np.nan
+                ys[t + 2:] = np.nan
+                break
     bounds = np.empty(4, dtype=np.float64)
-    n_valid = n_points if first_bad == n_points else max(0, first_bad - NAN_LOOKBACK)
-    if n_valid < n_points:  # rare: recompute over the kept prefix only
-        _prefix_bounds(xs, ys, n_valid, bounds)
+    if saw_nan:  # rare: the kept points and their bounds
+        xs, ys = released_cut(xs, ys)
+        _prefix_bounds(xs, ys, xs.shape[0], bounds)
     else:
         bounds[0], bounds[1], bounds[2], bounds[3] = x_lo, x_hi, y_lo, y_hi
-    return xs, ys, n_valid, bounds
+    return xs, ys, xs.shape[0], bounds
 
 
 @numba.njit(cache=True, nogil=True)
 def chaos_game(maps, map_index):
-    """The chaos game alone: xs, ys float64 (T,) (see :func:`chaos_game_tracked`)."""
+    """The chaos game alone: xs, ys float64 (n_valid,), the points kept
+    (see :func:`chaos_game_tracked`)."""
     xs, ys, _, _ = chaos_game_tracked(maps, map_index)
+    return xs, ys
+
+
+@numba.njit(cache=True, nogil=True)
+def _drop_before_first_nan(a, b):
+    """One axis of the released cut: if ``a`` has a NaN, the first one at
+    index f, drop positions f - NAN_LOOKBACK .. f - 1 and every NaN of ``a``
+    from both ``a`` and ``b`` (float64 (n,)); else return them as they are.
+    With f <= NAN_LOOKBACK nothing is kept: the released code fails there
+    (it deletes negative indices); an empty image is drawn instead."""
+    n = a.shape[0]
+    first = -1
+    for t in range(n):
+        if np.isnan(a[t]):
+            first = t
+            break
+    if first < 0:
+        return a, b
+    keep_a = np.empty(n, dtype=np.float64)
+    keep_b = np.empty(n, dtype=np.float64)
+    kept = 0
+    if first > NAN_LOOKBACK:
+        for t in range(n):
+            if first - NAN_LOOKBACK <= t < first or np.isnan(a[t]):
+                continue
+            keep_a[kept] = a[t]
+            keep_b[kept] = b[t]
+            kept += 1
+    return keep_a[:kept].copy(), keep_b[:kept].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def released_cut(xs, ys):
+    """The points of an orbit the released code keeps: the cut on x, then
+    the same cut on the y of the points left. float64 (T,) each ->
+    float64 (n,) each, n <= T (the inputs themselves when nothing is NaN)."""
+    xs, ys = _drop_before_first_nan(xs, ys)
+    ys, xs = _drop_before_first_nan(ys, xs)
     return xs, ys
 
 
@@ -91,30 +137,25 @@ def _prefix_bounds(xs, ys, n, bounds):
     bounds[0], bounds[1], bounds[2], bounds[3] = x_lo, x_hi, y_lo, y_hi
 
 
-@numba.njit(cache=True, nogil=True)
-def count_valid(xs, ys):
-    """Number of leading points kept: all of them, or, if some coordinate is
-    not finite, those before ``first_bad - NAN_LOOKBACK``."""
-    for t in range(xs.shape[0]):
-        if not (np.isfinite(xs[t]) and np.isfinite(ys[t])):
-            return max(0, t - NAN_LOOKBACK)
-    return xs.shape[0]
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
-def _axis_transform(lo, hi, size, pad):
+def axis_transform(lo, hi, size, pad):
     """The released code's per-axis mapping, as (shift, extent, span):
-    shift by -min only if min < 0, then ``pixel = int((v + shift) / extent *
-    span + pad)`` with extent = max - min and span = size - 2 pad."""
+    shift by -min only if min < 0, extent = max - min (both after the
+    shift, so NaN when min is -inf), span = size - 2 pad; a value lands on
+    :func:`pixel`."""
     shift = -lo if lo < 0.0 else 0.0
     return shift, (hi + shift) - (lo + shift), float(size - 2 * pad)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _pixel(v, shift, extent, span, pad):
-    if extent > 0.0:
-        return np.int64((v + shift) / extent * span + float(pad))
-    return np.int64(float(pad))
+def pixel(v, shift, extent, span, pad):
+    """``int((v + shift) / extent * span + pad)``, where a NaN or infinite
+    result (an inf point, an infinite or zero extent) gives 0, as the
+    released code's cast to uint16 does."""
+    p = (v + shift) / extent * span + float(pad)
+    if np.isfinite(p):
+        return np.int64(p)
+    return np.int64(0)
 
 
 def _patch_table():
@@ -153,13 +194,13 @@ def rasterize_bounded(xs, ys, n_valid, bounds, mask_codes, use_mask, size, pad):
     image = np.zeros((size, size), dtype=np.uint8)
     if n_valid == 0:
         return image
-    x_shift, x_extent, span = _axis_transform(bounds[0], bounds[1], size, pad)
-    y_shift, y_extent, _ = _axis_transform(bounds[2], bounds[3], size, pad)
+    x_shift, x_extent, span = axis_transform(bounds[0], bounds[1], size, pad)
+    y_shift, y_extent, _ = axis_transform(bounds[2], bounds[3], size, pad)
     table = PATCH_TABLE
     for t in range(n_valid):
         cells = table[mask_codes[t] if use_mask else 511]
-        x0 = _pixel(xs[t], x_shift, x_extent, span, pad) + 1
-        y0 = _pixel(ys[t], y_shift, y_extent, span, pad) + 1
+        x0 = pixel(xs[t], x_shift, x_extent, span, pad) + 1
+        y0 = pixel(ys[t], y_shift, y_extent, span, pad) + 1
         if 0 <= x0 and x0 + 3 <= size and 0 <= y0 and y0 + 3 <= size:
             for dy in range(3):  # fast path: the whole patch is inside
                 row = size - 1 - (y0 + dy)

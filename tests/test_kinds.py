@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fracbuild import contours, edges, fractaldb_search, render, seeds, warps
+from fracbuild import contours, edges, fractaldb_search, ifs, render, seeds, warps
 from fracbuild import manifest as mf
 from fracbuild.build import BuildSpec, run_build
 from fracbuild.cli import main
@@ -197,12 +197,25 @@ def test_fractaldb_has_1000_instances_from_25_rows_10_repeats_4_flips():
     assert sorted(combos) == list(itertools.product(range(25), range(10), range(4)))
     assert combos[:5] == [(0, 0, 0), (0, 0, 1), (0, 0, 2), (0, 0, 3), (0, 1, 0)]
     assert gen.instance(1000) == (1, 0, 0, 0)
-    weights = fractaldb_search.weight_table(0.4)
-    assert np.array_equal(weights[0], np.ones(6))
-    for parameter in range(6):
-        rows = weights[1 + 4 * parameter: 5 + 4 * parameter]
-        assert np.allclose(rows[:, parameter], [0.2, 0.6, 1.4, 1.8])
-        assert np.all(np.delete(rows, parameter, axis=1) == 1)
+    # the released weights_0.4.csv, row by row
+    released = [[0.2, 1, 1, 1, 1, 1], [0.6, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [1.4, 1, 1, 1, 1, 1],
+                [1.8, 1, 1, 1, 1, 1]]
+    for parameter in range(1, 6):
+        for factor in (0.2, 0.6, 1.4, 1.8):
+            released.append([factor if j == parameter else 1 for j in range(6)])
+    assert fractaldb_search.weight_table(0.4).tolist() == released  # exactly: 0.2, not 0.19999999999999996
+    names = fractaldb_search.describe_weight_rows(0.4)
+    assert names[:6] == ["a x 0.2", "a x 0.6", "identity", "a x 1.4", "a x 1.8", "b x 0.2"]
+    assert names[-1] == "f x 1.8" and len(names) == 25
+    assert fractaldb_search.weight_table(0.1)[:5, 0].tolist() == [0.8, 0.9, 1.0, 1.1, 1.2]
+
+
+def test_fractaldb_manifest_names_the_weight_rows(tmp_path):
+    manifest = build("fractaldb", tmp_path / "f", TINY["fractaldb"])
+    assert manifest["system"]["weight_rows"] == fractaldb_search.describe_weight_rows(0.4)
+    assert manifest["system"]["weights"] == fractaldb_search.weight_table(0.4).tolist()
+    del manifest["system"]["weight_rows"]
+    assert any("weight_rows" in p for p in mf.validation_errors(manifest))
 
 
 def test_fractaldb_renders_weighted_maps_with_shared_chaos_and_flips():
@@ -223,6 +236,39 @@ def test_fractaldb_renders_weighted_maps_with_shared_chaos_and_flips():
         assert np.array_equal(views[2].image, expected[:, ::-1])
         assert np.array_equal(views[3].image, expected[::-1, ::-1])
     assert not np.array_equal(gen.render(gen.per_category).image, gen.render(gen.per_category + 4).image)  # masks
+
+
+# A category whose a x 1.8 row diverges on the released chaos stream at 2,000 points: first inf at
+# step 1982, first NaN in x at 1985 (the identity row stays bounded).
+DIVERGING_MAPS = [[-0.31138004239174966, -0.1394025361043334, 0.9321241615681404, 0.12446368445691403,
+                   -0.4822708136581355, -0.5166485718113101],
+                  [0.7762366413183597, -0.5482611431653512, -0.750890588329433, -0.4233384859848448,
+                   0.1722461296254656, 0.10818100434653566]]
+
+
+def test_fractaldb_cuts_a_diverging_category_by_the_released_rule():
+    from test_kernels import cut_by_the_released_rule, full_orbit, released_fill_image
+
+    cls = get_kind("fractaldb")
+    params = cls.make_params({"num_categories": 1, "repeats": 1, "size": 48, "pad": 2, "iterations": 2000,
+                              "mask": "fill", "chaos_stream": "legacy"})
+    maps = np.asarray(DIVERGING_MAPS)
+    probabilities = ifs.map_probabilities(maps)
+    weights = fractaldb_search.weight_table(0.4)
+    gen = cls(params, 0, {"categories": [{"maps": DIVERGING_MAPS, "probabilities": probabilities.tolist()}],
+                          "weights": weights.tolist()})
+    row = [r for r in range(len(weights)) if weights[r].tolist() == [1.8, 1, 1, 1, 1, 1]][0]
+    sample = gen.render(4 * row)
+    assert sample.record == {"weight_row": row, "repeat": 0, "flip": 0}
+    steps = render.map_sequence(render.legacy_chaos_stream(2000), probabilities)
+    with np.errstate(all="ignore"):
+        raw_x, raw_y = full_orbit(maps * weights[row], steps)
+        expected = released_fill_image(*cut_by_the_released_rule(raw_x, raw_y), 48, 2)
+        first_inf = int(np.argmax(~np.isfinite(raw_x) | ~np.isfinite(raw_y)))
+        cut_at_inf = released_fill_image(raw_x[:first_inf - 100], raw_y[:first_inf - 100], 48, 2)
+    assert (first_inf, int(np.argmax(np.isnan(raw_x)))) == (1982, 1985)
+    assert np.array_equal(sample.image, expected)
+    assert not np.array_equal(sample.image, cut_at_inf)  # the rule matters here
 
 
 def test_ofdb_is_one_image_per_category_with_a_scaled_by_0_2():
@@ -306,9 +352,11 @@ def test_visualatom_sinusoid_frequencies():
         assert 0 <= n1 <= 20 and 0 <= n2 <= 20 and (n1 != n2 or n1 == 0)
         assert 200 <= s["vertices"] <= 1000 and 10 <= s["radius"] <= 60
         seen.add(n1)
-        # the noise offset without Perlin is -0.5 sin(n1 t) - 0.5 sin(n2 t): its spectrum over
+        # the sinusoids subtracted from the noise, 0.5 sin(n1 t) + 0.5 sin(n2 t): their spectrum over
         # the K vertices has exactly the lines n1 and n2
-        spectrum = np.abs(np.fft.rfft(gen.noise_offset(s, 0.0, s["vertices"])))
+        assert gen.frequencies(s) == (n1, n2)
+        waves = sum(contours.sinusoid(s["vertices"], n) for n in gen.frequencies(s))
+        spectrum = np.abs(np.fft.rfft(waves))
         expected = np.zeros_like(spectrum)
         for n in (n1, n2):
             expected[n] += s["vertices"] / 4
@@ -317,16 +365,56 @@ def test_visualatom_sinusoid_frequencies():
     assert len(seen) == 21
 
 
-def test_visualatom_instances_differ_only_by_the_centre():
-    gen = generator("visualatom", {"num_categories": 2, "instances": 3, "size": 512})
-    (s, a, _), (_, b, _) = gen.sample_inputs(3), gen.sample_inputs(4)
-    assert np.array_equal(a["noise_u"], b["noise_u"]) and np.array_equal(a["grays"], b["grays"])
+def test_visualatom_instances_draw_their_own_grays_noise_and_centre():
+    gen = generator("visualatom", {"num_categories": 2, "instances": 3, "size": 64})
+    (s, a, label_a), (_, b, label_b) = gen.sample_inputs(3), gen.sample_inputs(4)
+    assert label_a == label_b == 1
+    assert not np.array_equal(a["grays"], b["grays"]) and not np.array_equal(a["noise_u"], b["noise_u"])
     assert a["centre"] != b["centre"]
-    moved = dict(a, centre=(a["centre"][0] + 7, a["centre"][1] - 3))
-    values = gen.continuous(s, a)
-    first = gen.draw(s, a, values, canvas=1536, origin=512)
-    second = gen.draw(s, moved, values, canvas=1536, origin=512)
-    assert np.array_equal(np.roll(first, (-3, 7), axis=(0, 1)), second)
+    assert {k: a[k] for k in ("radius", "oval_x", "oval_y")} == {k: s[k] for k in ("radius", "oval_x", "oval_y")}
+    # instance 4's draws come from its own stream, in the released order: centre (h, then w), then per
+    # contour its gray, the x positions of vertex 0..K-1, the y positions (one uniform each)
+    rng = seeds.rng(0, seeds.SAMPLE, 4)
+    h, w = rng.integers(-512, 513), rng.integers(-512, 513)
+    assert b["centre"] == ((512 + w) / 2, (512 + h) / 2)
+    uniforms = rng.random((s["contours"], 2 * s["vertices"] + 1))
+    assert np.array_equal(b["grays"], (uniforms[:, 0] * 256).astype(np.uint8))
+    assert np.array_equal(b["noise_u"][:, 0], uniforms[:, 1:s["vertices"] + 1] * 10_000)
+    assert np.array_equal(b["noise_u"][:, 1], uniforms[:, s["vertices"] + 1:] * 10_000)
+    assert np.array_equal(gen.render(4).image, gen.draw(s, b, gen.continuous(s, b)))
+    assert not np.array_equal(gen.render(3).image, gen.render(4).image)
+
+
+def test_rcdb_grays_paint_255_twice_as_often():
+    gen = generator("rcdb", {"num_categories": 1, "instances": 1, "size": 64})
+    scalars = {"vertices": 3, "contours": 20_000, "amplitude": 1.0, "drift": 0.0}
+    grays = gen.draw_instance(np.random.default_rng(0), 0, scalars)["grays"]
+    counts = np.bincount(grays, minlength=256)
+    assert grays.dtype == np.uint8 and counts.min() > 0
+    assert 1.6 < counts[255] / counts[:255].mean() < 2.4  # 256 draws paint 255 (Pillow clamps)
+
+
+def test_perlin_noise_is_single_precision():
+    # near u = 10000 float32 positions are ~0.001 apart: the argument is rounded first ...
+    u = 9876.54321
+    assert noise1(u, PERMUTATION) == noise1(float(np.float32(u)), PERMUTATION)
+    # ... and the value is a float32 widened to float64
+    values = [noise1(v, PERMUTATION) for v in np.random.default_rng(1).uniform(0, 10_000, 100)]
+    assert all(float(np.float32(v)) == v for v in values)
+
+
+def test_vertices_are_truncated_toward_zero():
+    """A vertex at -0.7 lands on pixel 0, one at 3.9 on 3 (Pillow's int()),
+    not on -1/4 (rounding) or -1 (floor)."""
+    image = np.zeros((8, 8), dtype=np.uint8)
+    x = np.array([-0.7, 3.9, 3.9])
+    y = np.array([2.0, 2.0, 5.0])
+    zeros = np.zeros(3)
+    no_noise = np.zeros((1, 2, 3))
+    cos_t = np.zeros(3)  # no growth: the polygon stays where it starts
+    contours.grow_contours(image, x, y, cos_t, cos_t, zeros, zeros, 0.0, 0.0, 1.0, 0, np.array([9], np.uint8),
+                           no_noise, 0.0, 2.0, 0.0, PERMUTATION)
+    assert image[2, 0] == 9 and image[2, 3] == 9 and image[5, 3] == 9 and image[2, 4] == 0
 
 
 @pytest.mark.parametrize("kind", ["rcdb", "visualatom"])

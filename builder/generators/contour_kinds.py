@@ -70,8 +70,9 @@ def _validate(p: ContourParams) -> None:
 
 class ContourKind(Generator):
     """What RCDB and VisualAtom share: categories, instances, LPCE. A
-    subclass draws a category's scalars, an instance's draws and its noise,
-    and says how the noise offsets and the background look."""
+    subclass draws a category's scalars and an instance's draws (its noise
+    included), and says how the noise is formed (factor, sinusoids), where
+    the centre enters and what the background is."""
 
     Params = ContourParams
     background: int
@@ -83,14 +84,16 @@ class ContourKind(Generator):
 
     def draw_instance(self, rng: np.random.Generator, category: int, scalars: dict) -> dict[str, Any]:
         """The per-image draws; 'grays' uint8 (L,) and 'noise_u' float64 (L, 2, K)
-        included, with 'radius', 'oval_x', 'oval_y', 'centre'."""
+        included, with 'radius', 'oval_x', 'oval_y', 'centre' (x, y)."""
         raise NotImplementedError
 
-    def noise_offset(self, scalars: dict, amplitude: float, count: int) -> np.ndarray:
-        """The per-vertex constant of the noise: float64 (K,)."""
-        raise NotImplementedError
+    @staticmethod
+    def frequencies(scalars: dict) -> tuple[int, ...]:
+        """The sinusoid frequencies subtracted from the noise (none by default)."""
+        return ()
 
-    amplitude_factor: float  # n = amplitude_factor * c * P(u) + offset
+    noise_factor: float  # n = ((c P(u)) * noise_factor - c) - sinusoids
+    centre_in_positions: bool  # the positions include the centre from the start
 
     # --- the shared parts -----------------------------------------------------
     @classmethod
@@ -118,7 +121,6 @@ class ContourKind(Generator):
         super().__init__(params, seed, system)
         self.lpce = _lpce_settings(params) if params.lpce else None
         self._base_instance: dict | None = None
-        self._cache: dict[Any, Any] = {}
 
     def num_samples(self) -> int:
         p = self.params
@@ -135,11 +137,11 @@ class ContourKind(Generator):
         """The image of one category/instance with continuous parameters
         ``values`` (CONTINUOUS order). uint8 (size, size)."""
         radius, amplitude, drift, oval_x, oval_y = (float(v) for v in values)
-        noise_u = instance["noise_u"]
         return contours.render_contours(
             self.params.size, self.background, radius, oval_x, oval_y, instance["centre"], instance["grays"],
-            noise_u, self.amplitude_factor * amplitude, self.noise_offset(scalars, amplitude, noise_u.shape[2]),
-            drift, canvas=canvas, origin=origin)
+            instance["noise_u"], amplitude, drift, noise_factor=self.noise_factor,
+            frequencies=self.frequencies(scalars), centre_in_positions=self.centre_in_positions, canvas=canvas,
+            origin=origin)
 
     @staticmethod
     def continuous(scalars: dict, instance: dict) -> np.ndarray:
@@ -185,20 +187,46 @@ class ContourKind(Generator):
         return doc
 
 
-def _noise_u(rng: np.random.Generator, contours_: int, vertices: int) -> np.ndarray:
-    return rng.uniform(0.0, NOISE_RANGE, size=(contours_, 2, vertices))
+def draw_contour_inputs(rng: np.random.Generator, contours_: int, vertices: int,
+                        gray_draws: int) -> tuple[np.ndarray, np.ndarray]:
+    """An instance's contours, from one ``random((L, 2K + 1))`` consumed in
+    the released drawing order: per contour its gray
+    (``int(r * gray_draws)``, uniform over 0..gray_draws-1), then the Perlin
+    positions ``10000 r`` of x for vertex 0..K-1, then those of y.
+    Returns (gray draws int64 (L,), noise_u float64 (L, 2, K))."""
+    uniforms = rng.random((contours_, 2 * vertices + 1))
+    grays = (uniforms[:, 0] * gray_draws).astype(np.int64)
+    noise_u = (uniforms[:, 1:] * NOISE_RANGE).reshape(contours_, 2, vertices)
+    return grays, noise_u
+
+
+def painted_grays(draws: np.ndarray) -> np.ndarray:
+    """The value a gray draw paints: the released RCDB draws 0..256 and
+    Pillow clamps each channel to 255, so 255 comes twice as often.
+    int (L,) -> uint8 (L,)."""
+    return np.minimum(np.asarray(draws), 255).astype(np.uint8)
+
+
+def _centre(rng: np.random.Generator, reach: int) -> tuple[float, float]:
+    """(x, y) = ((512 + w) / 2, (512 + h) / 2), h drawn before w, each
+    ``integers(-reach, reach + 1)``, as the released code draws them."""
+    h = int(rng.integers(-reach, reach + 1))
+    w = int(rng.integers(-reach, reach + 1))
+    return (contours.CANVAS_UNITS + w) / 2.0, (contours.CANVAS_UNITS + h) / 2.0
 
 
 class RCDB(ContourKind):
     kind = "rcdb"
     summary = "radial contours: C categories x M instances (Kataoka et al., CVPR 2022)"
     background = 255
-    amplitude_factor = 2.0  # n = 2 c P(u) - c
+    noise_factor = 2.0  # n = 2 c P(u) - c
+    centre_in_positions = False
     category_stream_doc = ("vertices = int(exponential(100)) until 3 <= it <= 200, contours = integers(1, 201), "
                            "amplitude = uniform(0, 4), drift = uniform(0, 0.1)")
-    instance_stream_doc = ("radius = integers(0, 101), (oval_x, oval_y) = uniform(1, 2, 2), "
-                           "centre = (512 + integers(-400, 401, 2)) / 2, grays = integers(0, 256, contours), "
-                           "noise_u = uniform(0, 10000, (contours, 2, vertices))")
+    instance_stream_doc = ("(oval_x, oval_y) = uniform(1, 2, 2), radius = integers(0, 101), centre = "
+                           "((512 + w) / 2, (512 + h) / 2) with h then w = integers(-400, 401); then per contour, "
+                           "from random((contours, 2 vertices + 1)): gray = min(int(257 r), 255), then "
+                           "noise_u = 10000 r for x of vertex 0..K-1, then for y")
 
     @staticmethod
     def draw_category(rng: np.random.Generator) -> dict[str, Any]:
@@ -210,29 +238,27 @@ class RCDB(ContourKind):
                 "amplitude": float(rng.uniform(0.0, 4.0)), "drift": float(rng.uniform(0.0, 0.1))}
 
     def draw_instance(self, rng: np.random.Generator, category: int, scalars: dict) -> dict[str, Any]:
-        radius = float(rng.integers(0, 101))
         oval_x, oval_y = rng.uniform(1.0, 2.0, size=2)
-        centre = tuple((512.0 + rng.integers(-400, 401, size=2)) / 2.0)
-        grays = rng.integers(0, 256, size=scalars["contours"]).astype(np.uint8)
+        radius = float(rng.integers(0, 101))
+        centre = _centre(rng, 400)
+        draws, noise_u = draw_contour_inputs(rng, scalars["contours"], scalars["vertices"], 257)
         return {"radius": radius, "oval_x": float(oval_x), "oval_y": float(oval_y), "centre": centre,
-                "grays": grays, "noise_u": _noise_u(rng, scalars["contours"], scalars["vertices"])}
-
-    def noise_offset(self, scalars: dict, amplitude: float, count: int) -> np.ndarray:
-        return np.full(count, -amplitude)
+                "grays": painted_grays(draws), "noise_u": noise_u}
 
 
 class VisualAtom(ContourKind):
     kind = "visualatom"
-    summary = "contours of two sinusoids plus Perlin noise: C categories x M shifted instances (CVPR 2023)"
+    summary = "contours of two sinusoids plus Perlin noise: C categories x M instances (CVPR 2023)"
     background = 0
-    amplitude_factor = 1.0  # n = c P(u) - c - 0.5 sin(n1 t) - 0.5 sin(n2 t)
+    noise_factor = 1.0  # n = c P(u) - c - 0.5 sin(n1 t) - 0.5 sin(n2 t)
+    centre_in_positions = True
     category_stream_doc = ("vertices = integers(200, 1001), contours = integers(1, 201), amplitude = uniform(0, 4), "
                            "drift = uniform(0, 0.1), radius = integers(10, 61), frequency_1 = integers(0, 21), "
                            "frequency_2 = integers(0, 21) redrawn while equal to a nonzero frequency_1, "
-                           "(oval_x, oval_y) = uniform(1, 2, 2); the category's drawing: "
-                           "SeedSequence(seed, spawn_key=(3, category, 1)): grays = integers(0, 256, contours), "
-                           "noise_u = uniform(0, 10000, (contours, 2, vertices))")
-    instance_stream_doc = "centre = (512 + integers(-512, 513, 2)) / 2"
+                           "(oval_x, oval_y) = uniform(1, 2, 2)")
+    instance_stream_doc = ("centre = ((512 + w) / 2, (512 + h) / 2) with h then w = integers(-512, 513); then "
+                           "per contour, from random((contours, 2 vertices + 1)): gray = int(256 r), then "
+                           "noise_u = 10000 r for x of vertex 0..K-1, then for y")
 
     @staticmethod
     def draw_category(rng: np.random.Generator) -> dict[str, Any]:
@@ -247,23 +273,14 @@ class VisualAtom(ContourKind):
         return {**scalars, "frequency_1": first, "frequency_2": second,
                 "oval_x": float(oval_x), "oval_y": float(oval_y)}
 
-    def drawing(self, category: int, scalars: dict) -> tuple[np.ndarray, np.ndarray]:
-        """The category's grays and noise positions, shared by its instances
-        (only the centre moves); the last category's are kept."""
-        if self._cache.get("category") != category:
-            rng = seeds.rng(self.seed, seeds.CATEGORY, category, 1)
-            grays = rng.integers(0, 256, size=scalars["contours"]).astype(np.uint8)
-            self._cache = {"category": category,
-                           "drawing": (grays, _noise_u(rng, scalars["contours"], scalars["vertices"]))}
-        return self._cache["drawing"]
-
     def draw_instance(self, rng: np.random.Generator, category: int, scalars: dict) -> dict[str, Any]:
-        grays, noise_u = self.drawing(category, scalars)
-        centre = tuple((512.0 + rng.integers(-512, 513, size=2)) / 2.0)
+        """Every instance draws its own centre, grays and noise (the released
+        per-instance loop); the shape scalars are the category's."""
+        centre = _centre(rng, 512)
+        draws, noise_u = draw_contour_inputs(rng, scalars["contours"], scalars["vertices"], 256)
         return {"radius": scalars["radius"], "oval_x": scalars["oval_x"], "oval_y": scalars["oval_y"],
-                "centre": centre, "grays": grays, "noise_u": noise_u}
+                "centre": centre, "grays": draws.astype(np.uint8), "noise_u": noise_u}
 
-    def noise_offset(self, scalars: dict, amplitude: float, count: int) -> np.ndarray:
-        theta = 2.0 * np.pi * np.arange(count) / count
-        return (-amplitude - 0.5 * np.sin(scalars["frequency_1"] * theta)
-                - 0.5 * np.sin(scalars["frequency_2"] * theta))
+    @staticmethod
+    def frequencies(scalars: dict) -> tuple[int, ...]:
+        return scalars["frequency_1"], scalars["frequency_2"]

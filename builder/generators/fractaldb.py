@@ -38,7 +38,7 @@ class FractalDBParams:
 @dataclass(frozen=True)
 class OFDBParams:
     num_categories: int = 1000
-    weight_row: int = 1  # row 1 multiplies a by 1 - 2k = 0.2 (the released OFDB render)
+    weight_row: int = 0  # row 0 multiplies a by 1 - 2k = 0.2 (the released OFDB render)
     weight_step: float = 0.4
     size: int = 362
     pad: int = 6
@@ -92,6 +92,7 @@ def search_categories(p, seed: int, log: ProgressCallback, workers: int | None =
     except RuntimeError as error:
         raise BuildFailure(f"search: {error}; lower --threshold or raise --max-candidates") from None
     system["weights"] = fractaldb_search.weight_table(p.weight_step).tolist()
+    system["weight_rows"] = fractaldb_search.describe_weight_rows(p.weight_step)
     return system
 
 
