@@ -52,7 +52,7 @@ class StreamSchedule(EpochSchedule):
 
     shard_counts: Sequence[int] = ()
     window: int = DEFAULT_WINDOW
-    _orders: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _orders: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -92,19 +92,17 @@ class StreamSchedule(EpochSchedule):
 
     def run_samples(self, epoch: int) -> np.ndarray:
         """int64 (q,): this rank's samples of epoch ``epoch`` in shard order (before the shuffle)."""
-        start, stop = self._run(epoch)
-        order = self.shard_order(epoch)
-        ends = np.cumsum(self._counts[order])
-        first, last = np.searchsorted(ends, start, side="right"), np.searchsorted(ends, stop - 1, side="right")
-        pieces = [np.arange(self._firsts[s], self._firsts[s] + self._counts[s]) for s in order[first:last + 1]]
-        offset = int(ends[first] - self._counts[order[first]])  # where shard `first` starts in the sequence
-        return np.concatenate(pieces)[start - offset: stop - offset] if stop > start else np.zeros(0, np.int64)
+        return self._epoch(epoch)[0]
 
     def local_order(self, epoch: int) -> np.ndarray:
         """int64 (q,): this rank's samples of epoch ``epoch`` in training order (each window shuffled)."""
-        order = self._orders.get(epoch)
-        if order is None:
-            run = self.run_samples(epoch)
+        return self._epoch(epoch)[1]
+
+    def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(run in shard order, run in training order) of epoch ``epoch``, cached for the last two epochs."""
+        cached = self._orders.get(epoch)
+        if cached is None:
+            run = self._shard_ordered_run(epoch)
             order = np.empty_like(run)
             for w, start in enumerate(range(0, len(run), self.window)):
                 piece = run[start: start + self.window]
@@ -112,8 +110,19 @@ class StreamSchedule(EpochSchedule):
                 order[start: start + len(piece)] = piece[torch.randperm(len(piece), generator=generator).numpy()]
             if len(self._orders) >= 2:  # a step touches at most two epochs
                 self._orders.pop(min(self._orders))
-            self._orders[epoch] = order
-        return order
+            cached = self._orders[epoch] = (run, order)
+        return cached
+
+    def _shard_ordered_run(self, epoch: int) -> np.ndarray:
+        start, stop = self._run(epoch)
+        if stop <= start:
+            return np.zeros(0, dtype=np.int64)
+        order = self.shard_order(epoch)
+        ends = np.cumsum(self._counts[order])
+        first, last = np.searchsorted(ends, start, side="right"), np.searchsorted(ends, stop - 1, side="right")
+        pieces = [np.arange(self._firsts[s], self._firsts[s] + self._counts[s]) for s in order[first:last + 1]]
+        offset = int(ends[first] - self._counts[order[first]])  # where shard `first` starts in the sequence
+        return np.concatenate(pieces)[start - offset: stop - offset]
 
     def permutation(self, epoch: int) -> np.ndarray:
         raise NotImplementedError("the streamed order is per rank: use indices(step) or local_order(epoch)")
