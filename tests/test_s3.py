@@ -546,7 +546,7 @@ def test_trainer_streams_verified_shards_from_s3(tiny_dataset, s3, bucket, s3_en
     for where in (url, str(tiny_dataset)):
         location, manifest, _ = streaming.data.read_manifest(where)
         schedule = streaming.StreamSchedule.from_manifest(manifest, 8, 0, window=4)
-        fed[where] = list(streaming.ShardFeed(location, manifest, schedule, threads=2).steps(range(4)))
+        fed[where] = list(streaming.ShardFeed(location, manifest, schedule, readers=1).steps(range(4)))
     assert [item.pngs for item in fed[url]] == [item.pngs for item in fed[str(tiny_dataset)]]
     summary = pretrain.run(override(defaults("pretrain"), {
         "data.shards": url, "data.input": "stream", "model.kwargs": {"patch_size": 8, "depth": 1, "embed_dim": 32,
@@ -560,5 +560,5 @@ def test_trainer_streams_verified_shards_from_s3(tiny_dataset, s3, bucket, s3_en
     location, manifest, _ = streaming.data.read_manifest(url)
     schedule = streaming.StreamSchedule.from_manifest(manifest, 8, 0, window=4)
     with pytest.raises(UserError) as caught:
-        list(streaming.ShardFeed(location, manifest, schedule, threads=2).steps(range(4)))
+        list(streaming.ShardFeed(location, manifest, schedule, readers=1).steps(range(4)))
     assert f"{url}/{shard['file']} is corrupt" in str(caught.value)

@@ -92,10 +92,10 @@ def recipe32(**changes) -> AugmentRecipe:
     return AugmentRecipe(input_size=32, **changes)
 
 
-def stream_feed(shards, global_batch=8, world=1, rank=0, window=4):
+def stream_feed(shards, global_batch=8, world=1, rank=0, window=4, readers=1):
     location, manifest, _ = data.read_manifest(str(shards))
     schedule = StreamSchedule.from_manifest(manifest, global_batch, 7, world, rank, window)
-    return location, manifest, schedule, streaming.ShardFeed(location, manifest, schedule, threads=2)
+    return location, manifest, schedule, streaming.ShardFeed(location, manifest, schedule, readers=readers)
 
 
 def take(batches, count):
@@ -142,12 +142,12 @@ def test_feed_drops_windows_behind_it_and_reads_ahead_in_order(uneven, monkeypat
     reads = []
     original = streaming.read_samples
 
-    def counting(location, shard, labels, width):
+    def counting(url, shard, labels, width):
         reads.append(shard["file"])
-        return original(location, shard, labels, width)
+        return original(url, shard, labels, width)
 
     monkeypatch.setattr(streaming, "read_samples", counting)
-    _, _, schedule, feed = stream_feed(uneven, global_batch=4, window=4)
+    _, _, schedule, feed = stream_feed(uneven, global_batch=4, window=4, readers=0)  # threads: see the reads
     items = list(feed.steps(range(0, 12)))  # three epochs
     assert [item.step for item in items] == list(range(12))
     assert all(np.array_equal(item.indices, schedule.indices(item.step)) for item in items)

@@ -1,7 +1,7 @@
 """The streaming input path: for data sets whose decoded images do not fit
 in memory, shards are read as training goes instead of decoded up front.
 
-    shards --(reader threads, main process: read, sha256-checked)--> encoded
+    shards --(reader processes: read, sha256-checked, parsed)--> encoded
     samples of this rank's current shuffle windows --(one work item per
     step: its PNGs and labels)--> DataLoader workers: decode (+ the CPU
     augmentation, or the GPU augmentation's plan) --> the same batches the
@@ -14,17 +14,17 @@ resumed run starts the stream at its step (the checkpoint's ``stream``
 field records the position and is checked on resume).
 
 The shards are read (and each one's size and sha256 checked against the
-manifest as it is read) in the main process by a few threads, once per
-rank: a bad shard stops the run with one line, before any of its samples is
-used. Memory is bounded by the shuffle window: a rank holds the encoded
+manifest as it is read) by a few reader processes per rank, once per rank:
+a bad shard stops the run with one line, before any of its samples is used. Memory is bounded by the shuffle window: a rank holds the encoded
 samples of the windows its next steps use (one or two), never the set.
 """
 
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 from collections import ChainMap, OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -36,7 +36,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fracbuild.encode import decode_png
 from fracbuild.location import Location
-from fracbuild.shards import read_shard
 
 from . import data
 from .errors import UserError
@@ -44,6 +43,7 @@ from .input_cpu import BatchTargets, seeded, train_transform
 from .pipeline import DevicePipeline, StepPlan, gpu_augment_class
 from .recipe import AugmentRecipe
 from .schedule import mix_seed
+from .shard_reader import read_samples
 from .staging import PinnedRing
 from .stream_schedule import StreamSchedule
 
@@ -109,31 +109,6 @@ def check_resume(payload: dict[str, Any], path: str, mode: str, schedule: Any, w
 
 
 # --- reading ---------------------------------------------------------------------
-def read_samples(location: Location, shard: dict[str, Any], labels: np.ndarray, width: int) -> dict[int, bytes]:
-    """One shard, read and checked (size, sha256, keys, labels) -> {sample index: PNG bytes}."""
-    where = location.uri(shard["file"])
-    raw = data.read_verified(location, shard)
-    wanted = range(shard["first"], shard["first"] + shard["count"])
-    found: dict[int, bytes] = {}
-    try:
-        for sample in read_shard(raw):
-            index = int(sample.key)
-            if index not in wanted or sample.key != f"{index:0{width}d}":
-                raise UserError(f"shard {where} holds sample {sample.key!r} outside its range "
-                                f"{wanted.start}..{wanted.stop - 1}")
-            if index in found:
-                raise UserError(f"shard {where} holds sample {index} twice")
-            if sample.label != labels[index]:
-                raise UserError(f"shard {where}: sample {index} has label {sample.label}, "
-                                f"the manifest says {labels[index]}")
-            found[index] = sample.png
-    except ValueError as error:
-        raise UserError(f"shard {where} is corrupt: {error}") from None
-    if len(found) != shard["count"]:
-        raise UserError(f"shard {where} holds {len(found)} samples, the manifest says {shard['count']}")
-    return found
-
-
 @dataclass
 class StepSamples:
     """One step's work item: this rank's samples, encoded.
@@ -148,10 +123,14 @@ class StepSamples:
 
 class ShardFeed:
     """This rank's steps -> StepSamples, reading the shards of each shuffle
-    window (with ``threads`` threads, ``ahead`` windows before they are
-    needed) and letting go of a window once the steps have passed it."""
+    window ``ahead`` windows before they are needed, and letting go of a
+    window once the steps have passed it.
 
-    def __init__(self, location: Location, manifest: dict[str, Any], schedule: StreamSchedule, threads: int = 4,
+    readers: reader processes (shard_reader.read_samples; started fresh,
+    "spawn", so that they are safe beside CUDA and see the environment as
+    it is now); 0: reader threads in this process instead (tests)."""
+
+    def __init__(self, location: Location, manifest: dict[str, Any], schedule: StreamSchedule, readers: int = 2,
                  ahead: int = 1):
         self.location = location
         self.shards = sorted(manifest["shards"], key=lambda s: s["first"])
@@ -159,7 +138,7 @@ class ShardFeed:
                                dtype=np.int64)
         self.width = manifest["layout"]["key_width"]
         self.schedule = schedule
-        self.threads = max(1, threads)
+        self.readers = max(0, readers)
         self.ahead = max(0, ahead)
 
     def _following(self, key: tuple[int, int]) -> tuple[int, int]:
@@ -168,8 +147,18 @@ class ShardFeed:
             epoch, window = epoch + 1, 0
         return epoch, window
 
+    def _pool(self) -> Executor:
+        if self.readers == 0:
+            return ThreadPoolExecutor(2, thread_name_prefix="shard-reader")
+        return ProcessPoolExecutor(self.readers, mp_context=multiprocessing.get_context("spawn"))
+
+    def _read(self, pool: Executor, shard_id: int) -> Future:
+        shard = self.shards[shard_id]
+        labels = self.labels[shard["first"]: shard["first"] + shard["count"]]
+        return pool.submit(read_samples, self.location.url, shard, labels, self.width)
+
     def steps(self, steps: Iterable[int]) -> Iterator[StepSamples]:
-        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="shard-reader")
+        pool = self._pool()
         queued: OrderedDict[tuple[int, int], tuple[np.ndarray, list[Future]]] = OrderedDict()
         ready: dict[tuple[int, int], dict[int, bytes]] = {}
         reads: dict[int, Future] = {}  # the last queued window's shards: a shard across a window boundary is read once
@@ -179,9 +168,7 @@ class ShardFeed:
             nonlocal reads
             samples = self.schedule.window_samples(*key)
             shard_ids = self.schedule.shards_of(samples)
-            futures = {int(s): reads.get(int(s)) or pool.submit(read_samples, self.location, self.shards[s],
-                                                                   self.labels, self.width)
-                       for s in shard_ids}
+            futures = {int(s): reads.get(int(s)) or self._read(pool, int(s)) for s in shard_ids}
             reads = futures
             queued[key] = (samples, list(futures.values()))
 
@@ -389,9 +376,9 @@ def build_pipeline(path: str, location: Location, manifest: dict[str, Any], sche
                    recipe: AugmentRecipe, num_classes: int, device: torch.device, seed: int, workers: int, *,
                    augment_cls: Any | None = None, augment_options: dict[str, Any] | None = None,
                    augment_mode: str = "op-by-op", log: Callable[[str], None] = lambda m: None,
-                   reader_threads: int = 4):
+                   readers: int = 2):
     """The streaming pipeline for input path ``path`` ('cpu' or 'gpu')."""
-    feed = ShardFeed(location, manifest, schedule, threads=reader_threads)
+    feed = ShardFeed(location, manifest, schedule, readers=readers)
     first = min(manifest["shards"], key=lambda s: s["first"])
     channels, size = data.probe_channels(location, first), int(manifest["image_size"])
     if path == "gpu":
