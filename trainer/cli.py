@@ -129,7 +129,7 @@ PRETRAIN_OPTIONS = [
      "available at the start]"),
     (("--shuffle-buffer",), "data.shuffle_buffer", {"type": int},
      "Streamed input: samples per shuffle window (each window of a rank's shards is shuffled; memory holds "
-     "one or two windows of encoded samples)."),
+     "two or three windows of encoded samples per rank: the current ones and the next, read ahead)."),
     (("--augment", "input_path"), "run.input_path", {"type": click.Choice(["auto", "cpu", "gpu"])},
      "Input path: cpu (timm transforms in DataLoader workers) or gpu (batched augmentation on the device); "
      "auto: gpu on CUDA when available."),

@@ -16,7 +16,7 @@ Epoch ``e`` of the streamed order:
    are shared by two ranks, each keeping its part);
 3. the rank's run is cut into windows of ``window`` consecutive samples
    (the shuffle buffer) and each window is permuted (seeded with
-   ``(seed, e, r, window number)``): a rank holds one or two windows of
+   ``(seed, e, r, window number)``): a rank holds two or three windows of
    encoded samples at a time, never the set.
 
 So the rule at the epoch's end is the in-memory one: the stream is the

@@ -15,8 +15,10 @@ field records the position and is checked on resume).
 
 The shards are read (and each one's size and sha256 checked against the
 manifest as it is read) by a few reader processes per rank, once per rank:
-a bad shard stops the run with one line, before any of its samples is used. Memory is bounded by the shuffle window: a rank holds the encoded
-samples of the windows its next steps use (one or two), never the set.
+a bad shard stops the run with one line, before any of its samples is
+used. Memory is bounded by the shuffle window: a rank holds the encoded
+samples of the windows its next steps use and the next one (read ahead),
+never the set.
 """
 
 from __future__ import annotations
