@@ -275,3 +275,21 @@ def test_two_rank_gloo_stream_has_exact_epochs_and_equal_batches(uneven, tmp_pat
         assert sorted(stream[epoch * 16:(epoch + 1) * 16]) == list(range(16))
     labels = data.load(str(uneven), threads=1).labels
     assert all(labels[s[1]].tolist() == s[2] for rank in seen for s in rank)
+
+
+def test_gpu_path_trains_from_the_stream(uneven, tmp_path):
+    if gpu_augment_class() is None:
+        pytest.skip("fractrain.gpu_augment is not available")
+    summary = pretrain.run(tiny_config(uneven, tmp_path / "run", **{"run.input_path": "gpu", "budget.steps": 3,
+                                                                      "run.workers": 1}))
+    assert summary["input_path"] == "gpu-stream" and summary["steps"] == 3 and summary["last_loss"] > 0
+
+
+def test_bad_input_options_are_one_line_errors(uneven, tmp_path, capsys):
+    base = ["--shards", str(uneven), *TINY_ARGS, "-b", "8", "--steps", "2", "--workers", "0", "--no-progress",
+            "--out", str(tmp_path / "run")]
+    assert main(base + ["--memory-budget", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --memory-budget must be > 0 GB, got 0.0"
+    assert main(base + ["--shuffle-buffer", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --shuffle-buffer must be >= 1, got 0"
+    assert not (tmp_path / "run").exists()
