@@ -252,14 +252,15 @@ def _recording_rank(rank: int, world: int, port: int, args: list[str], record: s
         sys.exit(code)
 
 
-def test_two_rank_gloo_stream_has_exact_epochs_and_equal_batches(uneven, tmp_path):
+def test_two_rank_gloo_stream_has_exact_epochs_and_equal_batches(fractaldb, tmp_path):
     import torch.multiprocessing as mp
     from test_train_ddp import _free_port
 
     out, record = tmp_path / "run", str(tmp_path / "seen")
-    # A global batch of 12 over 16 samples in shards of 5, 5, 5, 1; 2 loader workers per rank.
-    args = ["--shards", str(uneven), *TINY_ARGS, "-b", "12", "--steps", "4", "--workers", "2", "--device", "cpu",
-            "--no-progress", "--input", "stream", "--shuffle-buffer", "3", "--out", str(out)]
+    # The FractalDB build (16 samples in shards of 5, 5, 5, 1) over a budget of 1 kB, so that --input auto
+    # streams it; a global batch of 12; 2 loader workers per rank.
+    args = ["--shards", str(fractaldb), *TINY_ARGS, "-b", "12", "--steps", "4", "--workers", "2", "--device", "cpu",
+            "--no-progress", "--memory-budget", "0.000001", "--shuffle-buffer", "3", "--out", str(out)]
     context = mp.get_context("forkserver")
     context.set_forkserver_preload(["fractrain.cli", "fractrain.pretrain", "timm"])
     mp.start_processes(_recording_rank, args=(2, _free_port(), args, record), nprocs=2, join=True,
@@ -273,7 +274,7 @@ def test_two_rank_gloo_stream_has_exact_epochs_and_equal_batches(uneven, tmp_pat
     stream = [i for step in range(4) for rank in range(2) for i in seen[rank][step][1]]
     for epoch in range(len(stream) // 16):  # 48 samples: three whole epochs
         assert sorted(stream[epoch * 16:(epoch + 1) * 16]) == list(range(16))
-    labels = data.load(str(uneven), threads=1).labels
+    labels = data.load(str(fractaldb), threads=1).labels
     assert all(labels[s[1]].tolist() == s[2] for rank in seen for s in rank)
 
 
