@@ -133,7 +133,7 @@ def load(url: str, *, threads: int = 8, log: Callable[[str], None] = lambda m: N
     """
     location, manifest, digest = read_manifest(url)
     n, size = manifest["num_samples"], manifest["image_size"]
-    channels = probe_channels(location, manifest["shards"][0])
+    channels = _probe_channels(location, manifest["shards"][0])
     shape = (n, size, size) if channels == 1 else (n, size, size, channels)
     nbytes = int(np.prod(shape))
     labels = np.array([label for _, label in sorted((s["index"], s["label"]) for s in manifest["samples"])],
@@ -146,7 +146,7 @@ def load(url: str, *, threads: int = 8, log: Callable[[str], None] = lambda m: N
         if images is not None:
             how = f", one copy shared by {group.size} ranks"
     if images is None:
-        limit = memory_limit if memory_limit is not None else available_memory() // 2
+        limit = memory_limit if memory_limit is not None else _available_memory() // 2
         if nbytes <= limit:
             images = np.empty(shape, dtype=np.uint8)
         else:
@@ -283,7 +283,7 @@ def _load_shard(location: Location, shard: dict[str, Any], images: np.ndarray, e
         raise UserError(f"shard {where} holds {len(seen)} samples, the manifest says {shard['count']}")
 
 
-def probe_channels(location: Location, shard: dict[str, Any]) -> int:
+def _probe_channels(location: Location, shard: dict[str, Any]) -> int:
     """1 for grayscale PNGs, 3 for RGB (from the first sample)."""
     data = read_verified(location, shard)
     try:
@@ -311,7 +311,7 @@ def _read(location: Location, name: str) -> bytes:
         raise UserError(f"cannot read {location.uri(name)}: {error}") from None
 
 
-def available_memory() -> int:
+def _available_memory() -> int:
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
             for line in handle:
@@ -323,3 +323,8 @@ def available_memory() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 8 << 30
+
+
+# The streaming input path (streaming.py) sizes the decoded set and the budget the same way.
+probe_channels = _probe_channels
+available_memory = _available_memory
