@@ -181,16 +181,19 @@ def fractaldb(tmp_path_factory):
     return out
 
 
-def test_fractaldb_over_budget_streams_and_resumes_mid_epoch_bit_exact(fractaldb, tmp_path):
+@pytest.mark.parametrize("input_path", ["cpu", "gpu"])
+def test_fractaldb_over_budget_streams_and_resumes_mid_epoch_bit_exact(fractaldb, tmp_path, input_path):
     # 16 samples, global batch 6: epochs end inside batches; checkpoints every epoch (2.67 steps) land mid-epoch.
-    whole = pretrain.run(tiny_config(fractaldb, tmp_path / "whole"))
-    assert whole["input_path"] == "cpu-stream"
+    if input_path == "gpu" and gpu_augment_class() is None:
+        pytest.skip("fractrain.gpu_augment is not available")
+    whole = pretrain.run(tiny_config(fractaldb, tmp_path / "whole", **{"run.input_path": input_path}))
+    assert whole["input_path"] == f"{input_path}-stream"
 
     def kill_at_8(step):
         if step == 8:
             raise KeyboardInterrupt
 
-    cut = tiny_config(fractaldb, tmp_path / "cut")
+    cut = tiny_config(fractaldb, tmp_path / "cut", **{"run.input_path": input_path})
     with pytest.raises(KeyboardInterrupt):
         pretrain.run(cut, on_step=kill_at_8)
     checkpoint = torch.load(tmp_path / "cut" / "ckpt-000000006.pt", weights_only=True)
