@@ -15,8 +15,8 @@ threads) is timed as well, per sample.
     python benchmarks/decode_bench.py --kinds fractaldb --samples 32 --repeats 7
 
 Prints a markdown table on stderr and one JSON line on stdout. Decoders:
-pillow (fracbuild.encode.decode_png), pyspng (``pip install pyspng``), cv2
-(``pip install opencv-python-headless``; cv2.imdecode, one thread).
+pillow (fracbuild.encode.decode_png), pyspng and cv2 (cv2.imdecode, one thread)
+when installed (``pip install -e ".[bench]"``).
 """
 
 from __future__ import annotations
