@@ -532,3 +532,33 @@ def test_fractrain_on_a_missing_bucket_gives_one_line(capsys, tmp_path, s3_endpo
     assert code == 2
     assert err == f"error: bucket 'no-such-bucket' does not exist at {s3_endpoint}\n"
     assert not (tmp_path / "run").exists()
+
+
+def test_trainer_streams_verified_shards_from_s3(tiny_dataset, s3, bucket, s3_endpoint, monkeypatch, tmp_path):
+    streaming = pytest.importorskip("fractrain.streaming", reason="the trainer's streaming input is not written yet")
+    from fractrain import pretrain
+    from fractrain.config import defaults, override
+
+    monkeypatch.setenv(location_mod.ENDPOINT_ENV, s3_endpoint)
+    url = _published(tiny_dataset, bucket, s3_endpoint)
+    # Two epochs of 8-sample steps, remote and local: the same samples, byte for byte.
+    fed = {}
+    for where in (url, str(tiny_dataset)):
+        location, manifest, _ = streaming.data.read_manifest(where)
+        schedule = streaming.StreamSchedule.from_manifest(manifest, 8, 0, window=4)
+        fed[where] = list(streaming.ShardFeed(location, manifest, schedule, readers=1).steps(range(4)))
+    assert [item.pngs for item in fed[url]] == [item.pngs for item in fed[str(tiny_dataset)]]
+    summary = pretrain.run(override(defaults("pretrain"), {
+        "data.shards": url, "data.input": "stream", "model.kwargs": {"patch_size": 8, "depth": 1, "embed_dim": 32,
+                                                                     "num_heads": 2},
+        "augment.input_size": 32, "batch_size": 8, "budget.epochs": None, "budget.steps": 2,
+        "run.out": str(tmp_path / "run"), "run.workers": 0, "run.progress": False}))
+    assert summary["input_path"] == "cpu-stream" and summary["steps"] == 2
+    # A damaged remote shard stops the stream as it is read, naming it.
+    shard = json.loads((tiny_dataset / "manifest.json").read_text())["shards"][2]
+    _damage(s3, tiny_dataset, bucket, "train", shard, truncate=False)
+    location, manifest, _ = streaming.data.read_manifest(url)
+    schedule = streaming.StreamSchedule.from_manifest(manifest, 8, 0, window=4)
+    with pytest.raises(UserError) as caught:
+        list(streaming.ShardFeed(location, manifest, schedule, readers=1).steps(range(4)))
+    assert f"{url}/{shard['file']} is corrupt" in str(caught.value)

@@ -120,6 +120,16 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any], str]] = [
 PRETRAIN_OPTIONS = [
     (("--shards",), "data.shards", {}, "fracbuild data set: a directory or an s3:// / https:// prefix holding "
                                        "manifest.json and the shards."),
+    (("--input",), "data.input", {"type": click.Choice(["auto", "stream", "memory"])},
+     "memory: decode the whole set once before the first step; stream: read the shards as training goes "
+     "(for sets larger than memory); auto: stream when the decoded set (N x H x W x channels bytes) exceeds "
+     "--memory-budget."),
+    (("--memory-budget",), "data.memory_budget", {"type": float},
+     "GB (1e9 bytes) the decoded set may take before --input auto streams it. [default: half the memory "
+     "available at the start]"),
+    (("--shuffle-buffer",), "data.shuffle_buffer", {"type": int},
+     "Streamed input: samples per shuffle window (each window of a rank's shards is shuffled; memory holds "
+     "two or three windows of encoded samples per rank: the current ones and the next, read ahead)."),
     (("--augment", "input_path"), "run.input_path", {"type": click.Choice(["auto", "cpu", "gpu"])},
      "Input path: cpu (timm transforms in DataLoader workers) or gpu (batched augmentation on the device); "
      "auto: gpu on CUDA when available."),
@@ -241,6 +251,9 @@ def _validate(cfg: TrainConfig) -> None:
         (0 <= cfg.model.drop_path < 1, f"--drop-path must lie in [0, 1), got {cfg.model.drop_path}"),
         (cfg.optim.lr_base_batch is None or cfg.optim.lr_base_batch > 0, "--lr-base-batch must be >= 0"),
         (cfg.run.summary_every >= 0, "--summary-every must be >= 0"),
+        (cfg.data.shuffle_buffer >= 1, f"--shuffle-buffer must be >= 1, got {cfg.data.shuffle_buffer}"),
+        (cfg.data.memory_budget is None or cfg.data.memory_budget > 0,
+         f"--memory-budget must be > 0 GB, got {cfg.data.memory_budget}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -40,6 +40,9 @@ class DataConfig:
     train: str | None = None  # finetune/probe: ImageFolder tree or WebDataset shards
     val: str | None = None
     crop_pct: float = 0.875  # evaluation: resize to size / crop_pct, centre crop
+    input: str = "auto"  # pretrain: auto | stream | memory (auto: stream when the decoded set exceeds the budget)
+    memory_budget: float | None = None  # pretrain: GB the decoded set may take; None: half the memory available
+    shuffle_buffer: int = 8192  # pretrain, streamed: samples per shuffle window
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,7 @@ def dump_yaml(config: TrainConfig) -> str:
 OPERATIONAL = ("run.out", "run.device", "run.workers", "run.progress", "run.log_every", "run.compile",
                "run.keep_ckpts", "run.summary_every", "run.ckpt_every", "run.input_path",
                "run.fuse_augment", "run.gpu_augment_mode",
-               "data.shards", "data.train", "data.val", "model.init")
+               "data.shards", "data.train", "data.val", "model.init", "data.input", "data.memory_budget")
 
 
 def differences(recorded: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -323,3 +323,8 @@ def _available_memory() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 8 << 30
+
+
+# The streaming input path (streaming.py) sizes the decoded set and the budget the same way.
+probe_channels = _probe_channels
+available_memory = _available_memory

@@ -208,7 +208,9 @@ def fit(job: Job) -> dict[str, Any]:
                 "scheduler": scheduler.state_dict(), "scaler": stepper.scaler.state_dict(),
                 "step": step, "epoch": schedule.epoch_at(step), "rng": states, "config": to_dict(cfg),
                 "manifest_sha256": job.manifest_sha256, "model_name": job.model_name,
-                "num_classes": job.num_classes, "world_size": ctx.world_size, "best": best, "final": final})
+                "num_classes": job.num_classes, "world_size": ctx.world_size, "best": best, "final": final,
+                # The streamed input's position (stream_schedule.StreamSchedule.position), checked on resume.
+                **({"stream": job.pipeline.position(step)} if hasattr(job.pipeline, "position") else {})})
             if not final:
                 ckpt.prune(job.folder.path, cfg.run.keep_ckpts)
 

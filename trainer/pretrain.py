@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 
 from . import checkpoint as ckpt
-from . import data, distributed as dist, model as models, pipeline as pipelines
+from . import data, distributed as dist, model as models, pipeline as pipelines, streaming
 from .config import TrainConfig
 from .errors import UserError
 from .input_cpu import ArraySource, CpuPipeline
@@ -74,9 +74,15 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     log = stderr_log(ctx)
     recipe = cfg.recipe()
     check_batch(cfg.batch_size, ctx.world_size, recipe.mixes)
-    _location, manifest, manifest_sha = data.read_manifest(cfg.data.shards)
+    location, manifest, manifest_sha = data.read_manifest(cfg.data.shards)
     num_classes, n = manifest["num_classes"], manifest["num_samples"]
-    schedule = EpochSchedule(n, cfg.batch_size, cfg.run.seed, ctx.world_size, ctx.rank)
+    budget = streaming.memory_budget(cfg.data.memory_budget)
+    input_mode = streaming.choose_input(cfg.data.input, budget, location, manifest, log)
+    if input_mode == "stream":
+        schedule = streaming.StreamSchedule.from_manifest(manifest, cfg.batch_size, cfg.run.seed, ctx.world_size,
+                                                          ctx.rank, cfg.data.shuffle_buffer)
+    else:
+        schedule = EpochSchedule(n, cfg.batch_size, cfg.run.seed, ctx.world_size, ctx.rank)
     total_steps = schedule.steps_for(cfg.total_samples(n))
     out = cfg.run.out or default_out("pretrain", cfg.model.name, cfg.data.shards, cfg.run.seed)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=out))
@@ -87,6 +93,7 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     payload = ckpt.load(start.checkpoint) if start.checkpoint else None
     if payload is not None:
         check_resume(payload, start.checkpoint, cfg, cfg.model.name, num_classes, manifest_sha)
+        streaming.check_resume(payload, start.checkpoint, input_mode, schedule, ctx.world_size)
     if augment_cls is not None and cfg.run.input_path != "cpu":
         path = "gpu"
     else:
@@ -97,10 +104,16 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     net = models.create(cfg.model.name, num_classes, recipe.input_size, cfg.model.drop_path, cfg.model.kwargs)
     net.to(ctx.device)
 
-    dataset = data.load(cfg.data.shards, log=log, group=dist.node_group(ctx))
-    if dataset.manifest_sha256 != manifest_sha:
+    dataset = None if input_mode == "stream" else data.load(cfg.data.shards, log=log, group=dist.node_group(ctx),
+                                                            memory_limit=budget)
+    if dataset is not None and dataset.manifest_sha256 != manifest_sha:
         raise UserError(f"{cfg.data.shards}: the manifest changed while the run started")
-    if path == "gpu":
+    if input_mode == "stream":
+        pipe = streaming.build_pipeline(
+            path, location, manifest, schedule, recipe, num_classes, ctx.device, cfg.run.seed, workers,
+            augment_cls=augment_cls, augment_options={"fuse": pipelines.fuse_default(cfg.run.fuse_augment, ctx.device)},
+            augment_mode=pipelines.augment_mode_default(cfg.run.gpu_augment_mode, ctx.device), log=log)
+    elif path == "gpu":
         planners, fuse = pipelines.plan_workers_for(workers), pipelines.fuse_default(cfg.run.fuse_augment, ctx.device)
         mode = pipelines.augment_mode_default(cfg.run.gpu_augment_mode, ctx.device)
         pipe = pipelines.DevicePipeline(dataset.images, dataset.labels, schedule, recipe, num_classes, ctx.device,
