@@ -123,3 +123,22 @@ def test_help_states_units_and_defaults(capsys):
     assert main(["finetune", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "[default: sgd]" in text and "[default: 0.01]" in text and "[default: 0.485 0.456 0.406]" in text
+
+
+@pytest.mark.parametrize("blocked", ["torch", "yaml"])
+def test_builder_only_install_says_to_install_the_trainer_extra(tmp_path, blocked):
+    # A builder-only install lacks the train extra: hide one of its modules
+    # from a fresh interpreter (None in sys.modules makes its import fail).
+    import subprocess
+    import sys
+
+    code = (f"import sys; sys.modules[{blocked!r}] = None; "
+            "sys.argv = ['fractrain', '--shards', 'nowhere', '--out', sys.argv[1]]; "
+            "import runpy; runpy.run_module('fractrain', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert 'pip install "onepfrac[train]"' in lines[0] and blocked in lines[0]
+    assert not (tmp_path / "run").exists()
