@@ -20,7 +20,7 @@ from typing import Any, Callable
 import click
 import yaml
 
-from . import __version__
+from . import __version__, interrupts
 from .config import TrainConfig, check_switches, defaults, load_yaml, merge, override
 from .errors import TrainFailure, UserError
 from .recipe import SWITCHES
@@ -109,6 +109,9 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any], str]] = [
      "The GPU input path uses min(2, N) of them to plan the augmentation ahead; 0: all on the training thread. "
      "[default: min(8, CPUs per rank - 1)]"),
     (("--ckpt-every",), "run.ckpt_every", {"type": float}, "Epochs between checkpoints (one is always written at the end)."),
+    (("--ckpt-minutes",), "run.ckpt_minutes", {"type": float},
+     "Minutes of training between checkpoints, beside --ckpt-every (0: none by time). Ctrl-C and SIGTERM also "
+     "write one after the step in progress."),
     (("--keep-ckpts",), "run.keep_ckpts", {"type": int}, "Periodic checkpoints kept."),
     (("--log-every",), "run.log_every", {"type": int}, "Steps between metrics records and progress-bar updates."),
     (("--summary-every",), "run.summary_every", {"type": int},
@@ -237,6 +240,7 @@ def _validate(cfg: TrainConfig) -> None:
         (cfg.augment.input_size >= 8, f"--input-size must be >= 8, got {cfg.augment.input_size}"),
         (cfg.run.log_every >= 1, f"--log-every must be >= 1, got {cfg.run.log_every}"),
         (cfg.run.ckpt_every > 0, f"--ckpt-every must be > 0, got {cfg.run.ckpt_every}"),
+        (cfg.run.ckpt_minutes >= 0, f"--ckpt-minutes must be >= 0, got {cfg.run.ckpt_minutes}"),
         (cfg.run.keep_ckpts >= 1, f"--keep-ckpts must be >= 1, got {cfg.run.keep_ckpts}"),
         (0 <= cfg.model.drop_path < 1, f"--drop-path must lie in [0, 1), got {cfg.model.drop_path}"),
         (cfg.optim.lr_base_batch is None or cfg.optim.lr_base_batch > 0, "--lr-base-batch must be >= 0"),
@@ -396,8 +400,13 @@ def main(argv: list[str] | None = None) -> int:
         if not quiet:
             click.echo(message, err=True)
 
+    interrupts.set_command(argv)
     try:
-        cli.main(args=argv, prog_name="fractrain", standalone_mode=False)
+        with interrupts.sigterm_raises():
+            cli.main(args=argv, prog_name="fractrain", standalone_mode=False)
+    except interrupts.Interrupted as stopped:
+        say(str(stopped))
+        return stopped.exit_code
     except click.exceptions.Exit as done:
         return done.exit_code
     except click.exceptions.Abort:
@@ -413,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"failed: {error}")
         return 1
     except KeyboardInterrupt:
-        say("interrupted: run the same command with --resume auto to continue from the last checkpoint")
+        say("interrupted (SIGINT) outside the training steps: no new checkpoint; --resume auto continues from "
+            "the last one, if the run has any")
         return 130
     return 0
 

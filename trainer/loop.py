@@ -4,8 +4,10 @@
 one optimizer step per global batch, the lr set from the schedule for that
 step, a metrics record every ``log_every`` steps (mean loss over all ranks,
 lr, images/s), a summary line (and, downstream, an evaluation) at epoch
-boundaries, periodic checkpoints every ``ckpt_every`` epochs, and
-``final.pt`` + ``summary.json`` at the end.
+boundaries, periodic checkpoints every ``ckpt_every`` epochs and every
+``ckpt_minutes`` of training, and ``final.pt`` + ``summary.json`` at the end.
+SIGINT and SIGTERM stop the loop after the step in progress, with a
+checkpoint and the command that continues the run (:mod:`.interrupts`).
 
 Resume is exact: batches are a pure function of the step (schedule +
 per-step augmentation seeds), and the checkpoint holds model, optimizer,
@@ -27,6 +29,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed as dist
+from . import interrupts
 from .config import TrainConfig, differences, dump_yaml, to_dict
 from .errors import TrainFailure, UserError
 from .optim import create_optimizer, create_schedule, current_lr, describe
@@ -141,6 +144,18 @@ def _crossed(schedule: EpochSchedule, step: int, every: float) -> bool:
             > math.floor(schedule.epoch_at(step - 1) / every + 1e-9))
 
 
+def _agree(ctx: dist.Context, signum: int | None, due: bool) -> tuple[int, bool]:
+    """(signal to stop on or 0, whether a time-based checkpoint is due), the
+    same on every rank: the largest signal any rank got, rank 0's clock."""
+    if not ctx.distributed:
+        return signum or 0, due
+    flags = torch.tensor([float(signum or 0), float(due and ctx.is_main)], device=ctx.device)
+    import torch.distributed as torch_dist
+
+    torch_dist.all_reduce(flags, op=torch_dist.ReduceOp.MAX)
+    return int(flags[0].item()), bool(flags[1].item())
+
+
 def fit_in_folder(job: Job, out: str, existed: bool) -> dict[str, Any]:
     """:func:`fit`; on any failure (a user error, an interrupt) close the run
     folder and, on the main rank, remove it if this run created it and it
@@ -228,51 +243,69 @@ def fit(job: Job) -> dict[str, Any]:
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
     model.train()
-    for x, y in job.pipeline.batches(start_step, total):
-        scheduler.step_update(step)  # the lr of this step (a pure function of the step)
-        loss_sum += stepper(x, y)
-        loss_count += 1
-        step += 1
-        bar.update(1)
-        if job.on_step is not None:
-            job.on_step(step)
-        boundary = _crossed(schedule, step, every_summary) or step == total
-        if step % cfg.run.log_every == 0 or boundary or step == start_step + 1:
-            mean = dist.all_reduce_sum(ctx, loss_sum / loss_count) / ctx.world_size
-            value = float(mean)  # a host sync, once per log interval
-            if not math.isfinite(value):
-                raise TrainFailure(f"loss became {value} at step {step}; the last checkpoint is resumable")
-            now = time.perf_counter()
-            rate = (step - window_step) * b / max(now - window_start, 1e-9)
-            window_start, window_step = now, step
-            first_loss = value if first_loss is None else first_loss
-            last_loss = value
-            lr = current_lr(optimizer)
-            record = {"step": step, "epoch": round(schedule.epoch_at(step), 4), "loss": value, "lr": lr,
-                      "images_per_s": round(rate, 1), "time_s": round(now - started, 2)}
-            job.folder.record(record, {"train/loss": value, "train/lr": lr, "train/images_per_s": rate})
-            bar.set_postfix_str(f"loss {value:.4f} lr {lr:.2e} {rate:,.0f} img/s", refresh=False)
-            loss_sum.zero_()
-            loss_count = 0
-        if boundary:
-            line = (f"epoch {schedule.epoch_at(step):.6g}/{total * b / schedule.num_samples:.6g} step {step}/{total} "
-                    f"loss {last_loss:.4f} lr {current_lr(optimizer):.3e} {rate:,.0f} img/s "
-                    f"elapsed {_clock(time.perf_counter() - started)}")
-            if job.evaluate is not None:
-                metrics = job.evaluate(model, stepper.autocast)
-                for key, value in metrics.items():
-                    if key.startswith("top") and value >= best.get(key, -1.0):
-                        best[key] = value
-                job.folder.record({"step": step, "epoch": round(schedule.epoch_at(step), 4), "event": "eval",
-                                   **metrics, **{f"best_{k}": v for k, v in best.items()}},
-                                  {f"eval/{k}": v for k, v in metrics.items()})
-                line += " " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-                line += " (best " + " ".join(f"{k} {v:.4f}" for k, v in best.items()) + ")"
-                model.train()
-            say(line)
-        if step < total and _crossed(schedule, step, cfg.run.ckpt_every):
-            save(job.folder.file(ckpt.periodic_name(step)))
-    bar.close()
+    last_save = time.monotonic()
+    # tqdm closes on the way out, so an error line is never followed by a bar.
+    with interrupts.deferred() as stop, bar:
+        for x, y in job.pipeline.batches(start_step, total):
+            scheduler.step_update(step)  # the lr of this step (a pure function of the step)
+            loss_sum += stepper(x, y)
+            loss_count += 1
+            step += 1
+            bar.update(1)
+            if job.on_step is not None:
+                job.on_step(step)
+            boundary = _crossed(schedule, step, every_summary) or step == total
+            if step % cfg.run.log_every == 0 or boundary or step == start_step + 1:
+                mean = dist.all_reduce_sum(ctx, loss_sum / loss_count) / ctx.world_size
+                value = float(mean)  # a host sync, once per log interval
+                if not math.isfinite(value):
+                    raise TrainFailure(f"loss became {value} at step {step}; the last checkpoint is resumable")
+                now = time.perf_counter()
+                rate = (step - window_step) * b / max(now - window_start, 1e-9)
+                window_start, window_step = now, step
+                first_loss = value if first_loss is None else first_loss
+                last_loss = value
+                lr = current_lr(optimizer)
+                record = {"step": step, "epoch": round(schedule.epoch_at(step), 4), "loss": value, "lr": lr,
+                          "images_per_s": round(rate, 1), "time_s": round(now - started, 2)}
+                job.folder.record(record, {"train/loss": value, "train/lr": lr, "train/images_per_s": rate})
+                bar.set_postfix_str(f"loss {value:.4f} lr {lr:.2e} {rate:,.0f} img/s", refresh=False)
+                loss_sum.zero_()
+                loss_count = 0
+            if boundary:
+                epochs = f"{schedule.epoch_at(step):.6g}/{total * b / schedule.num_samples:.6g}"
+                line = (f"epoch {epochs} step {step}/{total} loss {last_loss:.4f} lr {current_lr(optimizer):.3e} {rate:,.0f} img/s "
+                        f"elapsed {_clock(time.perf_counter() - started)}")
+                if job.evaluate is not None:
+                    metrics = job.evaluate(model, stepper.autocast)
+                    for key, value in metrics.items():
+                        if key.startswith("top") and value >= best.get(key, -1.0):
+                            best[key] = value
+                    job.folder.record({"step": step, "epoch": round(schedule.epoch_at(step), 4), "event": "eval",
+                                       **metrics, **{f"best_{k}": v for k, v in best.items()}},
+                                      {f"eval/{k}": v for k, v in metrics.items()})
+                    line += " " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                    line += " (best " + " ".join(f"{k} {v:.4f}" for k, v in best.items()) + ")"
+                    model.train()
+                say(line)
+            if step < total:
+                # Ranks agree on stopping and on a time-based checkpoint (saving
+                # gathers from all of them); under torchrun at log points only,
+                # where they synchronise anyway.
+                signum, due = 0, False
+                if not ctx.distributed or step % cfg.run.log_every == 0:
+                    due = cfg.run.ckpt_minutes > 0 and time.monotonic() - last_save >= cfg.run.ckpt_minutes * 60
+                    signum, due = _agree(ctx, stop.signum, due)
+                if signum:
+                    path = job.folder.file(ckpt.periodic_name(step))
+                    save(path)
+                    bar.close()  # before the message, so no bar is drawn below it
+                    raise interrupts.Interrupted(signum, (
+                        f"interrupted ({interrupts.signal_name(signum)}) at step {step} of {total}; checkpoint "
+                        f"{path} written; to continue: {interrupts.resume_command(job.folder.path)}"))
+                if due or _crossed(schedule, step, cfg.run.ckpt_every):
+                    save(job.folder.file(ckpt.periodic_name(step)))
+                    last_save = time.monotonic()
     elapsed = time.perf_counter() - started
     save(job.folder.file(ckpt.FINAL), final=True)
     summary = {
