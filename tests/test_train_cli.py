@@ -5,6 +5,7 @@ finished)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -142,3 +143,38 @@ def test_builder_only_install_says_to_install_the_trainer_extra(tmp_path, blocke
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert 'pip install "onepfrac[train]"' in lines[0] and blocked in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_batch_that_cannot_fit_in_memory_is_refused_before_it_starts(tiny_dataset, tmp_path, capsys):
+    # A hundred million samples per step: no machine running this test has
+    # the memory; the check measures the model and refuses before decoding.
+    out = tmp_path / "run"
+    line = fails(capsys, ["--shards", str(tiny_dataset), *TINY, "-b", "100000000", "--device", "cpu",
+                          "--out", str(out)], "--batch-size 100000000 needs about", out)
+    assert "GB are available: use --batch-size" in line and line.endswith("or less, or a GPU")
+    fitting = int(line.split("use --batch-size ")[1].split()[0])
+    assert 2 <= fitting < 100000000 and fitting % 2 == 0  # even: the recipe mixes pairs
+
+
+def test_memory_refusal_says_to_use_a_gpu_when_no_batch_fits():
+    from fractrain import resources
+
+    need = resources.Estimate(fixed=3 * 10**9, per_sample=10**9, parts={"weights and optimizer": 3 * 10**9})
+    with pytest.raises(resources.UserError, match=r"use a GPU \(or a smaller --model\)$"):
+        resources.check_fits(need, 2 * 10**9, global_batch=8, world_size=1, even=True, device=torch.device("cpu"))
+    with pytest.raises(resources.UserError, match="use --batch-size 6 or less, or a GPU$"):
+        resources.check_fits(need, 12 * 10**9, global_batch=64, world_size=1, even=True,
+                             device=torch.device("cpu"))
+    resources.check_fits(need, 20 * 10**9, global_batch=8, world_size=1, even=True, device=torch.device("cpu"))
+
+
+def test_run_folder_first_then_decoding_progress_and_a_cpu_time_forecast(tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [a for a in TINY if a != "--no-progress"]
+    argv[argv.index("--steps") + 1] = "8"
+    assert main(["--shards", str(tiny_dataset), *argv, "--device", "cpu", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == f"run folder: {out}"
+    assert "decoding: 100%" in err and "16/16" in err  # the images, counted as the shards decode
+    forecast = next(line for line in err.splitlines() if "on the CPU a step takes" in line)
+    assert re.search(r"the 4 steps left take about \d+:\d\d:\d\d$", forecast), forecast

@@ -38,6 +38,7 @@ from .runfolder import RunFolder, remove_if_unused
 from .schedule import EpochSchedule, mix_seed
 
 SUMMARY_MIN_STEPS = 100  # auto summary cadence: lines at least this many steps apart
+ESTIMATE_STEPS = 3  # steps timed, after the first, for the CPU's time forecast
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
@@ -254,6 +255,15 @@ def fit(job: Job) -> dict[str, Any]:
             bar.update(1)
             if job.on_step is not None:
                 job.on_step(step)
+            if ctx.device.type == "cpu" and step - start_step in (1, 1 + ESTIMATE_STEPS) and step < total:
+                # An honest forecast on the CPU, from steps after the first
+                # (which pays for allocation and warm-up).
+                if step - start_step == 1:
+                    first_step_done = time.perf_counter()
+                else:
+                    per_step = (time.perf_counter() - first_step_done) / ESTIMATE_STEPS
+                    say(f"on the CPU a step takes {per_step:.3g} s: the {total - step} steps left take about "
+                        f"{_duration(per_step * (total - step))}")
             boundary = _crossed(schedule, step, every_summary) or step == total
             if step % cfg.run.log_every == 0 or boundary or step == start_step + 1:
                 mean = dist.all_reduce_sum(ctx, loss_sum / loss_count) / ctx.world_size
@@ -345,6 +355,16 @@ def weights_digest(model: nn.Module) -> str:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def _duration(seconds: float) -> str:
+    """``H:MM:SS``, with days and years spelled out when it comes to that."""
+    days = seconds / 86400
+    if days >= 365:
+        return f"{days / 365:,.0f} years"
+    if days >= 2:
+        return f"{days:,.0f} days"
+    return _clock(seconds)
 
 
 def _clock(seconds: float) -> str:

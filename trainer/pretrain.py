@@ -12,11 +12,11 @@ from typing import Any, Callable
 import torch
 
 from . import checkpoint as ckpt
-from . import data, distributed as dist, model as models, pipeline as pipelines
+from . import data, distributed as dist, model as models, pipeline as pipelines, resources
 from .config import TrainConfig
 from .errors import UserError
 from .input_cpu import ArraySource, CpuPipeline
-from .loop import Job, check_resume, fit_in_folder
+from .loop import Job, check_resume, fit_in_folder, resolve_precision
 from .runfolder import SUMMARY, RunFolder, decide, default_out
 from .schedule import EpochSchedule
 
@@ -46,6 +46,25 @@ def default_workers(ctx: dist.Context, requested: int | None) -> int:
 
 def stderr_log(ctx: dist.Context) -> Callable[[str], None]:
     return (lambda message: print(message, file=sys.stderr, flush=True)) if ctx.is_main else (lambda message: None)
+
+
+def _check_memory(cfg: TrainConfig, ctx: dist.Context, net: torch.nn.Module, manifest: dict[str, Any], path: str,
+                  workers: int) -> None:
+    """UserError (one line saying what fits) when a step at this batch would
+    not fit the memory available; before anything big is allocated."""
+    precision = resolve_precision(cfg.run.precision, ctx.device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    channels = manifest.get("channels", 1)
+    dataset_bytes = manifest["num_samples"] * manifest["image_size"] ** 2 * channels
+    host = resources.available_memory(torch.device("cpu"), ctx.local_world_size)
+    local = cfg.batch_size // ctx.world_size
+    need = resources.estimate(
+        net, input_size=cfg.recipe().input_size, device=ctx.device, path=path, workers=workers, local_batch=local,
+        dataset_bytes=dataset_bytes // max(1, ctx.local_world_size), dataset_in_ram=dataset_bytes <= host // 2,
+        autocast=lambda: torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None))
+    available = resources.available_memory(ctx.device, ctx.local_world_size)
+    resources.check_fits(need, available, global_batch=cfg.batch_size, world_size=ctx.world_size,
+                         even=cfg.recipe().mixes, device=ctx.device)
 
 
 def finished_summary(out: str) -> dict[str, Any]:
@@ -93,11 +112,15 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
         path = pipelines.choose(cfg.run.input_path, ctx.device)
     workers = default_workers(ctx, cfg.run.workers)
 
+    if ctx.is_main:
+        log(f"run folder: {out}" + (f" (resuming from {os.path.basename(start.checkpoint)})" if start.checkpoint else ""))
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     net = models.create(cfg.model.name, num_classes, recipe.input_size, cfg.model.drop_path, cfg.model.kwargs)
     net.to(ctx.device)
+    _check_memory(cfg, ctx, net, manifest, path, workers)
+    torch.manual_seed(cfg.run.seed)  # the check's forward passes draw drop-path masks
 
-    dataset = data.load(cfg.data.shards, log=log, group=dist.node_group(ctx))
+    dataset = data.load(cfg.data.shards, log=log, group=dist.node_group(ctx), progress=cfg.run.progress and ctx.is_main)
     if dataset.manifest_sha256 != manifest_sha:
         raise UserError(f"{cfg.data.shards}: the manifest changed while the run started")
     if path == "gpu":
