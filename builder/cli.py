@@ -36,6 +36,27 @@ PARAM_OPTIONS = {
 }
 
 
+ENDPOINT_HELP = ("S3-compatible endpoint for an s3:// LOCATION (R2, MinIO, ...). [default: "
+                 "$FRACBUILD_ENDPOINT_URL, else botocore's configuration]")
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 shard``, ``3 shards``."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+def _data_set_folder(location: str) -> str:
+    """LOCATION as the data set's folder or prefix: a path to its manifest.json
+    names its folder; any other file is a UserError."""
+    trimmed = location.rstrip("/")
+    if os.path.basename(trimmed) == mf.MANIFEST_NAME:
+        return os.path.dirname(trimmed) or "."
+    if "://" not in location and os.path.isfile(location):
+        raise UserError(f"LOCATION {location} is a file; give the data set's folder (the one holding "
+                        f"{mf.MANIFEST_NAME}) or its {mf.MANIFEST_NAME}")
+    return location
+
+
 def _given_params(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
     return {param: values[option] for option, param in PARAM_OPTIONS.items()
             if ctx.get_parameter_source(option) not in (None, click.core.ParameterSource.DEFAULT)}
@@ -273,25 +294,39 @@ def _summary(manifest: dict[str, Any], where: str) -> dict[str, Any]:
               help="Also re-render this many samples from the manifest and compare pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Chooses the --deep samples.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
-@click.option("--endpoint-url", metavar="URL",
-              help="S3-compatible endpoint for an s3:// LOCATION. [default: $FRACBUILD_ENDPOINT_URL, "
-                   "else botocore's configuration]")
-def verify(location: str, deep: int, seed: int, progress: bool, endpoint_url: str | None) -> None:
+@click.option("--endpoint-url", metavar="URL", help=ENDPOINT_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line on stdout.")
+def verify(location: str, deep: int, seed: int, progress: bool, endpoint_url: str | None, as_json: bool) -> None:
     """Check LOCATION (a directory or s3:// prefix) against its manifest:
-    schema, shards' sizes, sha256 and counts, decodable samples at the
-    declared size, every label present. Exit 1 and list problems on mismatch."""
+    schema, num_samples against the sample records and shards, shards'
+    sizes, sha256 and counts, decodable samples at the declared size, every
+    label present. Exit 1 and list problems on mismatch."""
     from tqdm import tqdm
 
     if deep < 0:
         raise UserError(f"--deep must be >= 0, got {deep}")
-    where = Location(location, endpoint_url=endpoint_url)
-    with tqdm(unit="img", desc="verify", disable=not progress, file=sys.stderr) as bar:
-        manifest, problems = verify_mod.verify(where, deep=deep, seed=seed, progress=bar.update)
+    where = Location(_data_set_folder(location), endpoint_url=endpoint_url)
+    bars: list[Any] = []  # made once the manifest tells the total, so the bar shows it and an ETA
+
+    def start(total: int) -> None:
+        bars.append(tqdm(total=total, unit="img", desc="verify", disable=not progress, file=sys.stderr,
+                         dynamic_ncols=True))
+
+    try:
+        manifest, problems = verify_mod.verify(where, deep=deep, seed=seed, progress=lambda n: bars[0].update(n),
+                                               on_total=start)
+    finally:
+        for bar in bars:
+            bar.close()
+    if as_json:
+        click.echo(json.dumps({"location": location, "ok": not problems, "problems": problems,
+                               "num_samples": manifest["num_samples"], "shards": len(manifest["shards"]),
+                               "re_rendered": min(deep, manifest["num_samples"]) if deep and not problems else 0}))
     if problems:
         for problem in problems:
             click.echo(f"problem: {problem}", err=True)
-        raise BuildFailure(f"{location}: {len(problems)} problem(s) found")
-    _log(f"{location}: OK, {manifest['num_samples']} samples in {len(manifest['shards'])} shards"
+        raise BuildFailure(f"{location}: {_count(len(problems), 'problem')} found")
+    _log(f"{location}: OK, {_count(manifest['num_samples'], 'sample')} in {_count(len(manifest['shards']), 'shard')}"
          + (f", {min(deep, manifest['num_samples'])} re-rendered identically" if deep else ""))
 
 
@@ -333,31 +368,40 @@ def publish(source: str, destination: str, endpoint_url: str | None, jobs: int, 
               help="PNG contact sheet to write.")
 @click.option("--count", type=int, default=8, show_default=True, help="Classes shown.")
 @click.option("--thumb", type=int, default=128, show_default=True, help="Thumbnail side, pixels.")
-def preview(location: str, out_path: str, count: int, thumb: int) -> None:
+@click.option("--endpoint-url", metavar="URL", help=ENDPOINT_HELP)
+def preview(location: str, out_path: str, count: int, thumb: int, endpoint_url: str | None) -> None:
     """Write a contact sheet of the first classes and their difference from class 0."""
     from .preview import write_preview
 
-    if count < 1 or thumb < 8:
-        raise UserError("--count must be >= 1 and --thumb >= 8")
-    write_preview(Location(location), out_path, count, thumb)
+    if count < 1:
+        raise UserError(f"--count must be >= 1, got {count}")
+    if thumb < 8:
+        raise UserError(f"--thumb must be >= 8, got {thumb}")
+    write_preview(Location(_data_set_folder(location), endpoint_url=endpoint_url), out_path, count, thumb)
     _log(f"wrote {out_path}")
 
 
 @cli.command()
 @click.argument("location")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info(location: str, as_json: bool) -> None:
-    """A short summary of the data set at LOCATION."""
-    manifest = Location(location).read_manifest()
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line on stdout.")
+@click.option("--endpoint-url", metavar="URL", help=ENDPOINT_HELP)
+def info(location: str, as_json: bool, endpoint_url: str | None) -> None:
+    """A short summary of the data set at LOCATION (its folder, s3:// prefix
+    or manifest.json), and where its manifest contradicts itself."""
+    manifest = Location(_data_set_folder(location), endpoint_url=endpoint_url).read_manifest()
     summary = _summary(manifest, location)
+    disagreements = verify_mod.manifest_disagreements(manifest)
+    summary["manifest_problems"] = disagreements
     if as_json:
         click.echo(json.dumps(summary))
         return
+    for problem in disagreements:
+        _log(f"warning: {problem} (fracbuild verify fails it)")
     params = manifest["params"]
     click.echo(f"{location}: {manifest['kind']}, {summary['num_samples']} samples, {summary['num_classes']} classes, "
                f"{summary['image_size']}x{summary['image_size']} px")
     click.echo(f"  seed {manifest['seed']}; " + ", ".join(f"{k}={v}" for k, v in params.items()))
-    click.echo(f"  {summary['shards']} shards, {summary['bytes'] / 1e6:.1f} MB; built by fracbuild "
+    click.echo(f"  {_count(summary['shards'], 'shard')}, {summary['bytes'] / 1e6:.1f} MB; built by fracbuild "
                f"{manifest['tool']['version']}")
 
 

@@ -178,3 +178,51 @@ def test_run_folder_first_then_decoding_progress_and_a_cpu_time_forecast(tiny_da
     assert "decoding: 100%" in err and "16/16" in err  # the images, counted as the shards decode
     forecast = next(line for line in err.splitlines() if "on the CPU a step takes" in line)
     assert re.search(r"the 4 steps left take about \d+:\d\d:\d\d$", forecast), forecast
+
+
+# Every bad input: one line "error: ...", exit 2, the message naming what the
+# user typed. {data}: the tiny data set; {empty}: an empty file; {garbage}: random
+# bytes; {objects}: a torch file holding Python objects; {images}: an ImageFolder.
+BAD_INPUTS = [
+    (["probe", "--init", "{empty}", "--train", "{images}", "--val", "{images}"],
+     "{empty} is not a fractrain checkpoint (the file is empty)"),
+    (["finetune", "--init", "{garbage}", "--train", "{images}", "--val", "{images}"],
+     "{garbage} is not a fractrain checkpoint (corrupt, truncated or not written by torch.save)"),
+    (["probe", "--init", "{objects}", "--train", "{images}", "--val", "{images}"],
+     "{objects} is not a fractrain checkpoint (it holds Python objects other than tensors"),
+    (["--shards", "{data}", *TINY, "--resume", "{empty}"], "{empty} is not a fractrain checkpoint"),
+    (["--shards", "{data}", *TINY, "--ckpt-minutes", "-1"], "--ckpt-minutes must be >= 0"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_INPUTS, ids=[" ".join(a[:3]) for a, _ in BAD_INPUTS])
+def test_bad_inputs_are_one_line_naming_the_flag(tiny_dataset, tmp_path, capsys, argv, message):
+    import argparse
+    import os
+
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    names = {"data": str(tiny_dataset), "empty": str(tmp_path / "EMPTYFILE"), "garbage": str(tmp_path / "g.pt"),
+             "objects": str(tmp_path / "o.pt"), "images": str(tmp_path / "images")}
+    (tmp_path / "EMPTYFILE").write_bytes(b"")
+    (tmp_path / "g.pt").write_bytes(os.urandom(3000))
+    torch.save({"options": argparse.Namespace(a=1)}, tmp_path / "o.pt")
+    out = tmp_path / "run"
+    assert main([part.format(**names) for part in argv] + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message.format(**names) in err[0], err
+    assert not out.exists()
+
+
+def test_memory_measurement_leaves_the_model_and_generators_as_they_were():
+    from fractrain import resources
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Dropout(0.5),
+                              torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    net(torch.ones(1, 3, 8, 8))  # materialise the lazy layer
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    state = torch.get_rng_state()
+    saved = resources.saved_activation_bytes(net, 8, torch.device("cpu"), 2)
+    assert saved > 2 * 3 * 8 * 8 * 4  # at least the input the convolution keeps
+    assert torch.equal(torch.get_rng_state(), state)
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -112,13 +112,12 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
         path = pipelines.choose(cfg.run.input_path, ctx.device)
     workers = default_workers(ctx, cfg.run.workers)
 
-    if ctx.is_main:
-        log(f"run folder: {out}" + (f" (resuming from {os.path.basename(start.checkpoint)})" if start.checkpoint else ""))
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     net = models.create(cfg.model.name, num_classes, recipe.input_size, cfg.model.drop_path, cfg.model.kwargs)
     net.to(ctx.device)
     _check_memory(cfg, ctx, net, manifest, path, workers)
-    torch.manual_seed(cfg.run.seed)  # the check's forward passes draw drop-path masks
+    if ctx.is_main:
+        log(f"run folder: {out}" + (f" (resuming from {os.path.basename(start.checkpoint)})" if start.checkpoint else ""))
 
     dataset = data.load(cfg.data.shards, log=log, group=dist.node_group(ctx), progress=cfg.run.progress and ctx.is_main)
     if dataset.manifest_sha256 != manifest_sha:

@@ -120,10 +120,18 @@ def saved_activation_bytes(model: nn.Module, input_size: int, device: torch.devi
             saved[storage.data_ptr()] = max(saved.get(storage.data_ptr(), 0), storage.nbytes())
         return tensor
 
-    x = torch.zeros(batch, 3, input_size, input_size, device=device)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), autocast():
-        out = model(x)
-    del out, x
+    # The model is left as it was: its buffers (BatchNorm statistics) and the
+    # generators (drop-path draws) are restored after the forward pass.
+    buffers = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        x = torch.zeros(batch, 3, input_size, input_size, device=device)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), autocast():
+            out = model(x)
+        del out, x
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            buffer.copy_(buffers[name])
     return sum(saved.values())
 
 
