@@ -171,6 +171,13 @@ BAD_INPUTS = [
     (["info", "{file}"], "LOCATION {file} is a file; give the data set's folder"),
     (["verify", "{file}"], "LOCATION {file} is a file; give the data set's folder"),
     (["verify", "{data}", "--deep", "-1"], "--deep must be >= 0"),
+    (["render", "--kind", "fractaldb", "--L", "10", "--out", "{tmp}/o"], "--L is not an option of --kind fractaldb"),
+    (["render", "--kind", "noise", "--categories", "3", "--noise", "uniform", "--out", "{tmp}/o"],
+     "--categories is not an option of --kind noise"),
+    (["search", "--categories", "3", "--noise", "uniform", "--out", "{tmp}/ifs.json"], "No such option '--categories'"),
+    (["search", "--out", "{file}"], "--out {file} exists; pass --overwrite to replace it"),
+    (["render", "--L", "17", "--size", "64", "--pad", "2", "--iterations", "5000", "--name", "tiny", "--shard-size",
+      "6", "--resume", "--out", "{data}"], "--resume: --L differs from the build in {data}"),
 ]
 
 
@@ -188,3 +195,26 @@ def test_bad_inputs_are_one_line_naming_the_flag(tmp_path, tiny_dataset, capsys,
     err = _one_line_error(capsys, 2, [part.format(**names) for part in argv])
     assert err.startswith("error: ") and message.format(**names) in err, err
     assert list(fresh.iterdir()) == []  # nothing written
+
+
+def test_help_lists_what_each_command_uses_with_defaults_written_one_way(capsys):
+    assert main(["search", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for used in ("--sigma", "--delta", "--search-trials", "--overwrite", "--seed"):
+        assert used in text, used
+    for unused in ("--noise", "--canny-sigma", "--categories", "--warp", "--force", "--kind"):
+        assert unused not in text, unused
+    for command in ("render", "verify", "info", "preview"):
+        assert main([command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "[default: progress]" not in text and "[default: True]" not in text, command
+        if command != "render":
+            assert "--endpoint-url" in text, command
+    assert main(["verify", "--help"]) == 0
+    assert "--json" in capsys.readouterr().out
+
+
+def test_no_arguments_prints_the_help(capsys):
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Usage: fracbuild") and "Commands:" in err and "error:" not in err

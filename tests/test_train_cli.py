@@ -192,6 +192,16 @@ BAD_INPUTS = [
      "{objects} is not a fractrain checkpoint (it holds Python objects other than tensors"),
     (["--shards", "{data}", *TINY, "--resume", "{empty}"], "{empty} is not a fractrain checkpoint"),
     (["--shards", "{data}", *TINY, "--ckpt-minutes", "-1"], "--ckpt-minutes must be >= 0"),
+    (["--shards", "{data}", *TINY, "--lr", "0.5", "--resume", "{checkpoint}"],
+     "cannot resume from {checkpoint}: it was made with --lr 0.001, this run asks 0.5"),
+    (["--shards", "{data}", *TINY, "--model-arg", "depth=3", "--resume", "{checkpoint}"],
+     "it was made with --model-arg {{"),
+    (["--shards", "{data}", *TINY, "--steps", "2", "--epochs", "3"], "give one of --epochs, --samples, --steps"),
+    (["--shards", "{data}", *TINY, "--aug-off", "sparkle"], "unknown augmentation sparkle"),
+    (["pretrain", *TINY], "--shards is required"),
+    (["bench", "--shards", "{data}", "--paths", "gpu,fast"], "--paths takes"),
+    (["bench", "--shards", "{data}", "--steps", "0"], "--steps must be >= 1, got 0"),
+    (["bench", "--shards", "{data}", "--workers", "-1"], "--workers must be >= 0, got -1"),
 ]
 
 
@@ -206,8 +216,13 @@ def test_bad_inputs_are_one_line_naming_the_flag(tiny_dataset, tmp_path, capsys,
     (tmp_path / "EMPTYFILE").write_bytes(b"")
     (tmp_path / "g.pt").write_bytes(os.urandom(3000))
     torch.save({"options": argparse.Namespace(a=1)}, tmp_path / "o.pt")
+    if any("{checkpoint}" in part for part in argv):
+        assert main(["--shards", str(tiny_dataset), *TINY, "--out", str(tmp_path / "pre")]) == 0
+        capsys.readouterr()
+    names["checkpoint"] = str(tmp_path / "pre" / "final.pt")
     out = tmp_path / "run"
-    assert main([part.format(**names) for part in argv] + ["--out", str(out)]) == 2
+    out_flag = [] if argv[0] == "bench" else ["--out", str(out)]
+    assert main([part.format(**names) for part in argv] + out_flag) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message.format(**names) in err[0], err
     assert not out.exists()
@@ -226,3 +241,20 @@ def test_memory_measurement_leaves_the_model_and_generators_as_they_were():
     assert torch.equal(torch.get_rng_state(), state)
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_help_defaults_written_one_way_and_no_arguments_prints_the_help(capsys):
+    assert main(["pretrain", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[default: True]" not in text and "[default: False]" not in text
+    assert "Progress bar on stderr. [default: on]" in text and "torch.compile the model. [default: off]" in text
+    assert "the shards. [required]" in text and "--ckpt-minutes" in text
+    assert main(["finetune", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "one pass over the --train set" in text and "one image per class" not in text
+    assert main(["bench", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[default: min(8, CPUs - 1), as pretrain]" in text and "[default: no-compile]" not in text
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Usage: fractrain") and "error:" not in err

@@ -31,7 +31,7 @@ from . import checkpoint as ckpt
 from . import distributed as dist
 from . import interrupts
 from .config import TrainConfig, differences, dump_yaml, to_dict
-from .errors import TrainFailure, UserError
+from .errors import ResumeMismatch, TrainFailure, UserError
 from .optim import create_optimizer, create_schedule, current_lr, describe
 from .pipeline import InputPipeline
 from .runfolder import RunFolder, remove_if_unused
@@ -125,9 +125,7 @@ def check_resume(payload: dict[str, Any], path: str, config: TrainConfig, model_
     found = differences(recorded, to_dict(config))
     if found:
         key, was, now = found[0]
-        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-        raise UserError(f"cannot resume from {path}: it was made with {key}={was!r}, this run asks {now!r}{more}; "
-                        "resume with the same options (--config <run>/config.yaml)")
+        raise ResumeMismatch(path, key, was, now, len(found) - 1)
 
 
 def summary_every(config: TrainConfig, schedule: EpochSchedule) -> float:

@@ -40,8 +40,13 @@ def default_workers(ctx: dist.Context, requested: int | None) -> int:
         if requested < 0:
             raise UserError(f"--workers must be >= 0, got {requested}")
         return requested
+    return cpu_default_workers(ctx.local_world_size)
+
+
+def cpu_default_workers(local_ranks: int = 1) -> int:
+    """min(8, this rank's share of the CPUs - 1): the training thread keeps one."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cpus // max(1, ctx.local_world_size) - 1))
+    return max(0, min(8, cpus // max(1, local_ranks) - 1))
 
 
 def stderr_log(ctx: dist.Context) -> Callable[[str], None]:
