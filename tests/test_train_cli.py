@@ -258,3 +258,16 @@ def test_help_defaults_written_one_way_and_no_arguments_prints_the_help(capsys):
     assert main([]) == 2
     err = capsys.readouterr().err
     assert err.startswith("Usage: fractrain") and "error:" not in err
+
+
+def test_one_epoch_run_draws_its_final_bar_once_and_says_1_step(tiny_dataset, tmp_path, capsys):
+    argv = [a for a in TINY if a != "--no-progress"]
+    argv[argv.index("-b") + 1] = "16"  # the whole tiny set: one step is one epoch
+    argv.remove("--steps")
+    argv.remove("4")
+    assert main(["--shards", str(tiny_dataset), *argv, "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("1/1 [") == 1, err
+    assert "1 rank x 16; 1 step = 16 samples = 1 epoch;" in err and "done: 1 step in" in err
+    final_bar = err.index("1/1 [")
+    assert final_bar < err.index("epoch 1/1 step 1/1")  # above the last lines, never below them

@@ -208,8 +208,9 @@ def fit(job: Job) -> dict[str, Any]:
     if ctx.is_main:
         job.log(f"{cfg.command}: {job.model_name}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M "
                 f"parameters, {job.num_classes} classes, {schedule.num_samples} samples per epoch")
-        job.log(f"global batch {b} = {ctx.world_size} rank(s) x {schedule.local_batch}; {total} steps = "
-                f"{total * b} samples = {total * b / schedule.num_samples:.4g} epochs; "
+        epochs = total * b / schedule.num_samples
+        job.log(f"global batch {b} = {_count(ctx.world_size, 'rank')} x {schedule.local_batch}; "
+                f"{_count(total, 'step')} = {_count(total * b, 'sample')} = {epochs:.4g} epoch{'' if epochs == 1 else 's'}; "
                 f"{describe(cfg.optim, b)}; {precision} on {ctx.device.type}; input path {job.pipeline.name}"
                 + (f"; resuming at step {start_step} ({job.resume_path})" if job.resume is not None else ""))
     every_summary = summary_every(cfg, schedule)
@@ -295,6 +296,8 @@ def fit(job: Job) -> dict[str, Any]:
                     line += " " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
                     line += " (best " + " ".join(f"{k} {v:.4f}" for k, v in best.items()) + ")"
                     model.train()
+                if step == total:
+                    bar.close()  # the final bar drawn once, above the last line, not redrawn below it
                 say(line)
             if step < total:
                 # Ranks agree on stopping and on a time-based checkpoint (saving
@@ -333,7 +336,7 @@ def fit(job: Job) -> dict[str, Any]:
         job.log(f"warning: the ranks' final weights differ ({len(set(digests))} distinct digests)")
     job.folder.finish(summary)
     if ctx.is_main:
-        job.log(f"done: {step} steps in {_clock(elapsed)} ({summary['images_per_s']:,.0f} img/s), loss "
+        job.log(f"done: {_count(step, 'step')} in {_clock(elapsed)} ({summary['images_per_s']:,.0f} img/s), loss "
                 f"{_fmt(first_loss)} -> {_fmt(last_loss)}"
                 + (f", peak GPU memory {summary['peak_gpu_memory_gb']:.2f} GB" if summary["peak_gpu_memory_gb"] else "")
                 + "".join(f", best {k} {v:.4f}" for k, v in best.items()) + f"; {job.folder.path}")
@@ -353,6 +356,11 @@ def weights_digest(model: nn.Module) -> str:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 step``, ``2 steps``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _duration(seconds: float) -> str:
