@@ -136,7 +136,7 @@ def load(url: str, *, threads: int = 8, log: Callable[[str], None] = lambda m: N
     """
     location, manifest, digest = read_manifest(url)
     n, size = manifest["num_samples"], manifest["image_size"]
-    channels = _probe_channels(location, manifest["shards"][0])
+    channels = probe_channels(location, manifest["shards"][0])
     shape = (n, size, size) if channels == 1 else (n, size, size, channels)
     nbytes = int(np.prod(shape))
     labels = np.array([label for _, label in sorted((s["index"], s["label"]) for s in manifest["samples"])],
@@ -292,7 +292,7 @@ def _load_shard(location: Location, shard: dict[str, Any], images: np.ndarray, e
         raise UserError(f"shard {where} holds {len(seen)} samples, the manifest says {shard['count']}")
 
 
-def _probe_channels(location: Location, shard: dict[str, Any]) -> int:
+def probe_channels(location: Location, shard: dict[str, Any]) -> int:
     """1 for grayscale PNGs, 3 for RGB (from the first sample)."""
     data = read_verified(location, shard)
     try:

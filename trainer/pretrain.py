@@ -53,21 +53,22 @@ def stderr_log(ctx: dist.Context) -> Callable[[str], None]:
     return (lambda message: print(message, file=sys.stderr, flush=True)) if ctx.is_main else (lambda message: None)
 
 
-def _check_memory(cfg: TrainConfig, ctx: dist.Context, net: torch.nn.Module, manifest: dict[str, Any], path: str,
-                  workers: int) -> None:
+def _check_memory(cfg: TrainConfig, ctx: dist.Context, net: torch.nn.Module, location: Any,
+                  manifest: dict[str, Any], path: str, workers: int) -> None:
     """UserError (one line saying what fits) when a step at this batch would
     not fit the memory available; before anything big is allocated."""
     precision = resolve_precision(cfg.run.precision, ctx.device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    channels = manifest.get("channels", 1)
+    channels = data.probe_channels(location, manifest["shards"][0])  # 1 (grayscale) or 3 (RGB)
     dataset_bytes = manifest["num_samples"] * manifest["image_size"] ** 2 * channels
     host = resources.available_memory(torch.device("cpu"), ctx.local_world_size)
+    # Read before the measurement, whose blocks CUDA's caching allocator keeps.
+    available = resources.available_memory(ctx.device, ctx.local_world_size)
     local = cfg.batch_size // ctx.world_size
     need = resources.estimate(
         net, input_size=cfg.recipe().input_size, device=ctx.device, path=path, workers=workers, local_batch=local,
         dataset_bytes=dataset_bytes // max(1, ctx.local_world_size), dataset_in_ram=dataset_bytes <= host // 2,
         autocast=lambda: torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None))
-    available = resources.available_memory(ctx.device, ctx.local_world_size)
     resources.check_fits(need, available, global_batch=cfg.batch_size, world_size=ctx.world_size,
                          even=cfg.recipe().mixes, device=ctx.device)
 
@@ -98,7 +99,7 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     log = stderr_log(ctx)
     recipe = cfg.recipe()
     check_batch(cfg.batch_size, ctx.world_size, recipe.mixes)
-    _location, manifest, manifest_sha = data.read_manifest(cfg.data.shards)
+    location, manifest, manifest_sha = data.read_manifest(cfg.data.shards)
     num_classes, n = manifest["num_classes"], manifest["num_samples"]
     schedule = EpochSchedule(n, cfg.batch_size, cfg.run.seed, ctx.world_size, ctx.rank)
     total_steps = schedule.steps_for(cfg.total_samples(n))
@@ -120,7 +121,7 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     net = models.create(cfg.model.name, num_classes, recipe.input_size, cfg.model.drop_path, cfg.model.kwargs)
     net.to(ctx.device)
-    _check_memory(cfg, ctx, net, manifest, path, workers)
+    _check_memory(cfg, ctx, net, location, manifest, path, workers)
     if ctx.is_main:
         log(f"run folder: {out}" + (f" (resuming from {os.path.basename(start.checkpoint)})" if start.checkpoint else ""))
 
