@@ -271,3 +271,23 @@ def test_one_epoch_run_draws_its_final_bar_once_and_says_1_step(tiny_dataset, tm
     assert "1 rank x 16; 1 step = 16 samples = 1 epoch;" in err and "done: 1 step in" in err
     final_bar = err.index("1/1 [")
     assert final_bar < err.index("epoch 1/1 step 1/1")  # above the last lines, never below them
+
+
+def test_cgroup_room_reads_v2_and_v1_limits(tmp_path):
+    from fractrain.resources import _cgroup_room
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text("8000000000\n")
+    (v2 / "memory.current").write_text("3000000000\n")
+    (v2 / "memory.stat").write_text("anon 2000000000\ninactive_file 500000000\n")
+    assert _cgroup_room(str(v2)) == 5_500_000_000
+    (v2 / "memory.max").write_text("max\n")
+    assert _cgroup_room(str(v2)) is None
+    v1 = tmp_path / "v1" / "memory"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text("4000000000\n")
+    (v1 / "memory.usage_in_bytes").write_text("1000000000\n")
+    (v1 / "memory.stat").write_text("total_inactive_file 0\n")
+    assert _cgroup_room(str(tmp_path / "v1")) == 3_000_000_000
+    assert _cgroup_room(str(tmp_path / "none")) is None

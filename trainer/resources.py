@@ -73,14 +73,14 @@ def _mem_available() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def _cgroup_room() -> int | None:
+def _cgroup_room(root: str = "/sys/fs/cgroup") -> int | None:
     """The cgroup's memory limit less what it uses (its reclaimable page
-    cache counted as free); None without a limit."""
+    cache counted as free), cgroup v2 or v1 under ``root``; None without a limit."""
     for limit_file, usage_file, stat_file, cache_key in (
-            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat",
-             "inactive_file"),
-            ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
-             "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file")):
+            ("memory.max", "memory.current", "memory.stat", "inactive_file"),
+            ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat",
+             "total_inactive_file")):
+        limit_file, usage_file, stat_file = (os.path.join(root, name) for name in (limit_file, usage_file, stat_file))
         try:
             with open(limit_file, encoding="ascii") as handle:
                 raw = handle.read().strip()
