@@ -53,21 +53,20 @@ def stderr_log(ctx: dist.Context) -> Callable[[str], None]:
     return (lambda message: print(message, file=sys.stderr, flush=True)) if ctx.is_main else (lambda message: None)
 
 
-def _check_memory(cfg: TrainConfig, ctx: dist.Context, net: torch.nn.Module, location: Any,
-                  manifest: dict[str, Any], path: str, workers: int) -> None:
+def check_memory(cfg: TrainConfig, ctx: dist.Context, net: torch.nn.Module, path: str, workers: int,
+                 dataset_bytes: int = 0) -> None:
     """UserError (one line saying what fits) when a step at this batch would
-    not fit the memory available; before anything big is allocated."""
+    not fit the memory available; before anything big is allocated.
+    dataset_bytes: the decoded images the run keeps in host memory (uint8)."""
     precision = resolve_precision(cfg.run.precision, ctx.device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    channels = data.probe_channels(location, manifest["shards"][0])  # 1 (grayscale) or 3 (RGB)
-    dataset_bytes = manifest["num_samples"] * manifest["image_size"] ** 2 * channels
     host = resources.available_memory(torch.device("cpu"), ctx.local_world_size)
     # Read before the measurement, whose blocks CUDA's caching allocator keeps.
     available = resources.available_memory(ctx.device, ctx.local_world_size)
-    local = cfg.batch_size // ctx.world_size
     need = resources.estimate(
-        net, input_size=cfg.recipe().input_size, device=ctx.device, path=path, workers=workers, local_batch=local,
-        dataset_bytes=dataset_bytes // max(1, ctx.local_world_size), dataset_in_ram=dataset_bytes <= host // 2,
+        net, input_size=cfg.recipe().input_size, device=ctx.device, path=path, workers=workers,
+        local_batch=cfg.batch_size // ctx.world_size, dataset_bytes=dataset_bytes // max(1, ctx.local_world_size),
+        dataset_in_ram=dataset_bytes <= host // 2,
         autocast=lambda: torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None))
     resources.check_fits(need, available, global_batch=cfg.batch_size, world_size=ctx.world_size,
                          even=cfg.recipe().mixes, device=ctx.device)
@@ -121,7 +120,8 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     net = models.create(cfg.model.name, num_classes, recipe.input_size, cfg.model.drop_path, cfg.model.kwargs)
     net.to(ctx.device)
-    _check_memory(cfg, ctx, net, location, manifest, path, workers)
+    channels = data.probe_channels(location, manifest["shards"][0])  # 1 (grayscale) or 3 (RGB)
+    check_memory(cfg, ctx, net, path, workers, n * manifest["image_size"] ** 2 * channels)
     if ctx.is_main:
         log(f"run folder: {out}" + (f" (resuming from {os.path.basename(start.checkpoint)})" if start.checkpoint else ""))
 

@@ -5,7 +5,7 @@ that says what fits instead of a kernel OOM kill minutes later.
 
 The estimate, per rank, in bytes:
 
-    fixed      weights + gradients + optimizer state (AdamW: 2 per weight),
+    fixed      weights + gradients + optimizer state (AdamW: 2 per trained weight),
                the decoded images where they stay in RAM, a worker's share
     per sample activations saved for the backward pass (measured on a batch
                of 1 and of 2 through ``saved_tensors_hooks``) x BACKWARD_FACTOR,
@@ -143,10 +143,12 @@ def estimate(model: nn.Module, *, input_size: int, device: torch.device, path: s
     path: "cpu" or "gpu" (the input path); dataset_bytes: the decoded images
     (N x H x W x C uint8), counted on the host when ``dataset_in_ram``.
     """
-    one = saved_activation_bytes(model, input_size, device, 1, autocast)
+    # Batches of 2 and 4: BatchNorm in training mode needs more than one sample.
     two = saved_activation_bytes(model, input_size, device, 2, autocast)
-    activations = max(two - one, math.ceil(two / 2)) * BACKWARD_FACTOR
-    model_bytes = OPTIMIZER_COPIES * sum(p.numel() * 4 for p in model.parameters())
+    four = saved_activation_bytes(model, input_size, device, 4, autocast)
+    activations = max(math.ceil((four - two) / 2), math.ceil(four / 4)) * BACKWARD_FACTOR
+    # Every weight once; a trained one also has its gradient and optimizer moments (a probe freezes most).
+    model_bytes = 4 * sum(p.numel() * (OPTIMIZER_COPIES if p.requires_grad else 1) for p in model.parameters())
     sample = 3 * input_size * input_size * 4  # one float32 model input
     if path == "cpu":
         in_flight = sample * (workers * PREFETCH + 2)  # workers' queues, the step's batch and its copy
