@@ -177,7 +177,7 @@ def test_run_folder_first_then_decoding_progress_and_a_cpu_time_forecast(tiny_da
     assert err.splitlines()[0] == f"run folder: {out}"
     assert "decoding: 100%" in err and "16/16" in err  # the images, counted as the shards decode
     forecast = next(line for line in err.splitlines() if "on the CPU a step takes" in line)
-    assert re.search(r"the 4 steps left take about \d+:\d\d:\d\d$", forecast), forecast
+    assert re.search(r"a step takes [0-9.e+-]+ s: 4 steps to go, about \d+:\d\d:\d\d$", forecast), forecast
 
 
 # Every bad input: one line "error: ...", exit 2, the message naming what the
@@ -291,3 +291,15 @@ def test_cgroup_room_reads_v2_and_v1_limits(tmp_path):
     (v1 / "memory.stat").write_text("total_inactive_file 0\n")
     assert _cgroup_room(str(tmp_path / "v1")) == 3_000_000_000
     assert _cgroup_room(str(tmp_path / "none")) is None
+
+
+def test_cpu_forecast_speaks_of_days_and_years_when_it_comes_to_that(monkeypatch):
+    from fractrain import loop
+
+    clock = iter([100.0, 100.0 + 3 * 60.0])  # after the first step, then three steps of a minute each
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: next(clock))
+    forecast = loop.Forecast(0, 6_562_500)
+    assert [forecast.after(step) for step in (1, 2, 3)] == [None, None, None]
+    line = forecast.after(4)
+    assert line == "on the CPU a step takes 60 s: 6562496 steps to go, about 12 years"
+    assert loop.Forecast(0, 10, enabled=False).after(1) is None

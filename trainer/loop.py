@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+import torch.distributed as torch_dist
 from torch import nn
 from tqdm import tqdm
 
@@ -143,14 +144,35 @@ def _crossed(schedule: EpochSchedule, step: int, every: float) -> bool:
             > math.floor(schedule.epoch_at(step - 1) / every + 1e-9))
 
 
+class Forecast:
+    """On the CPU, where a run can take days, one line after the first few
+    steps saying how long the rest takes (the first step, which pays for
+    allocation and warm-up, is not timed)."""
+
+    def __init__(self, start_step: int, total: int, enabled: bool = True):
+        self.start_step, self.total, self.enabled = start_step, total, enabled
+        self.first_done: float | None = None
+
+    def after(self, step: int) -> str | None:
+        """Called after each step; the forecast line once, else None."""
+        if not self.enabled or step >= self.total:
+            return None
+        done = step - self.start_step
+        if done == 1:
+            self.first_done = time.perf_counter()
+        elif done == 1 + ESTIMATE_STEPS and self.first_done is not None:
+            per_step = (time.perf_counter() - self.first_done) / ESTIMATE_STEPS
+            left = self.total - step
+            return f"on the CPU a step takes {per_step:.3g} s: {_count(left, 'step')} to go, about {_duration(per_step * left)}"
+        return None
+
+
 def _agree(ctx: dist.Context, signum: int | None, due: bool) -> tuple[int, bool]:
     """(signal to stop on or 0, whether a time-based checkpoint is due), the
     same on every rank: the largest signal any rank got, rank 0's clock."""
     if not ctx.distributed:
         return signum or 0, due
     flags = torch.tensor([float(signum or 0), float(due and ctx.is_main)], device=ctx.device)
-    import torch.distributed as torch_dist
-
     torch_dist.all_reduce(flags, op=torch_dist.ReduceOp.MAX)
     return int(flags[0].item()), bool(flags[1].item())
 
@@ -244,6 +266,7 @@ def fit(job: Job) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats(ctx.device)
     model.train()
     last_save = time.monotonic()
+    forecast = Forecast(start_step, total, enabled=ctx.device.type == "cpu")
     # tqdm closes on the way out, so an error line is never followed by a bar.
     with interrupts.deferred() as stop, bar:
         for x, y in job.pipeline.batches(start_step, total):
@@ -254,15 +277,9 @@ def fit(job: Job) -> dict[str, Any]:
             bar.update(1)
             if job.on_step is not None:
                 job.on_step(step)
-            if ctx.device.type == "cpu" and step - start_step in (1, 1 + ESTIMATE_STEPS) and step < total:
-                # An honest forecast on the CPU, from steps after the first
-                # (which pays for allocation and warm-up).
-                if step - start_step == 1:
-                    first_step_done = time.perf_counter()
-                else:
-                    per_step = (time.perf_counter() - first_step_done) / ESTIMATE_STEPS
-                    say(f"on the CPU a step takes {per_step:.3g} s: the {total - step} steps left take about "
-                        f"{_duration(per_step * (total - step))}")
+            message = forecast.after(step)
+            if message:
+                say(message)
             boundary = _crossed(schedule, step, every_summary) or step == total
             if step % cfg.run.log_every == 0 or boundary or step == start_step + 1:
                 mean = dist.all_reduce_sum(ctx, loss_sum / loss_count) / ctx.world_size
