@@ -116,3 +116,33 @@ def test_folder_of_a_run_killed_before_its_first_checkpoint_is_not_reused_silent
     assert main([*args, "--resume", "auto"]) == 0
     assert not (out / "tb" / "events.old").exists()
     assert (out / "summary.json").is_file()
+
+
+def test_signal_handling_outside_and_inside_the_loop():
+    from fractrain import interrupts
+
+    with pytest.raises(interrupts.Interrupted) as stopped, interrupts.sigterm_raises():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler runs at the next bytecode; never reached
+    assert stopped.value.exit_code == 143 and "SIGTERM" in str(stopped.value)
+    with interrupts.deferred() as request:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert request.signum == signal.SIGINT  # recorded, not raised
+        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C stops at once
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_resume_command_replaces_resume_and_spells_out_out():
+    from fractrain import interrupts
+
+    interrupts.set_command(["--shards", "my data", "--resume", "runs/x/ckpt.pt", "-b", "8"])
+    try:
+        assert interrupts.resume_command("runs/x") == (
+            "fractrain --shards 'my data' -b 8 --out runs/x --resume auto")
+        interrupts.set_command(["pretrain", "--out=runs/y", "--resume=auto"])
+        assert interrupts.resume_command("runs/y") == "fractrain pretrain --out=runs/y --resume auto"
+    finally:
+        interrupts.set_command(None)

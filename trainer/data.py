@@ -173,13 +173,17 @@ def _decode_into(location: Location, manifest: dict[str, Any], shards: list[dict
     def one(shard: dict[str, Any]) -> None:
         _load_shard(location, shard, images, expected, width, size, channels)
 
-    with tqdm(total=sum(s["count"] for s in shards), unit="img", desc="decoding", file=sys.stderr,
-              disable=not progress, mininterval=1.0, dynamic_ncols=True) as bar, \
-            ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        counts = {pool.submit(one, shard): shard["count"] for shard in shards}
-        for done in as_completed(counts):
-            done.result()  # a bad shard's UserError, raised here
-            bar.update(counts[done])
+    pool = ThreadPoolExecutor(max_workers=max(1, threads))
+    try:
+        with tqdm(total=sum(s["count"] for s in shards), unit="img", desc="decoding", file=sys.stderr,
+                  disable=not progress, mininterval=1.0, dynamic_ncols=True) as bar:
+            counts = {pool.submit(one, shard): shard["count"] for shard in shards}
+            for done in as_completed(counts):
+                done.result()  # a bad shard's UserError, raised here
+                bar.update(counts[done])
+    finally:
+        # On a bad shard or an interrupt, the shards not yet started are dropped.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _load_shared(location: Location, manifest: dict[str, Any], shape: tuple[int, ...], digest: str,
