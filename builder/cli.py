@@ -3,8 +3,10 @@ user error becomes one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import sys
 from typing import Any
 
@@ -36,14 +38,64 @@ PARAM_OPTIONS = {
 }
 
 
-def _given_params(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
-    return {param: values[option] for option, param in PARAM_OPTIONS.items()
-            if ctx.get_parameter_source(option) not in (None, click.core.ParameterSource.DEFAULT)}
+ENDPOINT_HELP = ("S3-compatible endpoint for an s3:// LOCATION (R2, MinIO, ...). [default: "
+                 "$FRACBUILD_ENDPOINT_URL, else botocore's configuration]")
 
 
-def generator_options(function):
-    """The options shared by ``search`` and ``render``: every kind's parameters.
+def _count(number: int, noun: str) -> str:
+    """``1 shard``, ``3 shards``."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+def _data_set_folder(location: str) -> str:
+    """LOCATION as the data set's folder or prefix: a path to its manifest.json
+    names its folder; any other file is a UserError."""
+    trimmed = location.rstrip("/")
+    if os.path.basename(trimmed) == mf.MANIFEST_NAME:
+        return os.path.dirname(trimmed) or "."
+    if "://" not in location and os.path.isfile(location):
+        raise UserError(f"LOCATION {location} is a file; give the data set's folder (the one holding "
+                        f"{mf.MANIFEST_NAME}) or its {mf.MANIFEST_NAME}")
+    return location
+
+
+# The flag the user types for each parameter (--L for num_classes, --noise for distribution).
+PARAM_FLAGS = {param: "--" + option.replace("_", "-") for option, param in PARAM_OPTIONS.items()}
+
+
+def _in_flag_words(message: str) -> str:
+    """A build's "option(s) num_classes, delta differs" as the flags typed
+    ("--L, --delta differ")."""
+    found = re.search(r"option\(s\) ([a-z_]+(?:, [a-z_]+)*) differs", message)
+    if not found:
+        return message
+    flags = [PARAM_FLAGS.get(name, name) for name in found.group(1).split(", ")]
+    words = f"{flags[0]} differs" if len(flags) == 1 else f"{', '.join(flags)} differ"
+    return message[:found.start()] + words + message[found.end():]
+
+
+def _given_params(ctx: click.Context, values: dict[str, Any], kind: str | None = None) -> dict[str, Any]:
+    """The generator parameters the user set; with ``kind``, a UserError naming
+    the flags that kind does not take."""
+    given = {param: values[option] for option, param in PARAM_OPTIONS.items()
+             if ctx.get_parameter_source(option) not in (None, click.core.ParameterSource.DEFAULT)}
+    if kind is not None:
+        taken = {field.name for field in dataclasses.fields(get_kind(kind).Params)}
+        foreign = [PARAM_FLAGS[param] for param in given if param not in taken]
+        if foreign:
+            what = f"{foreign[0]} is not an option" if len(foreign) == 1 else f"{', '.join(foreign)} are not options"
+            accepted = ", ".join(sorted(PARAM_FLAGS[p] for p in taken if p in PARAM_FLAGS))
+            raise UserError(f"{what} of --kind {kind} (it takes {accepted})")
+    return given
+
+
+def generator_options(function=None, *, only: set[str] | None = None):
+    """The options shared by ``search`` and ``render``: every kind's parameters
+    (or, with ``only``, those parameter names and --kind, --seed).
     A kind is given only the options the user sets; one it lacks is an error."""
+    if function is None:
+        return lambda f: generator_options(f, only=only)
+    before = list(getattr(function, "__click_params__", []))
     options = [
         click.option("--kind", default=DEFAULT_KIND, show_default=True, type=click.Choice(sorted(KINDS)),
                      help="Which data set to build."),
@@ -143,7 +195,17 @@ def generator_options(function):
     ]
     for option in reversed(options):
         function = option(function)
+    if only is not None:
+        keep = {option for option, param in PARAM_OPTIONS.items() if param in only} | {"kind", "seed"}
+        function.__click_params__ = [p for p in function.__click_params__ if p in before or p.name in keep]
+        for param in function.__click_params__:
+            if param.name == "kind":
+                param.hidden = True  # the search is 1p-frac's; other kinds search inside render
     return function
+
+
+# What the search uses: the 1p-frac parameters (its system is what render --ifs takes).
+SEARCH_PARAMS = {field.name for field in dataclasses.fields(get_kind(DEFAULT_KIND).Params)}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -154,18 +216,20 @@ def cli() -> None:
 
 
 @cli.command()
-@generator_options
+@generator_options(only=SEARCH_PARAMS)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the chosen system (JSON).")
-@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+              help="Where to write the chosen system (JSON; render --ifs takes it).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--force", "force", is_flag=True, hidden=True)  # the old spelling of --overwrite
 @click.pass_context
-def search(ctx: click.Context, out_path: str, force: bool, kind: str, seed: int, **values: Any) -> None:
-    """Find a base system: sample from --seed until one passes the fill check
-    and enough of its trial perturbations pass too; write it to --out."""
-    if os.path.exists(out_path) and not force:
-        raise UserError(f"{out_path} exists; pass --force to replace it")
+def search(ctx: click.Context, out_path: str, overwrite: bool, force: bool, kind: str, seed: int,
+           **values: Any) -> None:
+    """Find a 1p-frac base system: sample from --seed until one passes the
+    fill check and enough of its trial perturbations pass too; write it to --out."""
+    if os.path.exists(out_path) and not (overwrite or force):
+        raise UserError(f"--out {out_path} exists; pass --overwrite to replace it")
     generator_cls = get_kind(kind)
-    params = generator_cls.make_params(_given_params(ctx, values))
+    params = generator_cls.make_params(_given_params(ctx, values, kind))
     system = generator_cls.prepare(params, seed, _log)
     payload = {"kind": kind, "seed": seed, "params": json.loads(json.dumps(vars(params))), "system": system}
     mf.write_json_atomic(out_path, payload)
@@ -205,7 +269,7 @@ def _read_ifs(path: str, kind: str) -> dict[str, Any]:
               help="Worker processes rendering shards.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted build in --out (same options).")
 @click.option("--overwrite", is_flag=True, help="Replace the data set in --out.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr. [default: on]")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--publish", "publish_url", metavar="URL",
               help="Also upload to this s3:// prefix: each shard as it is complete, the manifest last.")
@@ -226,7 +290,7 @@ def render(ctx: click.Context, out_dir: str, ifs_path: str | None, manifest_path
         spec = build.spec_from_manifest(manifest)
         system = manifest["system"]
     else:
-        spec = build.BuildSpec(kind=kind, seed=seed, params=_given_params(ctx, values),
+        spec = build.BuildSpec(kind=kind, seed=seed, params=_given_params(ctx, values, kind),
                                prefix=prefix or kind, shard_size=shard_size)
         build.resolve(spec)  # every option is checked before any file is read or written
         if ifs_path:
@@ -243,11 +307,13 @@ def render(ctx: click.Context, out_dir: str, ifs_path: str | None, manifest_path
         manifest = build.run_build(spec, out_dir, workers=workers, resume=resume, overwrite=overwrite,
                                    system=system, progress=progress, log=_log, on_shard=streamer)
         published = streamer.finish(progress=progress) if streamer else None
+    except UserError as error:
+        raise UserError(_in_flag_words(str(error))) from None
     finally:
         if streamer:
             streamer.close()
     summary = _summary(manifest, out_dir)
-    _log(f"wrote {summary['num_samples']} samples in {summary['shards']} shards to {out_dir}"
+    _log(f"wrote {_count(summary['num_samples'], 'sample')} in {_count(summary['shards'], 'shard')} to {out_dir}"
          + (f" ({summary['samples_per_second']:.0f} samples/s)" if summary["samples_per_second"] else ""))
     if published:
         _log(published.message())
@@ -273,26 +339,40 @@ def _summary(manifest: dict[str, Any], where: str) -> dict[str, Any]:
 @click.option("--deep", type=int, default=0, show_default=True,
               help="Also re-render this many samples from the manifest and compare pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Chooses the --deep samples.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
-@click.option("--endpoint-url", metavar="URL",
-              help="S3-compatible endpoint for an s3:// LOCATION. [default: $FRACBUILD_ENDPOINT_URL, "
-                   "else botocore's configuration]")
-def verify(location: str, deep: int, seed: int, progress: bool, endpoint_url: str | None) -> None:
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr. [default: on]")
+@click.option("--endpoint-url", metavar="URL", help=ENDPOINT_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line on stdout.")
+def verify(location: str, deep: int, seed: int, progress: bool, endpoint_url: str | None, as_json: bool) -> None:
     """Check LOCATION (a directory or s3:// prefix) against its manifest:
-    schema, shards' sizes, sha256 and counts, decodable samples at the
-    declared size, every label present. Exit 1 and list problems on mismatch."""
+    schema, num_samples against the sample records and shards, shards'
+    sizes, sha256 and counts, decodable samples at the declared size, every
+    label present. Exit 1 and list problems on mismatch."""
     from tqdm import tqdm
 
     if deep < 0:
         raise UserError(f"--deep must be >= 0, got {deep}")
-    where = Location(location, endpoint_url=endpoint_url)
-    with tqdm(unit="img", desc="verify", disable=not progress, file=sys.stderr) as bar:
-        manifest, problems = verify_mod.verify(where, deep=deep, seed=seed, progress=bar.update)
+    where = Location(_data_set_folder(location), endpoint_url=endpoint_url)
+    bars: list[Any] = []  # made once the manifest tells the total, so the bar shows it and an ETA
+
+    def start(total: int) -> None:
+        bars.append(tqdm(total=total, unit="img", desc="verify", disable=not progress, file=sys.stderr,
+                         dynamic_ncols=True))
+
+    try:
+        manifest, problems = verify_mod.verify(where, deep=deep, seed=seed, progress=lambda n: bars[0].update(n),
+                                               on_total=start)
+    finally:
+        for bar in bars:
+            bar.close()
+    if as_json:
+        click.echo(json.dumps({"location": location, "ok": not problems, "problems": problems,
+                               "num_samples": manifest["num_samples"], "shards": len(manifest["shards"]),
+                               "re_rendered": min(deep, manifest["num_samples"]) if deep and not problems else 0}))
     if problems:
         for problem in problems:
             click.echo(f"problem: {problem}", err=True)
-        raise BuildFailure(f"{location}: {len(problems)} problem(s) found")
-    _log(f"{location}: OK, {manifest['num_samples']} samples in {len(manifest['shards'])} shards"
+        raise BuildFailure(f"{location}: {_count(len(problems), 'problem')} found")
+    _log(f"{location}: OK, {_count(manifest['num_samples'], 'sample')} in {_count(len(manifest['shards']), 'shard')}"
          + (f", {min(deep, manifest['num_samples'])} re-rendered identically" if deep else ""))
 
 
@@ -310,7 +390,7 @@ def verify(location: str, deep: int, seed: int, progress: bool, endpoint_url: st
                    "match the manifest, without reading it back (saves egress on re-runs).")
 @click.option("--overwrite", is_flag=True, help="Replace a different data set already published at DESTINATION.")
 @click.option("--dry-run", is_flag=True, help="List what would be uploaded and kept; move nothing.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr. [default: on]")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def publish(source: str, destination: str, endpoint_url: str | None, jobs: int, part_size: int,
             trust_metadata: bool, overwrite: bool, dry_run: bool, progress: bool, as_json: bool) -> None:
@@ -334,36 +414,49 @@ def publish(source: str, destination: str, endpoint_url: str | None, jobs: int, 
               help="PNG contact sheet to write.")
 @click.option("--count", type=int, default=8, show_default=True, help="Classes shown.")
 @click.option("--thumb", type=int, default=128, show_default=True, help="Thumbnail side, pixels.")
-def preview(location: str, out_path: str, count: int, thumb: int) -> None:
+@click.option("--endpoint-url", metavar="URL", help=ENDPOINT_HELP)
+def preview(location: str, out_path: str, count: int, thumb: int, endpoint_url: str | None) -> None:
     """Write a contact sheet of the first classes and their difference from class 0."""
     from .preview import write_preview
 
-    if count < 1 or thumb < 8:
-        raise UserError("--count must be >= 1 and --thumb >= 8")
-    write_preview(Location(location), out_path, count, thumb)
+    if count < 1:
+        raise UserError(f"--count must be >= 1, got {count}")
+    if thumb < 8:
+        raise UserError(f"--thumb must be >= 8, got {thumb}")
+    write_preview(Location(_data_set_folder(location), endpoint_url=endpoint_url), out_path, count, thumb)
     _log(f"wrote {out_path}")
 
 
 @cli.command()
 @click.argument("location")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info(location: str, as_json: bool) -> None:
-    """A short summary of the data set at LOCATION."""
-    manifest = Location(location).read_manifest()
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line on stdout.")
+@click.option("--endpoint-url", metavar="URL", help=ENDPOINT_HELP)
+def info(location: str, as_json: bool, endpoint_url: str | None) -> None:
+    """A short summary of the data set at LOCATION (its folder, s3:// prefix
+    or manifest.json), and where its manifest contradicts itself."""
+    manifest = Location(_data_set_folder(location), endpoint_url=endpoint_url).read_manifest()
     summary = _summary(manifest, location)
+    disagreements = verify_mod.manifest_disagreements(manifest)
+    summary["manifest_problems"] = disagreements
     if as_json:
         click.echo(json.dumps(summary))
         return
+    for problem in disagreements:
+        _log(f"warning: {problem} (fracbuild verify fails it)")
     params = manifest["params"]
     click.echo(f"{location}: {manifest['kind']}, {summary['num_samples']} samples, {summary['num_classes']} classes, "
                f"{summary['image_size']}x{summary['image_size']} px")
     click.echo(f"  seed {manifest['seed']}; " + ", ".join(f"{k}={v}" for k, v in params.items()))
-    click.echo(f"  {summary['shards']} shards, {summary['bytes'] / 1e6:.1f} MB; built by fracbuild "
+    click.echo(f"  {_count(summary['shards'], 'shard')}, {summary['bytes'] / 1e6:.1f} MB; built by fracbuild "
                f"{manifest['tool']['version']}")
 
 
 def _log(message: str) -> None:
     click.echo(message, err=True)
+
+
+# click >= 8.2 raises this for a bare command (older versions print the help and exit 0 themselves).
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
         cli.main(args=argv, prog_name="fracbuild", standalone_mode=False)
     except click.exceptions.Exit as done:
         return done.exit_code
+    except NO_ARGS_IS_HELP as shown:  # no arguments at all: the help, as click shows it (exit 2)
+        click.echo(shown.ctx.get_help(), err=True)
+        return 2
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         return 130

@@ -3,12 +3,15 @@ so a person sees what the perturbation degree does (the paper's Fig. 2b)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from . import encode, shards
+from .errors import UserError
 from .location import Location
 
 LABEL_HEIGHT = 14
@@ -72,8 +75,33 @@ def contact_sheet(samples: list[tuple[int, np.ndarray]], thumb: int = 128) -> Im
     return sheet
 
 
+def check_out_path(out_path: str) -> None:
+    """UserError unless ``out_path`` can be written as a file: its folder
+    must exist and be a folder (checked before any shard is read)."""
+    folder = os.path.dirname(os.path.abspath(out_path))
+    if os.path.isdir(out_path):
+        raise UserError(f"--out {out_path} is a directory; give a file name such as "
+                        f"{os.path.join(out_path, 'preview.png')}")
+    if not os.path.exists(folder):
+        raise UserError(f"--out {out_path}: folder {os.path.dirname(out_path) or folder} does not exist")
+    if not os.path.isdir(folder):
+        raise UserError(f"--out {out_path}: {os.path.dirname(out_path)} is a file, not a folder")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"--out {out_path}: folder {os.path.dirname(out_path) or folder} is not writable")
+
+
 def write_preview(location: Location, out_path: str, count: int = 8, thumb: int = 128) -> str:
+    """Write the contact sheet as a PNG at ``out_path`` (through a temporary
+    name, so a failure never leaves half an image)."""
+    check_out_path(out_path)
     manifest = location.read_manifest()
     sheet = contact_sheet(first_of_each_class(location, manifest, count), thumb)
-    sheet.save(out_path)
+    temporary = out_path + ".partial"
+    try:
+        sheet.save(temporary, format="PNG")
+        os.replace(temporary, out_path)
+    except BaseException:  # a full disk, an interrupt: no half image left behind
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
     return out_path

@@ -17,20 +17,23 @@ from .generators import get_kind
 from .location import Location
 
 
-def verify(location: Location, deep: int = 0, seed: int = 0,
-           progress: Callable[[int], None] = lambda n: None) -> tuple[dict[str, Any], list[str]]:
+def verify(location: Location, deep: int = 0, seed: int = 0, progress: Callable[[int], None] = lambda n: None,
+           on_total: Callable[[int], None] = lambda n: None) -> tuple[dict[str, Any], list[str]]:
     """Returns (manifest, problems); no problems means the data set is intact.
 
     ``deep``: how many samples to re-render from the manifest (chosen with
     ``seed``) and compare pixel for pixel. ``progress`` is told how many
-    samples each checked shard held.
+    samples each checked shard held; ``on_total`` first, how many there are
+    to check (the shards' counts).
     """
     manifest = location.read_manifest()
+    on_total(sum(s["count"] for s in manifest["shards"]))
     problems: list[str] = []
     width = manifest["layout"]["key_width"]
     size = manifest["image_size"]
     records = {r["index"]: r for r in manifest["samples"]}
     labels: Counter[int] = Counter()
+    problems += manifest_disagreements(manifest)
     for shard in manifest["shards"]:
         problems += _check_shard(location, shard, width, size, records, labels)
         progress(shard["count"])
@@ -38,6 +41,30 @@ def verify(location: Location, deep: int = 0, seed: int = 0,
     if deep and not problems:
         problems += _deep_check(location, manifest, deep, seed)
     return manifest, problems
+
+
+def manifest_disagreements(manifest: dict) -> list[str]:
+    """Where the manifest contradicts itself: ``num_samples`` against its
+    sample records and its shards' counts, records numbered other than
+    0..num_samples - 1 once each, shards not back to back."""
+    num_samples = manifest["num_samples"]
+    problems = []
+    if len(manifest["samples"]) != num_samples:
+        problems.append(f"manifest: num_samples is {num_samples} but it holds {len(manifest['samples'])} "
+                        "sample records")
+    covered = sum(s["count"] for s in manifest["shards"])
+    if covered != num_samples:
+        problems.append(f"manifest: num_samples is {num_samples} but its shards hold {covered} samples")
+    indices = sorted(r["index"] for r in manifest["samples"])
+    if indices != list(range(len(indices))):
+        problems.append("manifest: the sample records are not numbered 0..N-1 once each")
+    following = 0
+    for shard in sorted(manifest["shards"], key=lambda s: s["first"]):
+        if shard["first"] != following:
+            problems.append(f"manifest: shard {shard['file']} starts at sample {shard['first']}, expected {following}")
+            break
+        following += shard["count"]
+    return problems
 
 
 def _check_shard(location: Location, shard: dict, width: int, size: int, records: dict,

@@ -157,3 +157,64 @@ def test_console_script_is_installed():
     exe = shutil.which("fracbuild") or os.path.join(os.path.dirname(os.sys.executable), "fracbuild")
     done = subprocess.run([exe, "render", "--L", "0", "--out", "/nonexistent/x"], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.strip() == "error: --L must be >= 1, got 0"
+
+
+# Every bad input of every command: one line "error: ...", exit 2, the
+# message naming the flag or argument the user typed. {data} is a copy of
+# the tiny data set, {file} an ordinary file, {tmp} a fresh folder.
+BAD_INPUTS = [
+    (["preview", "{data}", "--out", "/nonexistent/dir/p.png"], "--out /nonexistent/dir/p.png: folder /nonexistent/dir "
+                                                              "does not exist"),
+    (["preview", "{data}", "--out", "{file}/p.png"], "is a file, not a folder"),
+    (["preview", "{data}", "--count", "0", "--out", "{tmp}/p.png"], "--count must be >= 1"),
+    (["preview", "{data}", "--thumb", "4", "--out", "{tmp}/p.png"], "--thumb must be >= 8"),
+    (["info", "{file}"], "LOCATION {file} is a file; give the data set's folder"),
+    (["verify", "{file}"], "LOCATION {file} is a file; give the data set's folder"),
+    (["verify", "{data}", "--deep", "-1"], "--deep must be >= 0"),
+    (["render", "--kind", "fractaldb", "--L", "10", "--out", "{tmp}/o"], "--L is not an option of --kind fractaldb"),
+    (["render", "--kind", "noise", "--categories", "3", "--noise", "uniform", "--out", "{tmp}/o"],
+     "--categories is not an option of --kind noise"),
+    (["search", "--categories", "3", "--noise", "uniform", "--out", "{tmp}/ifs.json"], "No such option '--categories'"),
+    (["search", "--out", "{file}"], "--out {file} exists; pass --overwrite to replace it"),
+    (["render", "--L", "17", "--size", "64", "--pad", "2", "--iterations", "5000", "--name", "tiny", "--shard-size",
+      "6", "--resume", "--out", "{data}"], "--resume: --L differs from the build in {data}"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_INPUTS, ids=[" ".join(a[:3]) for a, _ in BAD_INPUTS])
+def test_bad_inputs_are_one_line_naming_the_flag(tmp_path, tiny_dataset, capsys, argv, message):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    ordinary = tmp_path / "afile"
+    ordinary.write_text("not a data set")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    names = {"data": str(data), "file": str(ordinary), "tmp": str(fresh)}
+    err = _one_line_error(capsys, 2, [part.format(**names) for part in argv])
+    assert err.startswith("error: ") and message.format(**names) in err, err
+    assert list(fresh.iterdir()) == []  # nothing written
+
+
+def test_help_lists_what_each_command_uses_with_defaults_written_one_way(capsys):
+    assert main(["search", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for used in ("--sigma", "--delta", "--search-trials", "--overwrite", "--seed"):
+        assert used in text, used
+    for unused in ("--noise", "--canny-sigma", "--categories", "--warp", "--force", "--kind"):
+        assert unused not in text, unused
+    for command in ("render", "verify", "info", "preview"):
+        assert main([command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "[default: progress]" not in text and "[default: True]" not in text, command
+        if command != "render":
+            assert "--endpoint-url" in text, command
+    assert main(["verify", "--help"]) == 0
+    assert "--json" in capsys.readouterr().out
+
+
+def test_no_arguments_prints_the_help(capsys):
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Usage: fracbuild") and "Commands:" in err and "error:" not in err

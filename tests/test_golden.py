@@ -1,9 +1,11 @@
 """The renderer reproduces, pixel for pixel, images rendered by the paper's
-released code from the same inputs (../shared/golden/reference-render)."""
+released code from the same inputs (tests/golden/reference-render, a copy of
+../shared/golden/reference-render)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,13 +14,25 @@ from PIL import Image
 from conftest import SHARED
 from fracbuild import render
 
-GOLDEN = SHARED / "golden" / "reference-render"
+GOLDEN = Path(__file__).resolve().parent / "golden" / "reference-render"
+SHARED_GOLDEN = SHARED / "golden" / "reference-render"
 CASES = sorted(GOLDEN.glob("case*.json"))
 
 
 def test_golden_cases_are_present():
-    # CI has ../shared beside the clone: a missing folder must fail, not skip.
+    # The cases live in the repository: a missing folder must fail, not skip.
     assert len(CASES) >= 6, f"expected the golden cases in {GOLDEN}"
+    for case_path in CASES:
+        assert (GOLDEN / json.loads(case_path.read_text())["expected_png"]).is_file()
+
+
+@pytest.mark.skipif(not SHARED_GOLDEN.is_dir(), reason=f"no {SHARED_GOLDEN} beside this clone")
+def test_repository_copy_matches_shared_golden_set():
+    shared = sorted(p.name for p in SHARED_GOLDEN.glob("case*"))
+    assert shared, f"{SHARED_GOLDEN} holds no cases"
+    assert sorted(p.name for p in GOLDEN.glob("case*")) == shared
+    for name in shared:
+        assert (GOLDEN / name).read_bytes() == (SHARED_GOLDEN / name).read_bytes(), name
 
 
 def _mask_seed(description: str) -> int:

@@ -88,6 +88,6 @@ def test_torchrun_launches_the_command_as_written(tiny_dataset, tmp_path):
                "--device", "cpu", "--no-progress", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "global batch 8 = 2 rank(s) x 4" in done.stderr
+    assert "global batch 8 = 2 ranks x 4" in done.stderr
     assert done.stderr.count("done: 2 steps") == 1  # rank 0 speaks for both
     assert json.loads((out / "summary.json").read_text())["weights_identical_on_all_ranks"] is True

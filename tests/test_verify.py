@@ -79,3 +79,27 @@ def test_missing_manifest_is_one_line(tmp_path, capsys):
     assert main(["verify", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no manifest" in err
+
+
+def test_num_samples_that_disagrees_with_the_records_fails_and_info_reports_it(dataset, capsys):
+    path = dataset / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["num_samples"] = 17  # 16 sample records, shards holding 16
+    path.write_text(json.dumps(manifest))
+    assert "manifest: num_samples is 17 but it holds 16 sample records" in _problems(dataset)
+    assert main(["verify", str(dataset), "--no-progress", "--json"]) == 1
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["ok"] is False and "manifest: num_samples is 17 but its shards hold 16 samples" in result["problems"]
+    assert "failed: " in captured.err and "2 problems found" in captured.err
+    assert main(["info", str(dataset)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: manifest: num_samples is 17 but it holds 16 sample records" in err
+
+
+def test_verify_json_and_bar_with_a_total(dataset, capsys):
+    assert main(["verify", str(dataset), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"location": str(dataset), "ok": True, "problems": [], "num_samples": 16,
+                                        "shards": 3, "re_rendered": 0}
+    assert "16/16" in captured.err and "verify: 100%" in captured.err

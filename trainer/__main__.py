@@ -1,5 +1,5 @@
 """``python -m fractrain``: the same as the ``fractrain`` command."""
 
-from .cli import run
+from .entry import run
 
 run()

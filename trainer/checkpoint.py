@@ -57,10 +57,25 @@ def load(path: str) -> dict[str, Any]:
     except IsADirectoryError:
         raise UserError(f"checkpoint {path} is a directory (pass the .pt file, or --resume auto with --out)") from None
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
-        raise UserError(f"cannot read checkpoint {path}: {str(error).splitlines()[0][:200]}") from None
+        raise UserError(f"{path} is not a fractrain checkpoint ({_reason(path, error)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a fractrain checkpoint")
     return payload
+
+
+def _reason(path: str, error: Exception) -> str:
+    """Why torch could not load ``path``, in a few words (torch's own
+    messages run to paragraphs of advice about ``weights_only``)."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "the file is empty"
+    except OSError as stat_error:
+        return stat_error.strerror or type(stat_error).__name__
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if "Unsupported global" in str(error):
+        return "it holds Python objects other than tensors and plain values"
+    return "corrupt, truncated or not written by torch.save"
 
 
 def periodic(run_dir: str) -> list[tuple[int, str]]:

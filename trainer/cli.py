@@ -20,9 +20,9 @@ from typing import Any, Callable
 import click
 import yaml
 
-from . import __version__
+from . import __version__, interrupts
 from .config import TrainConfig, check_switches, defaults, load_yaml, merge, override
-from .errors import TrainFailure, UserError
+from .errors import ResumeMismatch, TrainFailure, UserError
 from .recipe import SWITCHES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -42,6 +42,8 @@ class DefaultGroup(click.Group):
 def _show(value: Any) -> str:
     if value is None:
         return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, (tuple, list)):
         return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
     if isinstance(value, float):
@@ -109,6 +111,9 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any], str]] = [
      "The GPU input path uses min(2, N) of them to plan the augmentation ahead; 0: all on the training thread. "
      "[default: min(8, CPUs per rank - 1)]"),
     (("--ckpt-every",), "run.ckpt_every", {"type": float}, "Epochs between checkpoints (one is always written at the end)."),
+    (("--ckpt-minutes",), "run.ckpt_minutes", {"type": float},
+     "Minutes of training between checkpoints, beside --ckpt-every (0: none by time). Ctrl-C and SIGTERM also "
+     "write one after the step in progress."),
     (("--keep-ckpts",), "run.keep_ckpts", {"type": int}, "Periodic checkpoints kept."),
     (("--log-every",), "run.log_every", {"type": int}, "Steps between metrics records and progress-bar updates."),
     (("--summary-every",), "run.summary_every", {"type": int},
@@ -156,6 +161,15 @@ PROBE_OPTIONS = [
 ]
 
 
+def flag_for(key: str) -> str:
+    """The flag that sets the configuration key ``key`` (dotted, as in
+    config.yaml), or the key itself when no flag does."""
+    named = {"model.kwargs": "--model-arg", "aug_off": "--aug-off"}
+    for flags, path, _, _ in TRAIN_OPTIONS + PRETRAIN_OPTIONS + DOWNSTREAM_OPTIONS + PROBE_OPTIONS:
+        named.setdefault(path, flags[0].split("/")[0])
+    return named.get(key, key)
+
+
 def _dest(flags: tuple[str, ...], path: str) -> str:
     return path.replace(".", "__")
 
@@ -173,6 +187,10 @@ def train_options(command: str, extra: list) -> Callable:
                 " [default: from --init]" if path == "model.name" and command != "pretrain" else f" [default: {_show(default)}]")
             if path == "model.scratch":
                 shown = ""
+            if path == "data.shards":
+                shown = " [required]"
+            if path == "budget.epochs" and command != "pretrain":
+                text = "Training length in epochs (one epoch = one pass over the --train set)."
             options = {"default": None, **kwargs}
             function = click.option(*names, _dest(flags, path), help=text + shown, **options)(function)
         function = click.option("--aug-off", "aug_off", multiple=True, metavar="NAME[,NAME]",
@@ -247,6 +265,7 @@ def _validate(cfg: TrainConfig) -> None:
         (cfg.augment.input_size >= 8, f"--input-size must be >= 8, got {cfg.augment.input_size}"),
         (cfg.run.log_every >= 1, f"--log-every must be >= 1, got {cfg.run.log_every}"),
         (cfg.run.ckpt_every > 0, f"--ckpt-every must be > 0, got {cfg.run.ckpt_every}"),
+        (cfg.run.ckpt_minutes >= 0, f"--ckpt-minutes must be >= 0, got {cfg.run.ckpt_minutes}"),
         (cfg.run.keep_ckpts >= 1, f"--keep-ckpts must be >= 1, got {cfg.run.keep_ckpts}"),
         (0 <= cfg.model.drop_path < 1, f"--drop-path must lie in [0, 1), got {cfg.model.drop_path}"),
         (cfg.optim.lr_base_batch is None or cfg.optim.lr_base_batch > 0, "--lr-base-batch must be >= 0"),
@@ -329,13 +348,13 @@ def _print_result(summary: dict[str, Any]) -> None:
 @click.option("--steps", type=int, default=20, show_default=True, help="Steps per timed window.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed steps first (compilation too).")
 @click.option("--windows", type=int, default=3, show_default=True, help="Timed windows; the median is reported.")
-@click.option("--compile/--no-compile", default=False, show_default=True, help="torch.compile the model.")
+@click.option("--compile/--no-compile", default=False, help="torch.compile the model. [default: off]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where to time; auto: CUDA when available.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True,
               help="Autocast dtype; auto: bf16 on CUDA, fp32 on the CPU.")
-@click.option("--workers", type=int, default=8, show_default=True, help="DataLoader workers of the CPU path; the GPU paths use min(2, N) "
-              "to plan the augmentation ahead.")
+@click.option("--workers", type=int, default=None, help="DataLoader workers of the CPU path; the GPU paths use min(2, N) "
+              "to plan the augmentation ahead. [default: min(8, CPUs - 1), as pretrain]")
 @click.option("--input-size", type=int, default=224, show_default=True, help="Model input side, pixels.")
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Extra create_model argument.")
 @click.option("--paths", default="model,gpu,cpu", show_default=True,
@@ -356,21 +375,26 @@ def _print_result(summary: dict[str, Any]) -> None:
 @click.option("--host-profile-steps", type=int, default=0, show_default=True,
               help="Then run this many more steps of each path under cProfile and print where the training "
                    "thread's time goes (own and cumulative ms per step of the top functions).")
-@click.option("--high-priority-step/--no-high-priority-step", default=False, show_default=True,
+@click.option("--high-priority-step/--no-high-priority-step", default=False,
               help="On CUDA, run the training steps on a CUDA stream of the highest priority, so that the GPU "
-                   "augmentation's kernels (side stream, normal priority) fill the SMs the model leaves idle.")
+                   "augmentation's kernels (side stream, normal priority) fill the SMs the model leaves idle. "
+                   "[default: off]")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
 def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, windows: int, compile: bool, device: str,
-          precision: str, workers: int, input_size: int, model_args: tuple[str, ...], paths: str,
+          precision: str, workers: int | None, input_size: int, model_args: tuple[str, ...], paths: str,
           fuse_augment: bool | None, gpu_augment_mode: str | None, gpu_resize: str | None, profile_steps: int,
           trace_dir: str | None, host_profile_steps: int, high_priority_step: bool, as_json: bool) -> None:
     """Images/s of the training step: model-bound (synthetic input on the
     device), GPU-augmented and CPU-augmented, and their ratios."""
     from . import bench as runner
+    from .pretrain import cpu_default_workers
 
-    if min(batch_size, steps, windows) < 1 or min(warmup, workers, profile_steps, host_profile_steps) < 0:
-        raise UserError("--batch-size, --steps and --windows must be >= 1; --warmup, --workers, "
-                        "--profile-steps and --host-profile-steps >= 0")
+    workers = cpu_default_workers() if workers is None else workers
+    for flag, value, least in (("--batch-size", batch_size, 1), ("--steps", steps, 1), ("--windows", windows, 1),
+                               ("--warmup", warmup, 0), ("--workers", workers, 0),
+                               ("--profile-steps", profile_steps, 0), ("--host-profile-steps", host_profile_steps, 0)):
+        if value < least:
+            raise UserError(f"{flag} must be >= {least}, got {value}")
     if trace_dir:
         if not profile_steps:
             raise UserError("--trace-dir needs --profile-steps")
@@ -401,6 +425,10 @@ def _log(message: str) -> None:
     click.echo(message, err=True)
 
 
+# click >= 8.2 raises this for a bare command (older versions print the help and exit 0 themselves).
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and turns every known failure into one line."""
     quiet = os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 speaks for all
@@ -409,15 +437,26 @@ def main(argv: list[str] | None = None) -> int:
         if not quiet:
             click.echo(message, err=True)
 
+    interrupts.set_command(argv)
     try:
-        cli.main(args=argv, prog_name="fractrain", standalone_mode=False)
+        with interrupts.sigterm_raises():
+            cli.main(args=argv, prog_name="fractrain", standalone_mode=False)
+    except interrupts.Interrupted as stopped:
+        say(str(stopped))
+        return stopped.exit_code
     except click.exceptions.Exit as done:
         return done.exit_code
+    except NO_ARGS_IS_HELP as shown:  # no arguments at all: the help, as click shows it (exit 2)
+        click.echo(shown.ctx.get_help(), err=True)
+        return 2
     except click.exceptions.Abort:
         say("error: aborted")
         return 130
     except click.ClickException as error:
         say(f"error: {error.format_message()}")
+        return 2
+    except ResumeMismatch as error:
+        say(f"error: {error.naming(flag_for(error.key))}")
         return 2
     except UserError as error:
         say(f"error: {error}")
@@ -426,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"failed: {error}")
         return 1
     except KeyboardInterrupt:
-        say("interrupted: run the same command with --resume auto to continue from the last checkpoint")
+        say("interrupted (SIGINT) outside the training steps: no new checkpoint; --resume auto continues from "
+            "the last one, if the run has any")
         return 130
     return 0
 

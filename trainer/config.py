@@ -84,6 +84,7 @@ class RunConfig:
     fuse_augment: bool | None = None  # compile the GPU augmentation's kernels; None: on CUDA
     gpu_augment_mode: str | None = None  # op-by-op | static | graph; None: graph on CUDA, else op-by-op
     ckpt_every: float = 1000.0  # epochs between checkpoints
+    ckpt_minutes: float = 30.0  # minutes of training between checkpoints (0: none by time)
     keep_ckpts: int = 2  # periodic checkpoints kept (final.pt always)
     log_every: int = 50  # steps between metrics records and bar updates
     summary_every: int = 0  # epochs between summary lines; 0: every epoch but >= 100 steps apart
@@ -243,7 +244,7 @@ def dump_yaml(config: TrainConfig) -> str:
 # Keys that may differ between a checkpoint and the run resuming it: they
 # change how the run is executed or recorded, not what it computes.
 OPERATIONAL = ("run.out", "run.device", "run.workers", "run.progress", "run.log_every", "run.compile",
-               "run.keep_ckpts", "run.summary_every", "run.ckpt_every", "run.input_path",
+               "run.keep_ckpts", "run.summary_every", "run.ckpt_every", "run.ckpt_minutes", "run.input_path",
                "run.fuse_augment", "run.gpu_augment_mode",
                "data.shards", "data.train", "data.val", "model.init", "data.input", "data.memory_budget")
 

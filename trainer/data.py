@@ -26,13 +26,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
+from tqdm import tqdm
 
 from fracbuild.encode import decode_png
 from fracbuild.location import Location
@@ -122,7 +124,7 @@ def read_manifest(url: str) -> tuple[Location, dict[str, Any], str]:
 
 
 def load(url: str, *, threads: int = 8, log: Callable[[str], None] = lambda m: None,
-         memory_limit: int | None = None, group: Optional[NodeGroup] = None) -> ShardDataset:
+         memory_limit: int | None = None, group: Optional[NodeGroup] = None, progress: bool = False) -> ShardDataset:
     """Read, verify and decode every shard of the data set at ``url``.
 
     threads: shards read and decoded concurrently (zlib and I/O release the GIL).
@@ -130,10 +132,11 @@ def load(url: str, *, threads: int = 8, log: Callable[[str], None] = lambda m: N
     back to a temporary file; default half the memory available.
     group: the ranks of this node, which then share one copy (see NodeGroup);
     every member must call load with the same url.
+    progress: a bar of the images decoded (by this process) on stderr.
     """
     location, manifest, digest = read_manifest(url)
     n, size = manifest["num_samples"], manifest["image_size"]
-    channels = _probe_channels(location, manifest["shards"][0])
+    channels = probe_channels(location, manifest["shards"][0])
     shape = (n, size, size) if channels == 1 else (n, size, size, channels)
     nbytes = int(np.prod(shape))
     labels = np.array([label for _, label in sorted((s["index"], s["label"]) for s in manifest["samples"])],
@@ -142,7 +145,7 @@ def load(url: str, *, threads: int = 8, log: Callable[[str], None] = lambda m: N
     shards = manifest["shards"]
     images, how = None, ""
     if group is not None and group.size > 1:
-        images = _load_shared(location, manifest, shape, digest, group, threads, log)
+        images = _load_shared(location, manifest, shape, digest, group, threads, log, progress)
         if images is not None:
             how = f", one copy shared by {group.size} ranks"
     if images is None:
@@ -153,14 +156,14 @@ def load(url: str, *, threads: int = 8, log: Callable[[str], None] = lambda m: N
             log(f"decoded data set ({nbytes / 1e9:.1f} GB) exceeds the memory budget ({limit / 1e9:.1f} GB): "
                 "keeping it in a temporary file")
             images = np.memmap(tempfile.TemporaryFile(), dtype=np.uint8, mode="w+", shape=shape)
-        _decode_into(location, manifest, shards, images, threads)
-    log(f"decoded {n} images of {size}x{size} from {len(shards)} shards in "
+        _decode_into(location, manifest, shards, images, threads, progress)
+    log(f"decoded {n} images of {size}x{size} from {len(shards)} shard{'s' if len(shards) != 1 else ''} in "
         f"{time.monotonic() - started:.1f} s ({nbytes / 1e6:.0f} MB{how})")
     return ShardDataset(url=url, images=images, labels=labels, manifest=manifest, manifest_sha256=digest)
 
 
 def _decode_into(location: Location, manifest: dict[str, Any], shards: list[dict[str, Any]], images: np.ndarray,
-                 threads: int) -> None:
+                 threads: int, progress: bool = False) -> None:
     """Verify and decode ``shards`` into their rows of ``images``."""
     expected = {s["index"]: s["label"] for s in manifest["samples"]}
     width = manifest["layout"]["key_width"]
@@ -170,13 +173,22 @@ def _decode_into(location: Location, manifest: dict[str, Any], shards: list[dict
     def one(shard: dict[str, Any]) -> None:
         _load_shard(location, shard, images, expected, width, size, channels)
 
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for _ in pool.map(one, shards):
-            pass
+    pool = ThreadPoolExecutor(max_workers=max(1, threads))
+    try:
+        with tqdm(total=sum(s["count"] for s in shards), unit="img", desc="decoding", file=sys.stderr,
+                  disable=not progress, mininterval=1.0, dynamic_ncols=True) as bar:
+            counts = {pool.submit(one, shard): shard["count"] for shard in shards}
+            for done in as_completed(counts):
+                done.result()  # a bad shard's UserError, raised here
+                bar.update(counts[done])
+    finally:
+        # On a bad shard or an interrupt, the shards not yet started are dropped.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _load_shared(location: Location, manifest: dict[str, Any], shape: tuple[int, ...], digest: str,
-                 group: NodeGroup, threads: int, log: Callable[[str], None]) -> Optional[np.ndarray]:
+                 group: NodeGroup, threads: int, log: Callable[[str], None],
+                 progress: bool = False) -> Optional[np.ndarray]:
     """Decode into one file-backed copy shared by the group (each member its
     share of the shards); None on every member when member 0 found no room
     for it (each then loads its own copy)."""
@@ -193,7 +205,8 @@ def _load_shared(location: Location, manifest: dict[str, Any], shape: tuple[int,
     images, failure = None, None
     try:
         images = np.memmap(path, dtype=np.uint8, mode="r+", shape=shape)
-        _decode_into(location, manifest, manifest["shards"][group.index :: group.size], images, threads)
+        _decode_into(location, manifest, manifest["shards"][group.index :: group.size], images, threads,
+                     progress and group.index == 0)
     except UserError as error:
         failure = str(error)
     except OSError as error:
@@ -283,7 +296,7 @@ def _load_shard(location: Location, shard: dict[str, Any], images: np.ndarray, e
         raise UserError(f"shard {where} holds {len(seen)} samples, the manifest says {shard['count']}")
 
 
-def _probe_channels(location: Location, shard: dict[str, Any]) -> int:
+def probe_channels(location: Location, shard: dict[str, Any]) -> int:
     """1 for grayscale PNGs, 3 for RGB (from the first sample)."""
     data = read_verified(location, shard)
     try:

@@ -12,4 +12,18 @@ class TrainFailure(Exception):
     """A run that started but cannot continue; its checkpoints stay resumable."""
 
 
-__all__ = ["UserError", "TrainFailure"]
+class ResumeMismatch(UserError):
+    """A checkpoint made with another value of a setting (``key``: its dotted
+    name in config.yaml); the command line names the flag instead."""
+
+    def __init__(self, path: str, key: str, was: object, now: object, more: int = 0):
+        self.path, self.key, self.was, self.now, self.more = path, key, was, now, more
+        super().__init__(self.naming(key))
+
+    def naming(self, name: str) -> str:
+        others = f" (and {self.more} more)" if self.more else ""
+        return (f"cannot resume from {self.path}: it was made with {name} {self.was!r}, this run asks "
+                f"{self.now!r}{others}; resume with the same options (--config <run>/config.yaml)")
+
+
+__all__ = ["UserError", "TrainFailure", "ResumeMismatch"]

@@ -18,7 +18,7 @@ from .config import TrainConfig
 from .errors import UserError
 from .input_cpu import CpuPipeline
 from .loop import Job, check_resume, fit_in_folder
-from .pretrain import check_batch, default_workers, finished_summary, stderr_log
+from .pretrain import check_batch, check_memory, default_workers, finished_summary, stderr_log
 from .runfolder import RunFolder, decide, default_out
 from .schedule import EpochSchedule
 
@@ -91,6 +91,9 @@ def _run(cfg: TrainConfig, ctx: dist.Context, build: BuildModel, resume, on_step
 
     torch.manual_seed(cfg.run.seed)
     net = build(cfg, data.num_classes, init).to(ctx.device)
+    check_memory(cfg, ctx, net, "cpu", workers)
+    if ctx.is_main:
+        log(f"run folder: {out}" + (f" (resuming from {os.path.basename(start.checkpoint)})" if start.checkpoint else ""))
     schedule = EpochSchedule(len(data.train), cfg.batch_size, cfg.run.seed, ctx.world_size, ctx.rank)
     total_steps = schedule.steps_for(cfg.total_samples(len(data.train)))
     pipe = CpuPipeline(data.train, schedule, recipe, data.num_classes, ctx.device, cfg.run.seed, workers)

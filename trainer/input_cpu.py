@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import timm_compat  # noqa: F401  (Pillow 13 posterize fix, before any transform is built)
+from .interrupts import ignore_in_worker
 from .recipe import AugmentRecipe
 from .schedule import EpochSchedule, mix_seed
 
@@ -157,6 +158,7 @@ class CpuPipeline:
             pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.workers else None,
             # A private generator: creating the iterator must not consume the
             # global RNG (that would change drop-path draws and break resume).
-            generator=torch.Generator().manual_seed(mix_seed(self.seed, start_step)))
+            generator=torch.Generator().manual_seed(mix_seed(self.seed, start_step)),
+            worker_init_fn=ignore_in_worker if self.workers else None)
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

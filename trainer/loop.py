@@ -4,8 +4,10 @@
 one optimizer step per global batch, the lr set from the schedule for that
 step, a metrics record every ``log_every`` steps (mean loss over all ranks,
 lr, images/s), a summary line (and, downstream, an evaluation) at epoch
-boundaries, periodic checkpoints every ``ckpt_every`` epochs, and
-``final.pt`` + ``summary.json`` at the end.
+boundaries, periodic checkpoints every ``ckpt_every`` epochs and every
+``ckpt_minutes`` of training, and ``final.pt`` + ``summary.json`` at the end.
+SIGINT and SIGTERM stop the loop after the step in progress, with a
+checkpoint and the command that continues the run (:mod:`.interrupts`).
 
 Resume is exact: batches are a pure function of the step (schedule +
 per-step augmentation seeds), and the checkpoint holds model, optimizer,
@@ -22,19 +24,22 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+import torch.distributed as torch_dist
 from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed as dist
+from . import interrupts
 from .config import TrainConfig, differences, dump_yaml, to_dict
-from .errors import TrainFailure, UserError
+from .errors import ResumeMismatch, TrainFailure, UserError
 from .optim import create_optimizer, create_schedule, current_lr, describe
 from .pipeline import InputPipeline
 from .runfolder import RunFolder, remove_if_unused
 from .schedule import EpochSchedule, mix_seed
 
 SUMMARY_MIN_STEPS = 100  # auto summary cadence: lines at least this many steps apart
+ESTIMATE_STEPS = 3  # steps timed, after the first, for the CPU's time forecast
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
@@ -121,9 +126,7 @@ def check_resume(payload: dict[str, Any], path: str, config: TrainConfig, model_
     found = differences(recorded, to_dict(config))
     if found:
         key, was, now = found[0]
-        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-        raise UserError(f"cannot resume from {path}: it was made with {key}={was!r}, this run asks {now!r}{more}; "
-                        "resume with the same options (--config <run>/config.yaml)")
+        raise ResumeMismatch(path, key, was, now, len(found) - 1)
 
 
 def summary_every(config: TrainConfig, schedule: EpochSchedule) -> float:
@@ -139,6 +142,39 @@ def _crossed(schedule: EpochSchedule, step: int, every: float) -> bool:
         return False
     return (math.floor(schedule.epoch_at(step) / every + 1e-9)
             > math.floor(schedule.epoch_at(step - 1) / every + 1e-9))
+
+
+class Forecast:
+    """On the CPU, where a run can take days, one line after the first few
+    steps saying how long the rest takes (the first step, which pays for
+    allocation and warm-up, is not timed)."""
+
+    def __init__(self, start_step: int, total: int, enabled: bool = True):
+        self.start_step, self.total, self.enabled = start_step, total, enabled
+        self.first_done: float | None = None
+
+    def after(self, step: int) -> str | None:
+        """Called after each step; the forecast line once, else None."""
+        if not self.enabled or step >= self.total:
+            return None
+        done = step - self.start_step
+        if done == 1:
+            self.first_done = time.perf_counter()
+        elif done == 1 + ESTIMATE_STEPS and self.first_done is not None:
+            per_step = (time.perf_counter() - self.first_done) / ESTIMATE_STEPS
+            left = self.total - step
+            return f"on the CPU a step takes {per_step:.3g} s: {_count(left, 'step')} to go, about {_duration(per_step * left)}"
+        return None
+
+
+def _agree(ctx: dist.Context, signum: int | None, due: bool) -> tuple[int, bool]:
+    """(signal to stop on or 0, whether a time-based checkpoint is due), the
+    same on every rank: the largest signal any rank got, rank 0's clock."""
+    if not ctx.distributed:
+        return signum or 0, due
+    flags = torch.tensor([float(signum or 0), float(due and ctx.is_main)], device=ctx.device)
+    torch_dist.all_reduce(flags, op=torch_dist.ReduceOp.MAX)
+    return int(flags[0].item()), bool(flags[1].item())
 
 
 def fit_in_folder(job: Job, out: str, existed: bool) -> dict[str, Any]:
@@ -194,8 +230,9 @@ def fit(job: Job) -> dict[str, Any]:
     if ctx.is_main:
         job.log(f"{cfg.command}: {job.model_name}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M "
                 f"parameters, {job.num_classes} classes, {schedule.num_samples} samples per epoch")
-        job.log(f"global batch {b} = {ctx.world_size} rank(s) x {schedule.local_batch}; {total} steps = "
-                f"{total * b} samples = {total * b / schedule.num_samples:.4g} epochs; "
+        epochs = total * b / schedule.num_samples
+        job.log(f"global batch {b} = {_count(ctx.world_size, 'rank')} x {schedule.local_batch}; "
+                f"{_count(total, 'step')} = {_count(total * b, 'sample')} = {epochs:.4g} epoch{'' if epochs == 1 else 's'}; "
                 f"{describe(cfg.optim, b)}; {precision} on {ctx.device.type}; input path {job.pipeline.name}"
                 + (f"; resuming at step {start_step} ({job.resume_path})" if job.resume is not None else ""))
     every_summary = summary_every(cfg, schedule)
@@ -230,51 +267,75 @@ def fit(job: Job) -> dict[str, Any]:
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
     model.train()
-    for x, y in job.pipeline.batches(start_step, total):
-        scheduler.step_update(step)  # the lr of this step (a pure function of the step)
-        loss_sum += stepper(x, y)
-        loss_count += 1
-        step += 1
-        bar.update(1)
-        if job.on_step is not None:
-            job.on_step(step)
-        boundary = _crossed(schedule, step, every_summary) or step == total
-        if step % cfg.run.log_every == 0 or boundary or step == start_step + 1:
-            mean = dist.all_reduce_sum(ctx, loss_sum / loss_count) / ctx.world_size
-            value = float(mean)  # a host sync, once per log interval
-            if not math.isfinite(value):
-                raise TrainFailure(f"loss became {value} at step {step}; the last checkpoint is resumable")
-            now = time.perf_counter()
-            rate = (step - window_step) * b / max(now - window_start, 1e-9)
-            window_start, window_step = now, step
-            first_loss = value if first_loss is None else first_loss
-            last_loss = value
-            lr = current_lr(optimizer)
-            record = {"step": step, "epoch": round(schedule.epoch_at(step), 4), "loss": value, "lr": lr,
-                      "images_per_s": round(rate, 1), "time_s": round(now - started, 2)}
-            job.folder.record(record, {"train/loss": value, "train/lr": lr, "train/images_per_s": rate})
-            bar.set_postfix_str(f"loss {value:.4f} lr {lr:.2e} {rate:,.0f} img/s", refresh=False)
-            loss_sum.zero_()
-            loss_count = 0
-        if boundary:
-            line = (f"epoch {schedule.epoch_at(step):.6g}/{total * b / schedule.num_samples:.6g} step {step}/{total} "
-                    f"loss {last_loss:.4f} lr {current_lr(optimizer):.3e} {rate:,.0f} img/s "
-                    f"elapsed {_clock(time.perf_counter() - started)}")
-            if job.evaluate is not None:
-                metrics = job.evaluate(model, stepper.autocast)
-                for key, value in metrics.items():
-                    if key.startswith("top") and value >= best.get(key, -1.0):
-                        best[key] = value
-                job.folder.record({"step": step, "epoch": round(schedule.epoch_at(step), 4), "event": "eval",
-                                   **metrics, **{f"best_{k}": v for k, v in best.items()}},
-                                  {f"eval/{k}": v for k, v in metrics.items()})
-                line += " " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-                line += " (best " + " ".join(f"{k} {v:.4f}" for k, v in best.items()) + ")"
-                model.train()
-            say(line)
-        if step < total and _crossed(schedule, step, cfg.run.ckpt_every):
-            save(job.folder.file(ckpt.periodic_name(step)))
-    bar.close()
+    last_save = time.monotonic()
+    forecast = Forecast(start_step, total, enabled=ctx.device.type == "cpu")
+    # tqdm closes on the way out, so an error line is never followed by a bar.
+    with interrupts.deferred() as stop, bar:
+        for x, y in job.pipeline.batches(start_step, total):
+            scheduler.step_update(step)  # the lr of this step (a pure function of the step)
+            loss_sum += stepper(x, y)
+            loss_count += 1
+            step += 1
+            bar.update(1)
+            if job.on_step is not None:
+                job.on_step(step)
+            message = forecast.after(step)
+            if message:
+                say(message)
+            boundary = _crossed(schedule, step, every_summary) or step == total
+            if step % cfg.run.log_every == 0 or boundary or step == start_step + 1:
+                mean = dist.all_reduce_sum(ctx, loss_sum / loss_count) / ctx.world_size
+                value = float(mean)  # a host sync, once per log interval
+                if not math.isfinite(value):
+                    raise TrainFailure(f"loss became {value} at step {step}; the last checkpoint is resumable")
+                now = time.perf_counter()
+                rate = (step - window_step) * b / max(now - window_start, 1e-9)
+                window_start, window_step = now, step
+                first_loss = value if first_loss is None else first_loss
+                last_loss = value
+                lr = current_lr(optimizer)
+                record = {"step": step, "epoch": round(schedule.epoch_at(step), 4), "loss": value, "lr": lr,
+                          "images_per_s": round(rate, 1), "time_s": round(now - started, 2)}
+                job.folder.record(record, {"train/loss": value, "train/lr": lr, "train/images_per_s": rate})
+                bar.set_postfix_str(f"loss {value:.4f} lr {lr:.2e} {rate:,.0f} img/s", refresh=False)
+                loss_sum.zero_()
+                loss_count = 0
+            if boundary:
+                epochs = f"{schedule.epoch_at(step):.6g}/{total * b / schedule.num_samples:.6g}"
+                line = (f"epoch {epochs} step {step}/{total} loss {last_loss:.4f} lr {current_lr(optimizer):.3e} {rate:,.0f} img/s "
+                        f"elapsed {_clock(time.perf_counter() - started)}")
+                if job.evaluate is not None:
+                    metrics = job.evaluate(model, stepper.autocast)
+                    for key, value in metrics.items():
+                        if key.startswith("top") and value >= best.get(key, -1.0):
+                            best[key] = value
+                    job.folder.record({"step": step, "epoch": round(schedule.epoch_at(step), 4), "event": "eval",
+                                       **metrics, **{f"best_{k}": v for k, v in best.items()}},
+                                      {f"eval/{k}": v for k, v in metrics.items()})
+                    line += " " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                    line += " (best " + " ".join(f"{k} {v:.4f}" for k, v in best.items()) + ")"
+                    model.train()
+                if step == total:
+                    bar.close()  # the final bar drawn once, above the last line, not redrawn below it
+                say(line)
+            if step < total:
+                # Ranks agree on stopping and on a time-based checkpoint (saving
+                # gathers from all of them); under torchrun at log points only,
+                # where they synchronise anyway.
+                signum, due = 0, False
+                if not ctx.distributed or step % cfg.run.log_every == 0:
+                    due = cfg.run.ckpt_minutes > 0 and time.monotonic() - last_save >= cfg.run.ckpt_minutes * 60
+                    signum, due = _agree(ctx, stop.signum, due)
+                if signum:
+                    path = job.folder.file(ckpt.periodic_name(step))
+                    save(path)
+                    bar.close()  # before the message, so no bar is drawn below it
+                    raise interrupts.Interrupted(signum, (
+                        f"interrupted ({interrupts.signal_name(signum)}) at step {step} of {total}; checkpoint "
+                        f"{path} written; to continue: {interrupts.resume_command(job.folder.path)}"))
+                if due or _crossed(schedule, step, cfg.run.ckpt_every):
+                    save(job.folder.file(ckpt.periodic_name(step)))
+                    last_save = time.monotonic()
     elapsed = time.perf_counter() - started
     save(job.folder.file(ckpt.FINAL), final=True)
     summary = {
@@ -294,7 +355,7 @@ def fit(job: Job) -> dict[str, Any]:
         job.log(f"warning: the ranks' final weights differ ({len(set(digests))} distinct digests)")
     job.folder.finish(summary)
     if ctx.is_main:
-        job.log(f"done: {step} steps in {_clock(elapsed)} ({summary['images_per_s']:,.0f} img/s), loss "
+        job.log(f"done: {_count(step, 'step')} in {_clock(elapsed)} ({summary['images_per_s']:,.0f} img/s), loss "
                 f"{_fmt(first_loss)} -> {_fmt(last_loss)}"
                 + (f", peak GPU memory {summary['peak_gpu_memory_gb']:.2f} GB" if summary["peak_gpu_memory_gb"] else "")
                 + "".join(f", best {k} {v:.4f}" for k, v in best.items()) + f"; {job.folder.path}")
@@ -314,6 +375,21 @@ def weights_digest(model: nn.Module) -> str:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 step``, ``2 steps``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    """``H:MM:SS``, with days and years spelled out when it comes to that."""
+    days = seconds / 86400
+    if days >= 365:
+        return f"{days / 365:,.0f} years"
+    if days >= 2:
+        return f"{days:,.0f} days"
+    return _clock(seconds)
 
 
 def _clock(seconds: float) -> str:

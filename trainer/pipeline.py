@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .errors import UserError
+from .interrupts import ignore_in_worker
 from .recipe import AugmentRecipe
 from .schedule import EpochSchedule, mix_seed
 from .staging import PinnedRing
@@ -295,7 +296,7 @@ class DevicePipeline:
         loader = torch.utils.data.DataLoader(
             _WirePlanner(self.planner), batch_size=None, sampler=_StepChunks(steps, self.plans_per_message),
             num_workers=self.plan_workers, collate_fn=_as_is, pin_memory=False, prefetch_factor=2,
-            generator=torch.Generator().manual_seed(0))
+            generator=torch.Generator().manual_seed(0), worker_init_fn=ignore_in_worker)
         for plans in loader:
             for plan in plans:
                 yield plan.from_wire(stage)

@@ -12,11 +12,11 @@ from typing import Any, Callable
 import torch
 
 from . import checkpoint as ckpt
-from . import data, distributed as dist, model as models, pipeline as pipelines, streaming
+from . import data, distributed as dist, model as models, pipeline as pipelines, resources, streaming
 from .config import TrainConfig
 from .errors import UserError
 from .input_cpu import ArraySource, CpuPipeline
-from .loop import Job, check_resume, fit_in_folder
+from .loop import Job, check_resume, fit_in_folder, resolve_precision
 from .runfolder import SUMMARY, RunFolder, decide, default_out
 from .schedule import EpochSchedule
 
@@ -40,12 +40,36 @@ def default_workers(ctx: dist.Context, requested: int | None) -> int:
         if requested < 0:
             raise UserError(f"--workers must be >= 0, got {requested}")
         return requested
+    return cpu_default_workers(ctx.local_world_size)
+
+
+def cpu_default_workers(local_ranks: int = 1) -> int:
+    """min(8, this rank's share of the CPUs - 1): the training thread keeps one."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cpus // max(1, ctx.local_world_size) - 1))
+    return max(0, min(8, cpus // max(1, local_ranks) - 1))
 
 
 def stderr_log(ctx: dist.Context) -> Callable[[str], None]:
     return (lambda message: print(message, file=sys.stderr, flush=True)) if ctx.is_main else (lambda message: None)
+
+
+def check_memory(cfg: TrainConfig, ctx: dist.Context, net: torch.nn.Module, path: str, workers: int,
+                 dataset_bytes: int = 0) -> None:
+    """UserError (one line saying what fits) when a step at this batch would
+    not fit the memory available; before anything big is allocated.
+    dataset_bytes: the decoded images the run keeps in host memory (uint8)."""
+    precision = resolve_precision(cfg.run.precision, ctx.device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    host = resources.available_memory(torch.device("cpu"), ctx.local_world_size)
+    # Read before the measurement, whose blocks CUDA's caching allocator keeps.
+    available = resources.available_memory(ctx.device, ctx.local_world_size)
+    need = resources.estimate(
+        net, input_size=cfg.recipe().input_size, device=ctx.device, path=path, workers=workers,
+        local_batch=cfg.batch_size // ctx.world_size, dataset_bytes=dataset_bytes // max(1, ctx.local_world_size),
+        dataset_in_ram=dataset_bytes <= host // 2,
+        autocast=lambda: torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None))
+    resources.check_fits(need, available, global_batch=cfg.batch_size, world_size=ctx.world_size,
+                         even=cfg.recipe().mixes, device=ctx.device)
 
 
 def finished_summary(out: str) -> dict[str, Any]:
@@ -103,9 +127,16 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     net = models.create(cfg.model.name, num_classes, recipe.input_size, cfg.model.drop_path, cfg.model.kwargs)
     net.to(ctx.device)
+    channels = data.probe_channels(location, manifest["shards"][0])  # 1 (grayscale) or 3 (RGB)
+    # Streamed, the host holds a shuffle window per rank instead of the whole set.
+    held = cfg.data.shuffle_buffer * ctx.local_world_size if input_mode == "stream" else n
+    check_memory(cfg, ctx, net, path, workers, min(n, held) * manifest["image_size"] ** 2 * channels)
+    if ctx.is_main:
+        log(f"run folder: {out}" + (f" (resuming from {os.path.basename(start.checkpoint)})" if start.checkpoint else ""))
 
-    dataset = None if input_mode == "stream" else data.load(cfg.data.shards, log=log, group=dist.node_group(ctx),
-                                                            memory_limit=budget)
+    dataset = None if input_mode == "stream" else data.load(
+        cfg.data.shards, log=log, group=dist.node_group(ctx), memory_limit=budget,
+        progress=cfg.run.progress and ctx.is_main)
     if dataset is not None and dataset.manifest_sha256 != manifest_sha:
         raise UserError(f"{cfg.data.shards}: the manifest changed while the run started")
     if input_mode == "stream":

@@ -37,8 +37,8 @@ class Start:
 def decide(out: str, resume: str | None) -> Start:
     """Read-only look at ``out`` (before anything is created).
 
-    resume None: the folder must not hold a run already (finished or with
-    checkpoints). "auto": continue from the newest checkpoint, or start
+    resume None: the folder must not hold a run already (finished, with
+    checkpoints, or the files of a run killed before its first checkpoint). "auto": continue from the newest checkpoint, or start
     fresh when there is none. A path: that checkpoint file.
     """
     if os.path.exists(out) and not os.path.isdir(out):
@@ -51,6 +51,11 @@ def decide(out: str, resume: str | None) -> Start:
         if latest:
             raise UserError(f"{out} holds an unfinished run ({os.path.basename(latest)}); pass --resume auto to "
                             "continue it, or choose another --out")
+        if any(os.path.exists(os.path.join(out, name)) for name in (CONFIG, METRICS, TENSORBOARD)):
+            # A run killed before its first checkpoint: starting over silently
+            # would mix two runs' metrics and TensorBoard events.
+            raise UserError(f"{out} holds an unfinished run with no checkpoint; pass --resume auto to start it "
+                            "over there, or choose another --out")
         return Start()
     if resume == "auto":
         if finished:
@@ -84,6 +89,8 @@ class RunFolder:
             handle.write(config_yaml)
         os.replace(temporary, self.file(CONFIG))
         self._truncate_metrics(start_step)
+        if start_step == 0:  # starting over in a folder a killed run left: none of its events stay
+            shutil.rmtree(self.file(TENSORBOARD), ignore_errors=True)
         self._metrics = open(self.file(METRICS), "a", encoding="utf-8")
         try:
             from torch.utils.tensorboard import SummaryWriter
