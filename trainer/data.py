@@ -149,7 +149,7 @@ def load(url: str, *, threads: int = 8, log: Callable[[str], None] = lambda m: N
         if images is not None:
             how = f", one copy shared by {group.size} ranks"
     if images is None:
-        limit = memory_limit if memory_limit is not None else _available_memory() // 2
+        limit = memory_limit if memory_limit is not None else _host_memory() // 2
         if nbytes <= limit:
             images = np.empty(shape, dtype=np.uint8)
         else:
@@ -324,20 +324,11 @@ def _read(location: Location, name: str) -> bytes:
         raise UserError(f"cannot read {location.uri(name)}: {error}") from None
 
 
-def _available_memory() -> int:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
+def _host_memory() -> int:
+    """Bytes of host memory this process may use (resources.available_memory,
+    imported here: it needs torch, which this module does not)."""
+    import torch
 
+    from .resources import available_memory
 
-# The streaming input path (streaming.py) sizes the decoded set and the budget the same way.
-probe_channels = _probe_channels
-available_memory = _available_memory
+    return available_memory(torch.device("cpu"))

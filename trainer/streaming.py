@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from fracbuild.encode import decode_png
 from fracbuild.location import Location
 
-from . import data
+from . import data, resources
 from .errors import UserError
 from .input_cpu import BatchTargets, seeded, train_transform
 from .pipeline import DevicePipeline, StepPlan, gpu_augment_class
@@ -66,7 +66,7 @@ def memory_budget(gigabytes: float | None) -> int:
         if gigabytes <= 0:
             raise UserError(f"--memory-budget must be > 0 GB, got {gigabytes}")
         return int(gigabytes * 1e9)
-    return data.available_memory() // 2
+    return resources.available_memory(torch.device("cpu")) // 2
 
 
 def choose_input(requested: str, budget: int, location: Location, manifest: dict[str, Any],
