@@ -15,7 +15,7 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from . import manifest as mf
-from . import pool, shards
+from . import outlock, pool, shards
 from .atomic import PARTIAL_SUFFIX
 from .errors import BuildFailure, UserError
 from .generators import get_kind
@@ -59,7 +59,7 @@ def spec_from_manifest(manifest: dict[str, Any]) -> BuildSpec:
 # --- the output directory ---------------------------------------------------
 def _ours(name: str, prefix: str) -> bool:
     base = name[: -len(PARTIAL_SUFFIX)] if name.endswith(PARTIAL_SUFFIX) else name
-    return (base in (mf.MANIFEST_NAME, mf.TIMM_INFO_NAME, mf.BUILD_STATE_NAME)
+    return (base in (mf.MANIFEST_NAME, mf.TIMM_INFO_NAME, mf.BUILD_STATE_NAME, outlock.LOCK_NAME)
             or bool(shards.shard_pattern(prefix).match(base)))
 
 
@@ -73,7 +73,7 @@ def check_output(out_dir: str, spec: BuildSpec, resume: bool, overwrite: bool) -
         raise UserError("--resume and --overwrite exclude each other")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UserError(f"--out {out_dir} exists and is not a directory")
-    entries = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+    entries = [e for e in (os.listdir(out_dir) if os.path.isdir(out_dir) else []) if e != outlock.LOCK_NAME]
     if not entries:
         return None
     if overwrite:
@@ -113,7 +113,7 @@ def _require_same(recorded: dict, requested: dict, out_dir: str) -> None:
 
 def _clear(out_dir: str, prefix: str) -> None:
     for entry in os.listdir(out_dir):
-        if _ours(entry, prefix):
+        if _ours(entry, prefix) and entry != outlock.LOCK_NAME:
             os.remove(os.path.join(out_dir, entry))
 
 
@@ -156,6 +156,16 @@ def run_build(spec: BuildSpec, out_dir: str, *, workers: int = 1, resume: bool =
     spec = dataclasses.replace(spec, params=json.loads(json.dumps(dataclasses.asdict(params))))
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
+    # Held from before the search to the commit: a second build into out_dir
+    # fails at once, and an unwritable out_dir fails before any work.
+    with outlock.hold(out_dir):
+        return _build_locked(spec, generator_cls, params, out_dir, workers=workers, resume=resume,
+                             overwrite=overwrite, system=system, progress=progress, log=log, on_shard=on_shard)
+
+
+def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: str, *, workers: int, resume: bool,
+                  overwrite: bool, system: dict | None, progress: bool, log: Callable[[str], None],
+                  on_shard: Callable[[str, pool.ShardResult], None] | None) -> dict[str, Any]:
     state = check_output(out_dir, spec, resume, overwrite)
     if state and state.get("complete"):
         log(f"{out_dir} is already complete; nothing to do")

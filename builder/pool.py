@@ -2,7 +2,7 @@
 
 A process pool holds one generator per worker, built once by the
 initializer. A worker that dies breaks the pool, which fails the build
-instead of hanging it.
+instead of hanging it; a build that dies takes its workers with it.
 
 On Linux the workers are forked: they inherit the imported modules and the
 kernels the search already compiled, so a worker starts in milliseconds
@@ -14,8 +14,13 @@ pool is started before any thread of ours (the progress bar's) exists.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -48,9 +53,37 @@ class ShardResult:
 
 _worker: tuple[WorkerSpec, Generator] | None = None
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WATCHDOG_PERIOD = 1.0  # seconds between a worker's looks at its parent where prctl is missing
 
-def _init_worker(spec: WorkerSpec) -> None:
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker end when ``parent`` (the build) dies, however it
+    dies: an orphaned worker would go on writing shards into the folder a
+    ``--resume`` is about to use. Linux: the kernel sends SIGKILL
+    (PR_SET_PDEATHSIG); elsewhere a thread watches the parent."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if not armed:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(WATCHDOG_PERIOD)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def _init_worker(spec: WorkerSpec, parent: int | None = None) -> None:
     global _worker
+    if parent is not None:
+        _die_with_parent(parent)
     _worker = (spec, get_kind(spec.kind)(spec.params, spec.seed, spec.system))
 
 
@@ -95,7 +128,7 @@ def run_shards(spec: WorkerSpec, plans: list[shards.ShardPlan], workers: int,
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     with futures.ProcessPoolExecutor(max_workers=min(workers, len(plans)), mp_context=context,
-                                     initializer=_init_worker, initargs=(spec,)) as pool:
+                                     initializer=_init_worker, initargs=(spec, os.getpid())) as pool:
         pending = {pool.submit(render_shard, plan): plan for plan in plans}
         on_start()
         try:

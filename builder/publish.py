@@ -27,7 +27,7 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from . import manifest as mf
-from . import shards
+from . import outlock, shards
 from .errors import BuildFailure, UserError
 from .location import Location, retry
 
@@ -231,6 +231,16 @@ def publish(source_dir: str, destination: Location, *, jobs: int = DEFAULT_JOBS,
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
     check_part_size(part_size)
+    # No build may rewrite the folder while its files go up.
+    with outlock.hold(source_dir, create=False, what="SOURCE"):
+        return _publish_locked(source_dir, destination, jobs=jobs, dry_run=dry_run, trust_metadata=trust_metadata,
+                               overwrite=overwrite, part_size=part_size, progress=progress, log=log,
+                               verified=verified, listing=listing)
+
+
+def _publish_locked(source_dir: str, destination: Location, *, jobs: int, dry_run: bool, trust_metadata: bool,
+                    overwrite: bool, part_size: int, progress: bool, log: Callable[[str], None],
+                    verified: frozenset[str], listing: dict[str, int] | None) -> PublishReport:
     items, tail = local_items(source_dir)
     if listing is None:
         listing = claim_destination(destination, source_dir, overwrite, dry_run, log)

@@ -119,3 +119,89 @@ def test_crashed_worker_fails_the_build_instead_of_hanging(tmp_path):
     assert isinstance(outcome["result"], BuildFailure)
     assert "worker process died" in str(outcome["result"])
     assert not (tmp_path / "out" / mf.MANIFEST_NAME).exists()
+
+
+# --- workers die with the build; one build per folder ------------------------
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _start_render(out, args=SLOW_ARGS) -> subprocess.Popen:
+    command = [sys.executable, "-m", "fracbuild.cli", "render", *args, "--out", str(out),
+               "--workers", "2", "--no-progress"]
+    return subprocess.Popen(command, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _wait_for_shards(out, count: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.exists() and len(_complete_shards(out)) >= count):
+        time.sleep(0.01)
+    assert len(_complete_shards(out)) >= count, "the build wrote no shards"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads processes from /proc")
+def test_workers_die_with_a_killed_build_and_resume_follows_at_once(tmp_path, reference):
+    out = tmp_path / "shards"
+    process = _start_render(out)
+    _wait_for_shards(out, 2)
+    workers = _children(process.pid)
+    assert len(workers) == 2, workers
+    os.kill(process.pid, signal.SIGKILL)  # the main process alone: the workers are not signalled
+    process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.01)
+    try:
+        assert not any(_alive(pid) for pid in workers), "workers outlived their build"
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert not (out / mf.MANIFEST_NAME).exists(), "the build finished before it could be killed"
+
+    from fracbuild.cli import main
+
+    assert main(["render", *SLOW_ARGS, "--out", str(out), "--workers", "2", "--resume", "--no-progress"]) == 0
+    resumed = json.loads((out / mf.MANIFEST_NAME).read_text())
+    assert [s["sha256"] for s in resumed["shards"]] == [s["sha256"] for s in reference["shards"]]
+    assert sorted(os.listdir(out)) == sorted([mf.MANIFEST_NAME, mf.TIMM_INFO_NAME, *_complete_shards(out)])
+
+
+def test_a_second_render_or_publish_of_a_busy_folder_fails_at_once(tmp_path, capsys):
+    from fracbuild.cli import main
+
+    out = tmp_path / "shards"
+    longer = [*SLOW_ARGS, "--L", "48000"]  # outlasts the checks below; it is killed after them
+    process = _start_render(out, longer)
+    try:
+        _wait_for_shards(out, 1)
+        for args in (["render", *longer, "--out", str(out), "--resume", "--no-progress"],
+                     ["publish", str(out), "s3://bucket/prefix", "--no-progress"]):
+            capsys.readouterr()
+            assert main(args) == 2
+            err = capsys.readouterr().err
+            assert err == f"error: another fracbuild is writing to {out} (pid {process.pid})\n"
+        assert process.poll() is None, "the first build was disturbed"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
