@@ -205,3 +205,43 @@ def test_a_second_render_or_publish_of_a_busy_folder_fails_at_once(tmp_path, cap
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+# --- a resume trusts no finished-looking shard it has not checked ----------
+TINY = {"num_classes": 30, "size": 64, "pad": 2, "iterations": 5000}
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupted_build(out, after: int) -> None:
+    """A build stopped once ``after`` shards are complete (state file kept)."""
+    landed = []
+
+    def stop(path, result):
+        landed.append(path)
+        if len(landed) == after:
+            raise _Interrupt
+
+    spec = BuildSpec(kind="1p-frac", seed=0, params=TINY, prefix="tiny", shard_size=6)
+    with pytest.raises(_Interrupt):
+        run_build(spec, str(out), workers=1, progress=False, log=lambda m: None, on_shard=stop)
+
+
+@pytest.mark.parametrize("planted", ["another shard", "a cut copy"])
+def test_resume_replaces_a_wrong_shard_planted_under_a_final_name(tmp_path, planted):
+    spec = BuildSpec(kind="1p-frac", seed=0, params=TINY, prefix="tiny", shard_size=6)
+    expected = run_build(spec, str(tmp_path / "reference"), workers=1, progress=False, log=lambda m: None)
+    out = tmp_path / "out"
+    _interrupted_build(out, after=3)
+    first, second = out / shards.shard_name("tiny", 0), out / shards.shard_name("tiny", 1)
+    data = second.read_bytes()
+    # A whole valid tar of the wrong samples, or the start of one.
+    first.write_bytes(data if planted == "another shard" else data[: 3 * 512 * 2])
+    log: list[str] = []
+    resumed = run_build(spec, str(out), workers=1, resume=True, progress=False, log=log.append)
+    assert "resume: 2 of 5 shards already complete" in log
+    assert [s["sha256"] for s in resumed["shards"]] == [s["sha256"] for s in expected["shards"]]
+    assert first.read_bytes() == (tmp_path / "reference" / first.name).read_bytes()
+    assert resumed["samples"] == expected["samples"]
