@@ -184,8 +184,8 @@ def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: st
     if overwrite:
         _clear(out_dir, spec.prefix)
     _remove_partials(out_dir)
-    mf.write_json_atomic(os.path.join(out_dir, mf.BUILD_STATE_NAME),
-                         {"spec": spec.identity(), "system": system, "search_seconds": search_seconds})
+    _write_json(os.path.join(out_dir, mf.BUILD_STATE_NAME),
+                {"spec": spec.identity(), "system": system, "search_seconds": search_seconds}, resumable=False)
     search_seconds = state.get("search_seconds", 0.0) if state else search_seconds
 
     generator = generator_cls(params, spec.seed, system)
@@ -232,10 +232,20 @@ def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: st
                          "rendered_samples": sum(p.count for p in todo), "workers": workers})
     problems = mf.validation_errors(manifest)
     assert not problems, f"manifest fails its own schema: {problems[:3]}"
-    mf.write_json_atomic(os.path.join(out_dir, mf.TIMM_INFO_NAME), mf.timm_info(manifest))
-    mf.write_json_atomic(os.path.join(out_dir, mf.MANIFEST_NAME), manifest)  # the commit marker
+    _write_json(os.path.join(out_dir, mf.TIMM_INFO_NAME), mf.timm_info(manifest))
+    _write_json(os.path.join(out_dir, mf.MANIFEST_NAME), manifest)  # the commit marker
     os.remove(os.path.join(out_dir, mf.BUILD_STATE_NAME))
     return manifest
+
+
+def _write_json(path: str, payload: Any, resumable: bool = True) -> None:
+    """write_json_atomic, its OSError (a full disk) as one BuildFailure line;
+    the partial file is already gone, the shards and state file stay."""
+    try:
+        mf.write_json_atomic(path, payload)
+    except OSError as error:
+        hint = "; free space and run again with --resume to finish" if resumable else ""
+        raise BuildFailure(f"cannot write {path}: {error.strerror or error}{hint}") from None
 
 
 def assemble(spec: BuildSpec, generator, system: dict, results: list[pool.ShardResult], width: int,

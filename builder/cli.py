@@ -12,7 +12,8 @@ import click
 
 from . import __version__, build, verify as verify_mod
 from . import manifest as mf
-from .errors import BuildFailure, UserError
+from .atomic import check_writable
+from .errors import BuildFailure, InterruptibleGroup, UserError, run_cli
 from .generators import DEFAULT_KIND, KINDS, get_kind
 from .location import Location
 from .shards import DEFAULT_SHARD_SIZE
@@ -145,7 +146,8 @@ def generator_options(function):
     return function
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=InterruptibleGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="fracbuild")
 def cli() -> None:
     """Build minimal synthetic pre-training data sets (1p-frac and kin) into
@@ -163,6 +165,7 @@ def search(ctx: click.Context, out_path: str, force: bool, kind: str, seed: int,
     and enough of its trial perturbations pass too; write it to --out."""
     if os.path.exists(out_path) and not force:
         raise UserError(f"{out_path} exists; pass --force to replace it")
+    check_writable(out_path)  # before the search, not after it
     generator_cls = get_kind(kind)
     params = generator_cls.make_params(_given_params(ctx, values))
     system = generator_cls.prepare(params, seed, _log)
@@ -339,6 +342,7 @@ def preview(location: str, out_path: str, count: int, thumb: int) -> None:
 
     if count < 1 or thumb < 8:
         raise UserError("--count must be >= 1 and --thumb >= 8")
+    check_writable(out_path)
     write_preview(Location(location), out_path, count, thumb)
     _log(f"wrote {out_path}")
 
@@ -367,26 +371,7 @@ def _log(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and turns every known failure into one line."""
-    try:
-        cli.main(args=argv, prog_name="fracbuild", standalone_mode=False)
-    except click.exceptions.Exit as done:
-        return done.exit_code
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
-        return 130
-    except click.ClickException as error:  # bad option value, missing argument, ...
-        click.echo(f"error: {error.format_message()}", err=True)
-        return 2
-    except UserError as error:
-        click.echo(f"error: {error}", err=True)
-        return 2
-    except BuildFailure as error:
-        click.echo(f"failed: {error}", err=True)
-        return 1
-    except KeyboardInterrupt:
-        click.echo("interrupted: run again with --resume to finish", err=True)
-        return 130
-    return 0
+    return run_cli(cli, argv, "fracbuild", interrupted="interrupted: run again with --resume to finish")
 
 
 def run() -> None:

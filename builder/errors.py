@@ -1,4 +1,19 @@
-"""Error types the command line turns into one line and an exit code."""
+"""Error types the command line turns into one line and an exit code, and
+the one mapping from failures to lines and codes that ``fracbuild`` and
+``fractrain`` both run (it imports nothing heavier than click, so the
+trainer's command line works where only the builder is installed)."""
+
+from __future__ import annotations
+
+import errno
+import re
+from typing import Callable, Sequence
+
+import click
+
+EXIT_USER_ERROR = 2
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 class UserError(Exception):
@@ -10,3 +25,78 @@ class BuildFailure(Exception):
     """A build, verify or publish that started but could not finish (a render
     that never passes its fill check, a crashed worker, a full disk). The CLI
     prints one line and exits with code 1; temporaries are removed."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C inside a command, carried past click (which would turn the
+    KeyboardInterrupt into a bare "aborted") to the mapping below."""
+
+
+class InterruptibleGroup(click.Group):
+    """A click group whose commands' Ctrl-C reaches :func:`run_cli` as
+    :class:`Interrupted`, so the user sees how to continue."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted from None
+
+
+# user:password@ inside a URL; the password is replaced, the rest kept.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host``
+    replaced by ``***``: messages never echo a secret."""
+    return _URL_PASSWORD.sub(r"\g<head>:***@", text)
+
+
+def describe_os_error(error: OSError) -> str:
+    """``cannot write PATH: No space left on device`` and the like."""
+    reason = error.strerror or str(error)
+    if error.filename is None:
+        return reason
+    verb = "write" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG) else "use"
+    return f"cannot {verb} {error.filename}: {reason}"
+
+
+def run_cli(command: click.BaseCommand, argv: Sequence[str] | None, prog_name: str, *, interrupted: str,
+            failures: tuple[type[BaseException], ...] = (),
+            say: Callable[[str], None] = lambda message: click.echo(message, err=True)) -> int:
+    """Run ``command`` and turn every known failure into one line on stderr
+    and an exit code: 2 for a user error (``error: ...``), 1 for a run that
+    started and could not finish (``failed: ...``: BuildFailure, the
+    ``failures`` given, an OS error such as a full disk), 130 for Ctrl-C
+    (``interrupted``, which says how to continue). Secrets in URLs are
+    redacted from every line."""
+
+    def line(message: str) -> None:
+        say(redact(message))
+
+    try:
+        command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except (Interrupted, KeyboardInterrupt):
+        line(interrupted)
+        return EXIT_INTERRUPTED
+    except click.exceptions.Abort as error:
+        # click raises Abort from a KeyboardInterrupt outside a command's body too.
+        line(interrupted if isinstance(error.__cause__ or error.__context__, KeyboardInterrupt)
+             else "error: aborted")
+        return EXIT_INTERRUPTED
+    except click.ClickException as error:  # a bad option value, a missing argument, ...
+        line(f"error: {error.format_message()}")
+        return EXIT_USER_ERROR
+    except UserError as error:
+        line(f"error: {error}")
+        return EXIT_USER_ERROR
+    except (BuildFailure, *failures) as error:
+        line(f"failed: {error}")
+        return EXIT_FAILURE
+    except OSError as error:  # a full disk or a vanished file where no caller said more
+        line(f"failed: {describe_os_error(error)}")
+        return EXIT_FAILURE
+    return 0

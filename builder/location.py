@@ -15,6 +15,7 @@ import errno
 import hashlib
 import os
 import posixpath
+import re
 import time
 from typing import Any, BinaryIO, Callable, TypeVar
 
@@ -134,6 +135,10 @@ class Location:
         self.protocol = self.url.split("://", 1)[0] if is_remote(self.url) else "file"
         if self.protocol in ("s3", "s3a"):
             endpoint = resolve_endpoint(endpoint_url)
+            if endpoint and not re.match(r"^https?://[^/]", endpoint):
+                shown = endpoint.rsplit("@", 1)[-1]  # never echo credentials written into it
+                raise UserError(f"endpoint {shown!r} (--endpoint-url or ${ENDPOINT_ENV}) needs a scheme "
+                                f"and a host, e.g. http://localhost:9000")
             if endpoint:
                 storage_options.setdefault("endpoint_url", endpoint)
             # A fresh client per Location: credentials are read from the chain now,

@@ -231,6 +231,7 @@ def publish(source_dir: str, destination: Location, *, jobs: int = DEFAULT_JOBS,
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
     check_part_size(part_size)
+    check_destination(destination)
     # No build may rewrite the folder while its files go up.
     with outlock.hold(source_dir, create=False, what="SOURCE"):
         return _publish_locked(source_dir, destination, jobs=jobs, dry_run=dry_run, trust_metadata=trust_metadata,

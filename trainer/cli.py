@@ -22,7 +22,7 @@ import yaml
 
 from . import __version__
 from .config import TrainConfig, check_switches, defaults, load_yaml, merge, override
-from .errors import TrainFailure, UserError
+from .errors import TrainFailure, UserError, run_cli
 from .recipe import SWITCHES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -396,26 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         if not quiet:
             click.echo(message, err=True)
 
-    try:
-        cli.main(args=argv, prog_name="fractrain", standalone_mode=False)
-    except click.exceptions.Exit as done:
-        return done.exit_code
-    except click.exceptions.Abort:
-        say("error: aborted")
-        return 130
-    except click.ClickException as error:
-        say(f"error: {error.format_message()}")
-        return 2
-    except UserError as error:
-        say(f"error: {error}")
-        return 2
-    except TrainFailure as error:
-        say(f"failed: {error}")
-        return 1
-    except KeyboardInterrupt:
-        say("interrupted: run the same command with --resume auto to continue from the last checkpoint")
-        return 130
-    return 0
+    return run_cli(cli, argv, "fractrain", failures=(TrainFailure,), say=say,
+                   interrupted="interrupted: run the same command with --resume auto to continue from the "
+                               "last checkpoint")
 
 
 def run() -> None:

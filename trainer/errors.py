@@ -5,11 +5,11 @@
 not go on (a loss that became NaN): ``failed: ...``, exit 1.
 """
 
-from fracbuild.errors import UserError
+from fracbuild.errors import UserError, run_cli
 
 
 class TrainFailure(Exception):
     """A run that started but cannot continue; its checkpoints stay resumable."""
 
 
-__all__ = ["UserError", "TrainFailure"]
+__all__ = ["UserError", "TrainFailure", "run_cli"]
