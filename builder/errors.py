@@ -41,6 +41,23 @@ class InterruptibleGroup(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt:
             raise Interrupted from None
+        except Exception as error:
+            if caused_by_interrupt(error):
+                raise Interrupted from None
+            raise
+
+
+def caused_by_interrupt(error: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in ``error``'s chain: an interrupt can
+    surface as another error (numba re-raises it as a SystemError)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 # user:password@ inside a URL; the password is replaced, the rest kept.

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from . import encode, shards
-from .errors import BuildFailure
+from .errors import EXIT_INTERRUPTED, BuildFailure
 from .generators import Generator, get_kind
 
 
@@ -80,10 +80,17 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _quiet_exit_on_interrupt(signum: int, frame: Any) -> None:
+    # Ctrl-C reaches the whole process group: the build says how to resume;
+    # a worker only stops, without a traceback per process.
+    os._exit(EXIT_INTERRUPTED)
+
+
 def _init_worker(spec: WorkerSpec, parent: int | None = None) -> None:
     global _worker
     if parent is not None:
         _die_with_parent(parent)
+        signal.signal(signal.SIGINT, _quiet_exit_on_interrupt)
     _worker = (spec, get_kind(spec.kind)(spec.params, spec.seed, spec.system))
 
 
@@ -139,6 +146,14 @@ def run_shards(spec: WorkerSpec, plans: list[shards.ShardPlan], workers: int,
                     raise BuildFailure("a worker process died (out of memory or killed); "
                                        "run again with --resume to finish the build") from None
                 on_done(result)
+        except KeyboardInterrupt:
+            # Stop the workers now, not after the whole queue: each exits
+            # quietly on SIGINT, and the pool, broken, lets the `with` end.
+            # (Cancelling futures here races the pool marking them broken.)
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                if process.is_alive():
+                    os.kill(process.pid, signal.SIGINT)
+            raise
         except BaseException:
             for future in pending:
                 future.cancel()

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from fracbuild import manifest as mf
-from fracbuild import shards
+from fracbuild import outlock, shards
 from fracbuild.build import BuildSpec, run_build
 from fracbuild.errors import BuildFailure
 
@@ -146,9 +146,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _start_render(out, args=SLOW_ARGS) -> subprocess.Popen:
+def _start_render(out, args=SLOW_ARGS, workers: str = "2") -> subprocess.Popen:
     command = [sys.executable, "-m", "fracbuild.cli", "render", *args, "--out", str(out),
-               "--workers", "2", "--no-progress"]
+               "--workers", workers, "--no-progress"]
     return subprocess.Popen(command, stderr=subprocess.PIPE, start_new_session=True)
 
 
@@ -245,3 +245,28 @@ def test_resume_replaces_a_wrong_shard_planted_under_a_final_name(tmp_path, plan
     assert [s["sha256"] for s in resumed["shards"]] == [s["sha256"] for s in expected["shards"]]
     assert first.read_bytes() == (tmp_path / "reference" / first.name).read_bytes()
     assert resumed["samples"] == expected["samples"]
+
+
+# --- Ctrl-C -----------------------------------------------------------------
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_prints_the_resume_hint_and_exits_130(tmp_path, reference, workers):
+    out = tmp_path / "shards"
+    process = _start_render(out, workers=workers)
+    _wait_for_shards(out, 2)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    try:
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    err = err.decode()
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted: run again with --resume to finish", err
+    assert "Traceback" not in err and "aborted" not in err and "\n\n" not in err, err
+    assert not list(out.glob("*.partial")) and not (out / outlock.LOCK_NAME).exists()
+
+    from fracbuild.cli import main
+
+    assert main(["render", *SLOW_ARGS, "--out", str(out), "--workers", workers, "--resume", "--no-progress"]) == 0
+    resumed = json.loads((out / mf.MANIFEST_NAME).read_text())
+    assert [s["sha256"] for s in resumed["shards"]] == [s["sha256"] for s in reference["shards"]]
