@@ -175,6 +175,14 @@ def search(ctx: click.Context, out_path: str, force: bool, kind: str, seed: int,
     click.echo(json.dumps({"out": out_path, **{k: system[k] for k in system if not isinstance(system[k], list)}}))
 
 
+def timeout_option(function):
+    """--timeout, shared by every command that may talk to an object store."""
+    return click.option("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="Longest a remote operation may take, its retries included, seconds; each request waits "
+                             "at most a quarter of it to connect and for each read. [default: $FRACBUILD_TIMEOUT, "
+                             "else 30]")(function)
+
+
 def _read_ifs(path: str, kind: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -214,11 +222,12 @@ def _read_ifs(path: str, kind: str) -> dict[str, Any]:
 @click.option("--endpoint-url", metavar="URL",
               help="S3-compatible endpoint for --publish (R2, MinIO, ...). [default: $FRACBUILD_ENDPOINT_URL, "
                    "else botocore's configuration]")
+@timeout_option
 @click.pass_context
 def render(ctx: click.Context, out_dir: str, ifs_path: str | None, manifest_path: str | None,
            prefix: str | None, shard_size: int, workers: int, resume: bool, overwrite: bool,
            progress: bool, as_json: bool, publish_url: str | None, endpoint_url: str | None,
-           kind: str, seed: int, **values: Any) -> None:
+           timeout: float | None, kind: str, seed: int, **values: Any) -> None:
     """Render a data set into WebDataset shards (searching for the base system
     first unless --ifs or --manifest gives one); the manifest is written last."""
     system = None
@@ -239,7 +248,7 @@ def render(ctx: click.Context, out_dir: str, ifs_path: str | None, manifest_path
     if publish_url:
         from .publish import ShardStreamer
 
-        streamer = ShardStreamer(Location(publish_url, endpoint_url=endpoint_url), out_dir,
+        streamer = ShardStreamer(Location(publish_url, endpoint_url=endpoint_url, timeout=timeout), out_dir,
                                  overwrite=overwrite, log=_log)
     try:
         manifest = build.run_build(spec, out_dir, workers=workers, resume=resume, overwrite=overwrite,
@@ -279,7 +288,9 @@ def _summary(manifest: dict[str, Any], where: str) -> dict[str, Any]:
 @click.option("--endpoint-url", metavar="URL",
               help="S3-compatible endpoint for an s3:// LOCATION. [default: $FRACBUILD_ENDPOINT_URL, "
                    "else botocore's configuration]")
-def verify(location: str, deep: int, seed: int, progress: bool, endpoint_url: str | None) -> None:
+@timeout_option
+def verify(location: str, deep: int, seed: int, progress: bool, endpoint_url: str | None,
+           timeout: float | None) -> None:
     """Check LOCATION (a directory or s3:// prefix) against its manifest:
     schema, shards' sizes, sha256 and counts, decodable samples at the
     declared size, every label present. Exit 1 and list problems on mismatch."""
@@ -287,7 +298,7 @@ def verify(location: str, deep: int, seed: int, progress: bool, endpoint_url: st
 
     if deep < 0:
         raise UserError(f"--deep must be >= 0, got {deep}")
-    where = Location(location, endpoint_url=endpoint_url)
+    where = Location(location, endpoint_url=endpoint_url, timeout=timeout)
     with tqdm(unit="img", desc="verify", disable=not progress, file=sys.stderr) as bar:
         manifest, problems = verify_mod.verify(where, deep=deep, seed=seed, progress=bar.update)
     if problems:
@@ -314,15 +325,18 @@ def verify(location: str, deep: int, seed: int, progress: bool, endpoint_url: st
 @click.option("--dry-run", is_flag=True, help="List what would be uploaded and kept; move nothing.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@timeout_option
 def publish(source: str, destination: str, endpoint_url: str | None, jobs: int, part_size: int,
-            trust_metadata: bool, overwrite: bool, dry_run: bool, progress: bool, as_json: bool) -> None:
+            trust_metadata: bool, overwrite: bool, dry_run: bool, progress: bool, as_json: bool,
+            timeout: float | None) -> None:
     """Upload the finished data set in SOURCE to DESTINATION (s3://bucket/prefix):
     every shard, then the manifest last, each checked by sha256 after upload.
     A re-run uploads only what is missing or wrong. Credentials come from the
     standard AWS chain (environment, profile, instance role)."""
     from .publish import MIB, publish as publish_data_set
 
-    report = publish_data_set(source, Location(destination, endpoint_url=endpoint_url), jobs=jobs,
+    where = Location(destination, endpoint_url=endpoint_url, timeout=timeout)
+    report = publish_data_set(source, where, jobs=jobs,
                               dry_run=dry_run, trust_metadata=trust_metadata, overwrite=overwrite,
                               part_size=part_size * MIB, progress=progress, log=_log)
     _log(report.message())
@@ -350,9 +364,13 @@ def preview(location: str, out_path: str, count: int, thumb: int) -> None:
 @cli.command()
 @click.argument("location")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info(location: str, as_json: bool) -> None:
+@click.option("--endpoint-url", metavar="URL",
+              help="S3-compatible endpoint for an s3:// LOCATION. [default: $FRACBUILD_ENDPOINT_URL, "
+                   "else botocore's configuration]")
+@timeout_option
+def info(location: str, as_json: bool, endpoint_url: str | None, timeout: float | None) -> None:
     """A short summary of the data set at LOCATION."""
-    manifest = Location(location).read_manifest()
+    manifest = Location(location, endpoint_url=endpoint_url, timeout=timeout).read_manifest()
     summary = _summary(manifest, location)
     if as_json:
         click.echo(json.dumps(summary))

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from . import manifest as mf
 from . import outlock, shards
 from .errors import BuildFailure, UserError
-from .location import Location, retry
+from .location import Location
 
 DEFAULT_JOBS = 8
 MIB = 1 << 20
@@ -124,7 +124,8 @@ def remote_listing(destination: Location) -> dict[str, int]:
     """Object name -> size directly under the destination prefix. A missing
     bucket or denied access becomes a one-line UserError."""
     try:
-        found = retry(lambda: destination.fs.ls(destination.root, detail=True, refresh=True), destination.url)
+        found = destination.retry(lambda: destination.fs.ls(destination.root, detail=True, refresh=True),
+                                  destination.url)
     except FileNotFoundError as error:
         destination.raise_user_error(error)  # NoSuchBucket
         return {}  # an empty prefix
@@ -144,7 +145,8 @@ def decide(destination: Location, item: Item, listing: dict[str, int], trust_met
     if there != item.bytes:
         return Decision(item, True, f"{there} bytes there, {item.bytes} expected")
     if trust_metadata:
-        recorded = retry(lambda: destination.fs.metadata(destination.path(item.name)), destination.uri(item.name))
+        recorded = destination.retry(lambda: destination.fs.metadata(destination.path(item.name)),
+                                     destination.uri(item.name))
         if recorded.get(SHA256_METADATA) == item.sha256:
             return Decision(item, False, "already there and correct (size and recorded sha256)")
     digest, _ = destination.sha256(item.name)
@@ -171,7 +173,8 @@ def publish_object(destination: Location, source_dir: str, item: Item, part_size
         raise BuildFailure(f"{local_path}: sha256 {local[:12]}..., its manifest says {item.sha256[:12]}... "
                            f"(run 'fracbuild verify {source_dir}')")
     try:
-        retry(lambda: upload_object(destination, local_path, item, part_size), destination.uri(item.name))
+        destination.retry(lambda: upload_object(destination, local_path, item, part_size),
+                          destination.uri(item.name))
         digest, size = destination.sha256(item.name)
     except BuildFailure:
         raise
@@ -212,7 +215,8 @@ def claim_destination(destination: Location, source_dir: str, overwrite: bool, d
         if dry_run:
             log(f"would remove {destination.uri(mf.MANIFEST_NAME)} first (--overwrite)")
         else:
-            retry(lambda: destination.fs.rm_file(destination.path(mf.MANIFEST_NAME)), destination.url)
+            destination.retry(lambda: destination.fs.rm_file(destination.path(mf.MANIFEST_NAME)),
+                              destination.url)
             log(f"removed the old manifest at {destination.uri(mf.MANIFEST_NAME)} (--overwrite)")
         listing.pop(mf.MANIFEST_NAME)
     return listing
@@ -328,7 +332,8 @@ class ShardStreamer:
         self.listing = claim_destination(destination, source_dir, overwrite, False, log)
         if overwrite and mf.MANIFEST_NAME in self.listing:
             # The local set is about to be replaced too: uncommit the remote one first.
-            retry(lambda: destination.fs.rm_file(destination.path(mf.MANIFEST_NAME)), destination.url)
+            destination.retry(lambda: destination.fs.rm_file(destination.path(mf.MANIFEST_NAME)),
+                              destination.url)
             self.listing.pop(mf.MANIFEST_NAME)
             log(f"removed the old manifest at {destination.uri(mf.MANIFEST_NAME)} (--overwrite)")
         self.pool = futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="publish")

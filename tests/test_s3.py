@@ -532,3 +532,39 @@ def test_fractrain_on_a_missing_bucket_gives_one_line(capsys, tmp_path, s3_endpo
     assert code == 2
     assert err == f"error: bucket 'no-such-bucket' does not exist at {s3_endpoint}\n"
     assert not (tmp_path / "run").exists()
+
+
+# --- an endpoint that accepts connections and never answers ----------------
+@pytest.fixture
+def silent_endpoint():
+    """``http://127.0.0.1:PORT`` of a socket that accepts and never answers."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)  # the kernel completes the handshakes; nobody ever reads
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+@pytest.mark.parametrize("command", ["verify", "publish", "info"])
+def test_a_silent_endpoint_fails_with_one_line_naming_it(capsys, tiny_dataset, silent_endpoint, command):
+    args = {"verify": ["verify", "s3://b/p", "--no-progress"],
+            "publish": ["publish", tiny_dataset, "s3://b/p", "--no-progress"],
+            "info": ["info", "s3://b/p"]}[command]
+    code, _, err = fracbuild(capsys, *args, "--endpoint-url", silent_endpoint, "--timeout", "3")
+    lines = err.strip().splitlines()
+    assert code == 1, err
+    assert lines[-1].startswith(f"failed: cannot reach {silent_endpoint}") and "timeout" in lines[-1].lower(), err
+    retries = lines[:-1]
+    assert retries and all(line.startswith("retry ") and "s3://b/p" in line for line in retries), err
+
+
+@needs_trainer_cli
+def test_fractrain_on_a_silent_endpoint_gives_one_line(capsys, tmp_path, silent_endpoint, monkeypatch):
+    monkeypatch.setenv(location_mod.ENDPOINT_ENV, silent_endpoint)
+    monkeypatch.setenv(location_mod.TIMEOUT_ENV, "3")
+    code, err = fractrain(capsys, *_pretrain_args("s3://b/p", tmp_path / "run"))
+    assert code == 1, err
+    assert err.strip().splitlines()[-1].startswith(f"failed: cannot reach {silent_endpoint}"), err
+    assert "Traceback" not in err
