@@ -30,13 +30,14 @@ from . import manifest as mf
 from . import outlock, shards
 from .errors import BuildFailure, UserError
 from .location import Location
+from .remote_commit import (SHA256_METADATA, Claim, check_committed, check_objects, commit_manifest, content,
+                            read_claim, remove_dropped)
 
 DEFAULT_JOBS = 8
 MIB = 1 << 20
 DEFAULT_PART_SIZE = 16 * MIB  # objects of at least twice this go up in parts
 MIN_PART_SIZE = 5 * MIB  # S3's smallest part (all but the last)
 PART_CONCURRENCY = 4  # parts of one object in flight at once
-SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def decide(destination: Location, item: Item, listing: dict[str, int], trust_met
         recorded = destination.retry(lambda: destination.fs.metadata(destination.path(item.name)),
                                      destination.uri(item.name))
         if recorded.get(SHA256_METADATA) == item.sha256:
-            return Decision(item, False, "already there and correct (size and recorded sha256)")
+            return Decision(item, False, "present (metadata trusted, not read back)")
     digest, _ = destination.sha256(item.name)
     if digest != item.sha256:
         return Decision(item, True, "sha256 differs")
@@ -156,17 +157,20 @@ def decide(destination: Location, item: Item, listing: dict[str, int], trust_met
 
 
 # --- moving one object ----------------------------------------------------
-def upload_object(destination: Location, local_path: str, item: Item, part_size: int) -> None:
+def upload_object(destination: Location, local_path: str, item: Item, part_size: int, **condition: str) -> None:
     """Put one file at ``item.name`` with its sha256 in the metadata; s3fs
-    uploads it in ``part_size`` parts when it is at least twice that."""
+    uploads it in ``part_size`` parts when it is at least twice that.
+    ``condition`` (IfMatch / IfNoneMatch) makes it one conditional PUT."""
+    if condition:
+        part_size = max(part_size, item.bytes)  # a multipart upload would not carry the condition
     destination.fs.put_file(local_path, destination.path(item.name), chunksize=part_size,
-                            max_concurrency=PART_CONCURRENCY, Metadata={SHA256_METADATA: item.sha256})
+                            max_concurrency=PART_CONCURRENCY, Metadata={SHA256_METADATA: item.sha256}, **condition)
 
 
 def publish_object(destination: Location, source_dir: str, item: Item, part_size: int) -> None:
     """Upload ``item`` from ``source_dir`` and check it: the local file must
     match the manifest first, and the object read back must match after.
-    A mismatching object is removed so that no later run trusts it."""
+    A mismatch fails the publish; the manifest is then never committed."""
     local_path = os.path.join(source_dir, item.name)
     local = shards.sha256_file(local_path)
     if local != item.sha256:
@@ -182,55 +186,56 @@ def publish_object(destination: Location, source_dir: str, item: Item, part_size
         destination.raise_user_error(error)
         raise BuildFailure(f"{destination.uri(item.name)}: upload failed: {error}") from error
     if (digest, size) != (item.sha256, item.bytes):
-        destination.fs.rm_file(destination.path(item.name))
+        # Not removed: the bytes there may be another publisher's, written after ours.
         raise BuildFailure(f"{destination.uri(item.name)}: read back {size} bytes with sha256 {digest[:12]}..., "
-                           f"expected {item.bytes} bytes with sha256 {item.sha256[:12]}...; removed it")
+                           f"expected {item.bytes} bytes with sha256 {item.sha256[:12]}...")
 
 
 # --- the whole data set -----------------------------------------------------
-def _remote_manifest_matches(destination: Location, listing: dict[str, int], source_dir: str) -> bool | None:
-    """None when no manifest is there; else whether it is byte-identical to ours."""
-    if mf.MANIFEST_NAME not in listing:
-        return None
+def _local_manifest(source_dir: str) -> dict[str, Any] | None:
     path = os.path.join(source_dir, mf.MANIFEST_NAME)
-    if not os.path.isfile(path):
-        return False
-    with open(path, "rb") as handle:
-        return destination.read_bytes(mf.MANIFEST_NAME) == handle.read()
+    return mf.read_manifest(path) if os.path.isfile(path) else None
 
 
 def claim_destination(destination: Location, source_dir: str, overwrite: bool, dry_run: bool,
-                      log: Callable[[str], None]) -> dict[str, int]:
-    """Check the destination before anything moves; returns its listing.
+                      log: Callable[[str], None]) -> Claim:
+    """Check the destination before anything moves; returns what this run
+    saw there (the commit is conditional on it).
 
-    A manifest of another data set there is refused unless ``overwrite``,
-    which removes that manifest first, so the old set is uncommitted before
-    any of its objects is replaced."""
+    A data set there whose content (configuration, classes, shards) differs
+    from ours is refused unless ``overwrite``. Its manifest stays committed
+    until ours replaces it, so the prefix is never without one."""
     check_destination(destination)
     listing = remote_listing(destination)
-    if _remote_manifest_matches(destination, listing, source_dir) is False:
-        if not overwrite:
-            raise UserError(f"{destination.url} already holds a different data set (its manifest differs); "
-                            "choose another prefix, or pass --overwrite to replace it")
-        if dry_run:
-            log(f"would remove {destination.uri(mf.MANIFEST_NAME)} first (--overwrite)")
-        else:
-            destination.retry(lambda: destination.fs.rm_file(destination.path(mf.MANIFEST_NAME)),
-                              destination.url)
-            log(f"removed the old manifest at {destination.uri(mf.MANIFEST_NAME)} (--overwrite)")
-        listing.pop(mf.MANIFEST_NAME)
-    return listing
+    try:
+        claim = read_claim(destination, listing)
+    except FileNotFoundError:  # removed since the listing: an empty prefix again
+        listing.pop(mf.MANIFEST_NAME, None)
+        claim = read_claim(destination, listing)
+    except Exception as error:
+        destination.raise_user_error(error)
+        raise
+    if claim.manifest is not None:
+        ours = _local_manifest(source_dir)
+        if ours is None or content(ours) != content(claim.manifest):
+            if not overwrite:
+                raise UserError(f"{destination.url} already holds a different data set (its configuration, "
+                                "classes or shards differ); choose another prefix, or pass --overwrite to "
+                                "replace it")
+            log(f"{'would replace' if dry_run else 'replacing'} the data set at {destination.url} (--overwrite); "
+                "its manifest stays until the new one is committed")
+    return claim
 
 
 def publish(source_dir: str, destination: Location, *, jobs: int = DEFAULT_JOBS, dry_run: bool = False,
             trust_metadata: bool = False, overwrite: bool = False, part_size: int = DEFAULT_PART_SIZE,
             progress: bool = True, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-            verified: frozenset[str] = frozenset(), listing: dict[str, int] | None = None) -> PublishReport:
+            verified: frozenset[str] = frozenset(), claim: Claim | None = None) -> PublishReport:
     """Publish the finished data set in ``source_dir`` to ``destination``.
 
     ``verified``: names this process has already uploaded and checked (by
-    :class:`ShardStreamer`), skipped without a look. ``listing``: the
-    destination's listing when the caller has already claimed it.
+    :class:`ShardStreamer`), skipped without a look. ``claim``: what the
+    caller saw at the destination when it claimed it before this call.
     """
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
@@ -240,16 +245,17 @@ def publish(source_dir: str, destination: Location, *, jobs: int = DEFAULT_JOBS,
     with outlock.hold(source_dir, create=False, what="SOURCE"):
         return _publish_locked(source_dir, destination, jobs=jobs, dry_run=dry_run, trust_metadata=trust_metadata,
                                overwrite=overwrite, part_size=part_size, progress=progress, log=log,
-                               verified=verified, listing=listing)
+                               verified=verified, claim=claim)
 
 
 def _publish_locked(source_dir: str, destination: Location, *, jobs: int, dry_run: bool, trust_metadata: bool,
                     overwrite: bool, part_size: int, progress: bool, log: Callable[[str], None],
-                    verified: frozenset[str], listing: dict[str, int] | None) -> PublishReport:
+                    verified: frozenset[str], claim: Claim | None) -> PublishReport:
     items, tail = local_items(source_dir)
-    if listing is None:
-        listing = claim_destination(destination, source_dir, overwrite, dry_run, log)
-    extra = sorted(set(listing) - {i.name for i in items + tail})
+    if claim is None:
+        claim = claim_destination(destination, source_dir, overwrite, dry_run, log)
+    listing = claim.listing
+    extra = sorted(set(listing) - {i.name for i in items + tail} - claim.manifest_names)
     if extra:
         log(f"{len(extra)} object(s) under {destination.url} are not in the manifest and stay as they are "
             f"(e.g. {extra[0]})")
@@ -272,10 +278,36 @@ def _publish_locked(source_dir: str, destination: Location, *, jobs: int, dry_ru
         bar.update(item.bytes)
         return decision
 
+    def commit(item: Item) -> Decision:
+        """The manifest: written last, conditionally, then checked."""
+        placed = [*items, *(i for i in tail if i.name != mf.MANIFEST_NAME)]
+        ours = mf.read_manifest(source_dir)
+        if claim.manifest is not None and content(claim.manifest) == content(ours):
+            decision = Decision(item, False, "already there: the same data set (its manifest may differ in "
+                                             "timings only)")
+        else:
+            decision = Decision(item, True, "the commit, after every object")
+        if not dry_run:
+            check_objects(destination, placed, "before the commit")
+            local_path = os.path.join(source_dir, mf.MANIFEST_NAME)
+            with open(local_path, "rb") as handle:
+                data = handle.read()
+            if decision.upload:
+                commit_manifest(destination, claim,
+                                lambda condition: upload_object(destination, local_path, item, part_size, **condition))
+            else:
+                data = destination.read_bytes(mf.MANIFEST_NAME)
+            check_committed(destination, data, placed)
+            if decision.upload and overwrite:
+                remove_dropped(destination, claim, {i.name for i in placed} | {mf.MANIFEST_NAME}, log)
+        (report.uploaded if decision.upload else report.skipped).append(item)
+        bar.update(item.bytes)
+        return decision
+
     try:
         decisions = _run_all(one, items, jobs)
         # _info.json, then the manifest (the commit), strictly after every shard.
-        decisions += [one(item) for item in tail]
+        decisions += [one(item) if item.name != mf.MANIFEST_NAME else commit(item) for item in tail]
     except (BuildFailure, OSError) as error:
         placed = len(report.uploaded) + len(report.skipped)
         raise BuildFailure(f"{error}; {placed} of {len(items) + len(tail)} objects are in place but the "
@@ -329,13 +361,9 @@ class ShardStreamer:
         self.destination, self.source_dir, self.part_size, self.log = destination, source_dir, part_size, log
         self.jobs = jobs
         # Fail on credentials, a missing bucket or another data set there before rendering.
-        self.listing = claim_destination(destination, source_dir, overwrite, False, log)
-        if overwrite and mf.MANIFEST_NAME in self.listing:
-            # The local set is about to be replaced too: uncommit the remote one first.
-            destination.retry(lambda: destination.fs.rm_file(destination.path(mf.MANIFEST_NAME)),
-                              destination.url)
-            self.listing.pop(mf.MANIFEST_NAME)
-            log(f"removed the old manifest at {destination.uri(mf.MANIFEST_NAME)} (--overwrite)")
+        self.overwrite = overwrite
+        self.claim = claim_destination(destination, source_dir, overwrite, False, log)
+        self.listing = self.claim.listing
         self.pool = futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="publish")
         self.pending: list[futures.Future] = []
         self.verified: set[str] = set()
@@ -366,7 +394,8 @@ class ShardStreamer:
         self._raise_first_failure(done_only=False)
         self.pool.shutdown(wait=True)
         return publish(self.source_dir, self.destination, jobs=self.jobs, part_size=self.part_size,
-                       progress=progress, log=self.log, verified=frozenset(self.verified), listing=self.listing)
+                       overwrite=self.overwrite, progress=progress, log=self.log, verified=frozenset(self.verified),
+                       claim=self.claim)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -104,8 +104,8 @@ def upload_log(monkeypatch):
     names: list[str] = []
     real = publish_mod.upload_object
 
-    def spy(destination, local_path, item, part_size):
-        real(destination, local_path, item, part_size)
+    def spy(destination, local_path, item, part_size, **condition):
+        real(destination, local_path, item, part_size, **condition)
         names.append(item.name)
 
     monkeypatch.setattr(publish_mod, "upload_object", spy)
@@ -219,23 +219,50 @@ def test_corrupt_or_truncated_remote_object_is_caught_by_verify_and_repaired_by_
     assert fracbuild(capsys, "verify", url, "--endpoint-url", s3_endpoint, "--no-progress")[0] == 0
 
 
-def test_a_different_data_set_is_not_overwritten_without_overwrite(
-        capsys, tiny_dataset, tmp_path, s3, bucket, s3_endpoint):
+def test_a_rebuild_of_the_same_data_set_is_the_same_data_set(capsys, tiny_dataset, tmp_path, s3, bucket,
+                                                             s3_endpoint):
+    url = f"s3://{bucket}/tiny"
+    assert publish_cli(capsys, tiny_dataset, url, s3_endpoint)[0] == 0
+    first = s3.get_object(Bucket=bucket, Key="tiny/manifest.json")["Body"].read()
+    rebuilt = tmp_path / "rebuilt"
+    shutil.copytree(tiny_dataset, rebuilt)
+    manifest = json.loads((rebuilt / "manifest.json").read_text())
+    manifest["timings"]["render_seconds"] += 1.0  # a byte-identical rebuild, timed differently
+    manifest["environment"]["python"] = "another"
+    (rebuilt / "manifest.json").write_text(json.dumps(manifest))
+
+    code, summary, err = publish_cli(capsys, rebuilt, url, s3_endpoint)
+    assert code == 0, err
+    assert (summary["uploaded"], summary["skipped"]) == (0, 5)
+    assert s3.get_object(Bucket=bucket, Key="tiny/manifest.json")["Body"].read() == first
+
+
+def test_overwrite_keeps_a_manifest_until_the_new_one_commits_then_drops_old_objects(
+        capsys, tiny_dataset, tmp_path, s3, bucket, s3_endpoint, monkeypatch):
+    from conftest import build_tiny
+
     url = f"s3://{bucket}/tiny"
     assert publish_cli(capsys, tiny_dataset, url, s3_endpoint)[0] == 0
     other = tmp_path / "other"
-    shutil.copytree(tiny_dataset, other)
-    manifest = json.loads((other / "manifest.json").read_text())
-    manifest["timings"]["render_seconds"] += 1.0  # another build of the same shards
-    (other / "manifest.json").write_text(json.dumps(manifest))
-
+    build_tiny(other, seed=5, shard_size=8)  # another data set: two shards, not three
     code, _, err = publish_cli(capsys, other, url, s3_endpoint)
     assert code == 2 and "already holds a different data set" in err and "--overwrite" in err
+
+    manifests_seen = []
+    real = publish_mod.upload_object
+
+    def watch(destination, local_path, item, part_size, **condition):
+        manifests_seen.append("tiny/manifest.json" in keys(s3, bucket, "tiny/"))
+        real(destination, local_path, item, part_size, **condition)
+
+    monkeypatch.setattr(publish_mod, "upload_object", watch)
     code, summary, err = publish_cli(capsys, other, url, s3_endpoint, "--overwrite")
     assert code == 0, err
-    assert (summary["uploaded"], summary["skipped"]) == (1, 4)  # only the manifest differs
-    remote = s3.get_object(Bucket=bucket, Key="tiny/manifest.json")["Body"].read()
-    assert remote == (other / "manifest.json").read_bytes()
+    assert manifests_seen and all(manifests_seen), "the prefix was left without a manifest during the upload"
+    assert keys(s3, bucket, "tiny/") == {f"tiny/{name}": size for name, size in expected_objects(other).items()}
+    assert s3.get_object(Bucket=bucket, Key="tiny/manifest.json")["Body"].read() == \
+        (other / "manifest.json").read_bytes()
+    assert fracbuild(capsys, "verify", url, "--endpoint-url", s3_endpoint, "--no-progress")[0] == 0
 
 
 def test_large_object_goes_up_in_parts_and_is_checked(tmp_path, s3, bucket, s3_endpoint):
@@ -252,14 +279,15 @@ def test_large_object_goes_up_in_parts_and_is_checked(tmp_path, s3, bucket, s3_e
     assert destination.sha256("big.tar") == (item.sha256, len(data))
 
 
-def test_an_object_that_reads_back_wrong_is_removed(tmp_path, s3, bucket, s3_endpoint, monkeypatch):
+def test_an_object_that_reads_back_wrong_fails_and_is_left_alone(tmp_path, s3, bucket, s3_endpoint, monkeypatch):
     (tmp_path / "a.tar").write_bytes(b"payload")
     item = publish_mod.Item("a.tar", 7, hashlib.sha256(b"payload").hexdigest())
     destination = Location(f"s3://{bucket}/x", endpoint_url=s3_endpoint)
     monkeypatch.setattr(Location, "sha256", lambda self, name: ("0" * 64, 7))  # a store that mangled it
     with pytest.raises(publish_mod.BuildFailure, match="read back 7 bytes with sha256 000000000000"):
         publish_mod.publish_object(destination, str(tmp_path), item, part_size=publish_mod.MIN_PART_SIZE)
-    assert keys(s3, bucket) == {}
+    # Not deleted: what is there may be another publisher's write, not this one's.
+    assert keys(s3, bucket) == {"x/a.tar": 7}
 
 
 # --- one clear line for the usual mistakes ---------------------------------
@@ -314,8 +342,8 @@ def test_render_publish_uploads_shards_while_rendering_and_the_manifest_last(
     lock = threading.Lock()
     real_upload, real_render = publish_mod.upload_object, pool_mod.render_shard
 
-    def upload(destination, local_path, item, part_size):
-        real_upload(destination, local_path, item, part_size)
+    def upload(destination, local_path, item, part_size, **condition):
+        real_upload(destination, local_path, item, part_size, **condition)
         with lock:
             order.append(item.name)
             uploaded.setdefault(item.name, threading.Event()).set()
