@@ -31,7 +31,7 @@ from . import outlock, shards
 from .errors import BuildFailure, UserError
 from .location import Location
 from .remote_commit import (SHA256_METADATA, Claim, check_committed, check_objects, commit_manifest, content,
-                            read_claim, remove_dropped)
+                            head, read_claim, remove_dropped)
 
 DEFAULT_JOBS = 8
 MIB = 1 << 20
@@ -121,9 +121,10 @@ def local_items(source_dir: str) -> tuple[list[Item], list[Item]]:
     return items, tail
 
 
-def remote_listing(destination: Location) -> dict[str, int]:
-    """Object name -> size directly under the destination prefix. A missing
-    bucket or denied access becomes a one-line UserError."""
+def remote_listing(destination: Location, etags: dict[str, str] | None = None) -> dict[str, int]:
+    """Object name -> size directly under the destination prefix (and name
+    -> ETag into ``etags``). A missing bucket or denied access becomes a
+    one-line UserError."""
     try:
         found = destination.retry(lambda: destination.fs.ls(destination.root, detail=True, refresh=True),
                                   destination.url)
@@ -134,8 +135,10 @@ def remote_listing(destination: Location) -> dict[str, int]:
         destination.raise_user_error(error)
         raise
     prefix = destination.root.rstrip("/") + "/"
-    return {info["name"][len(prefix):]: int(info["size"]) for info in found
-            if info["name"].startswith(prefix) and info.get("type") != "directory"}
+    objects = [info for info in found if info["name"].startswith(prefix) and info.get("type") != "directory"]
+    if etags is not None:
+        etags.update({info["name"][len(prefix):]: info["ETag"] for info in objects if info.get("ETag")})
+    return {info["name"][len(prefix):]: int(info["size"]) for info in objects}
 
 
 def decide(destination: Location, item: Item, listing: dict[str, int], trust_metadata: bool) -> Decision:
@@ -160,14 +163,24 @@ def decide(destination: Location, item: Item, listing: dict[str, int], trust_met
 def upload_object(destination: Location, local_path: str, item: Item, part_size: int, **condition: str) -> None:
     """Put one file at ``item.name`` with its sha256 in the metadata; s3fs
     uploads it in ``part_size`` parts when it is at least twice that.
-    ``condition`` (IfMatch / IfNoneMatch) makes it one conditional PUT."""
-    if condition:
-        part_size = max(part_size, item.bytes)  # a multipart upload would not carry the condition
+    ``condition`` (IfMatch / IfNoneMatch) makes a single PUT conditional:
+    another writer's object is never replaced unseen."""
+    if item.bytes >= 2 * part_size:
+        condition = {}  # a multipart upload does not carry it; the checks around the commit cover these
     destination.fs.put_file(local_path, destination.path(item.name), chunksize=part_size,
                             max_concurrency=PART_CONCURRENCY, Metadata={SHA256_METADATA: item.sha256}, **condition)
 
 
-def publish_object(destination: Location, source_dir: str, item: Item, part_size: int) -> None:
+def write_condition(claim: Claim, name: str) -> dict[str, str]:
+    """Replace only what this run saw: nothing (If-None-Match) or the
+    version listed at its start (If-Match on its ETag)."""
+    if name not in claim.listing:
+        return {"IfNoneMatch": "*"}
+    return {"IfMatch": claim.etags[name]} if name in claim.etags else {}
+
+
+def publish_object(destination: Location, source_dir: str, item: Item, part_size: int,
+                   condition: dict[str, str] | None = None) -> None:
     """Upload ``item`` from ``source_dir`` and check it: the local file must
     match the manifest first, and the object read back must match after.
     A mismatch fails the publish; the manifest is then never committed."""
@@ -177,8 +190,13 @@ def publish_object(destination: Location, source_dir: str, item: Item, part_size
         raise BuildFailure(f"{local_path}: sha256 {local[:12]}..., its manifest says {item.sha256[:12]}... "
                            f"(run 'fracbuild verify {source_dir}')")
     try:
-        destination.retry(lambda: upload_object(destination, local_path, item, part_size),
-                          destination.uri(item.name))
+        try:
+            destination.retry(lambda: upload_object(destination, local_path, item, part_size, **(condition or {})),
+                              destination.uri(item.name))
+        except FileExistsError:  # 412: the object is not the version this run saw
+            if head(destination, item.name) != (item.bytes, item.sha256):  # unless a lost answer to our own PUT
+                raise BuildFailure(f"another publish is writing to {destination.url}: {item.name} appeared or "
+                                   "changed since this run looked; this run commits nothing") from None
         digest, size = destination.sha256(item.name)
     except BuildFailure:
         raise
@@ -206,7 +224,8 @@ def claim_destination(destination: Location, source_dir: str, overwrite: bool, d
     from ours is refused unless ``overwrite``. Its manifest stays committed
     until ours replaces it, so the prefix is never without one."""
     check_destination(destination)
-    listing = remote_listing(destination)
+    etags: dict[str, str] = {}
+    listing = remote_listing(destination, etags)
     try:
         claim = read_claim(destination, listing)
     except FileNotFoundError:  # removed since the listing: an empty prefix again
@@ -215,6 +234,7 @@ def claim_destination(destination: Location, source_dir: str, overwrite: bool, d
     except Exception as error:
         destination.raise_user_error(error)
         raise
+    claim.etags = etags
     if claim.manifest is not None:
         ours = _local_manifest(source_dir)
         if ours is None or content(ours) != content(claim.manifest):
@@ -273,7 +293,7 @@ def _publish_locked(source_dir: str, destination: Location, *, jobs: int, dry_ru
                 destination.raise_user_error(error)
                 raise BuildFailure(f"{destination.uri(item.name)}: cannot check: {error}") from error
             if decision.upload and not dry_run:
-                publish_object(destination, source_dir, item, part_size)
+                publish_object(destination, source_dir, item, part_size, write_condition(claim, item.name))
         (report.uploaded if decision.upload else report.skipped).append(item)
         bar.update(item.bytes)
         return decision
@@ -293,8 +313,9 @@ def _publish_locked(source_dir: str, destination: Location, *, jobs: int, dry_ru
             with open(local_path, "rb") as handle:
                 data = handle.read()
             if decision.upload:
+                single = max(part_size, item.bytes)  # one PUT, which carries the condition
                 commit_manifest(destination, claim,
-                                lambda condition: upload_object(destination, local_path, item, part_size, **condition))
+                                lambda condition: upload_object(destination, local_path, item, single, **condition))
             else:
                 data = destination.read_bytes(mf.MANIFEST_NAME)
             check_committed(destination, data, placed)
@@ -374,7 +395,8 @@ class ShardStreamer:
         self.pending.append(self.pool.submit(self._upload, item))
 
     def _upload(self, item: Item) -> None:
-        publish_object(self.destination, self.source_dir, item, self.part_size)
+        publish_object(self.destination, self.source_dir, item, self.part_size,
+                       write_condition(self.claim, item.name))
         self.verified.add(item.name)
         self.listing[item.name] = item.bytes
 

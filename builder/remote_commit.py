@@ -15,7 +15,7 @@ reports success for a prefix that would fail ``fracbuild verify``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import manifest as mf
@@ -42,6 +42,7 @@ class Claim:
     listing: dict[str, int]
     manifest: dict[str, Any] | None = None
     etag: str | None = None
+    etags: dict[str, str] = field(default_factory=dict)  # every listed object's, for conditional writes
 
     @property
     def manifest_names(self) -> set[str]:

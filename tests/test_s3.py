@@ -171,11 +171,11 @@ def test_interrupted_publish_leaves_no_manifest_and_a_rerun_finishes(
     real = publish_mod.upload_object
     calls = []
 
-    def fail_after_two(destination, local_path, item, part_size):
+    def fail_after_two(destination, local_path, item, part_size, **condition):
         calls.append(item.name)
         if len(calls) > 2:
             raise OSError("injected failure: connection lost for good")
-        real(destination, local_path, item, part_size)
+        real(destination, local_path, item, part_size, **condition)
 
     monkeypatch.setattr(publish_mod, "upload_object", fail_after_two)
     code, _, err = publish_cli(capsys, tiny_dataset, url, s3_endpoint, "--jobs", "1")
@@ -596,3 +596,56 @@ def test_fractrain_on_a_silent_endpoint_gives_one_line(capsys, tmp_path, silent_
     assert code == 1, err
     assert err.strip().splitlines()[-1].startswith(f"failed: cannot reach {silent_endpoint}"), err
     assert "Traceback" not in err
+
+
+# --- two publishes to one prefix at once -------------------------------------
+SLOW_PUBLISH = """
+import sys, time
+from fracbuild import publish
+real, started = publish.upload_object, []
+
+def slowed(*args, **kwargs):  # the first object at once (it marks the start), then one per {delay} s
+    if started:
+        time.sleep({delay})
+    else:
+        open({marker!r}, "w").close()
+    started.append(1)
+    real(*args, **kwargs)
+
+publish.upload_object = slowed
+from fracbuild.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_two_concurrent_publishes_to_one_prefix_one_wins_and_the_prefix_verifies(
+        capsys, tiny_dataset, tmp_path, s3, bucket, s3_endpoint):
+    import subprocess
+    import sys
+    import time
+
+    from conftest import build_tiny
+
+    other = tmp_path / "other"
+    build_tiny(other, seed=7)  # the same names, other bytes
+    url, marker = f"s3://{bucket}/race", tmp_path / "slow-started"
+    common = [url, "--endpoint-url", s3_endpoint, "--no-progress", "--jobs", "1"]
+    slow = subprocess.Popen([sys.executable, "-c", SLOW_PUBLISH.format(delay=1.0, marker=str(marker)),
+                             "publish", str(other), *common], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and slow.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert marker.exists(), slow.stderr.read() if slow.poll() is not None else "the slow publish never started"
+    # The slow one has claimed the empty prefix and is writing; the fast one starts now.
+    fast = subprocess.run([sys.executable, "-m", "fracbuild.cli", "publish", str(tiny_dataset), *common],
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    slow_err = slow.communicate(timeout=120)[1]
+    outcomes = {"fast": (fast.returncode, fast.stderr), "slow": (slow.returncode, slow_err)}
+    winners = [name for name, (code, _) in outcomes.items() if code == 0]
+    assert winners == ["fast"], outcomes
+    code, err = outcomes["slow"]
+    assert code != 0 and len(err.strip().splitlines()) == 1 and url in err and "Traceback" not in err, err
+    # The prefix is the winner's data set, whole.
+    remote = s3.get_object(Bucket=bucket, Key="race/manifest.json")["Body"].read()
+    assert remote == (tiny_dataset / "manifest.json").read_bytes()
+    assert fracbuild(capsys, "verify", url, "--endpoint-url", s3_endpoint, "--no-progress")[0] == 0
