@@ -4,6 +4,7 @@ render the missing shards, write ``_info.json`` and the manifest last."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -232,7 +233,12 @@ def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: st
                          "rendered_samples": sum(p.count for p in todo), "workers": workers})
     problems = mf.validation_errors(manifest)
     assert not problems, f"manifest fails its own schema: {problems[:3]}"
-    _write_json(os.path.join(out_dir, mf.TIMM_INFO_NAME), mf.timm_info(manifest))
+    info = mf.timm_info(manifest)
+    info_bytes = mf.to_json_text(info).encode("utf-8")
+    # Recorded so that verify and publish check _info.json like any shard.
+    manifest["timm_info"] = {"file": mf.TIMM_INFO_NAME, "bytes": len(info_bytes),
+                             "sha256": hashlib.sha256(info_bytes).hexdigest()}
+    _write_json(os.path.join(out_dir, mf.TIMM_INFO_NAME), info)
     _write_json(os.path.join(out_dir, mf.MANIFEST_NAME), manifest)  # the commit marker
     os.remove(os.path.join(out_dir, mf.BUILD_STATE_NAME))
     return manifest
