@@ -80,14 +80,16 @@ def describe_os_error(error: OSError) -> str:
 
 
 def run_cli(command: click.BaseCommand, argv: Sequence[str] | None, prog_name: str, *, interrupted: str,
-            failures: tuple[type[BaseException], ...] = (),
+            failures: tuple[type[BaseException], ...] = (), option_hints: dict[str, str] | None = None,
             say: Callable[[str], None] = lambda message: click.echo(message, err=True)) -> int:
     """Run ``command`` and turn every known failure into one line on stderr
     and an exit code: 2 for a user error (``error: ...``), 1 for a run that
     started and could not finish (``failed: ...``: BuildFailure, the
     ``failures`` given, an OS error such as a full disk), 130 for Ctrl-C
-    (``interrupted``, which says how to continue). Secrets in URLs are
-    redacted from every line."""
+    (``interrupted``, which says how to continue). ``option_hints``: what to
+    add when an option the command lacks is given (``--endpoint-url`` ->
+    where the setting comes from instead). Secrets in URLs are redacted
+    from every line."""
 
     def line(message: str) -> None:
         say(redact(message))
@@ -105,7 +107,9 @@ def run_cli(command: click.BaseCommand, argv: Sequence[str] | None, prog_name: s
              else "error: aborted")
         return EXIT_INTERRUPTED
     except click.ClickException as error:  # a bad option value, a missing argument, ...
-        line(f"error: {error.format_message()}")
+        name = getattr(error, "option_name", None) or ""
+        hint = (option_hints or {}).get(name) if isinstance(error, click.NoSuchOption) else None
+        line(f"error: No such option '{name}': {hint}" if hint else f"error: {error.format_message()}")
         return EXIT_USER_ERROR
     except UserError as error:
         line(f"error: {error}")

@@ -200,3 +200,21 @@ def test_a_full_disk_is_one_line_through_the_command_line(tmp_path, capsys):
         last = err.splitlines()[-1]  # after the search's progress line
         assert "Traceback" not in err and last.startswith("failed: cannot write ") and "No space left" in last, err
         assert not (disk / "set").exists()
+
+
+# --- fractrain runs the same mapping -------------------------------------
+def test_the_shared_mapping_imports_no_torch():
+    import sys as _sys
+
+    done = subprocess.run([_sys.executable, "-c", "import sys, fracbuild.errors, fractrain.errors; "
+                           "sys.exit('torch' in sys.modules)"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr or "importing the error mapping imported torch"
+
+
+@pytest.mark.parametrize("option", ["--endpoint-url", "--timeout"])
+def test_fractrain_says_where_an_s3_setting_comes_from(capsys, option):
+    trainer = pytest.importorskip("fractrain.cli")
+    capsys.readouterr()
+    assert trainer.main(["--shards", "s3://b/p", option, "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"No such option '{option}': fractrain reads" in err and "$FRACBUILD_" in err, err

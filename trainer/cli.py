@@ -388,6 +388,13 @@ def _log(message: str) -> None:
     click.echo(message, err=True)
 
 
+# Options of fracbuild that fractrain takes from the environment instead.
+OPTION_HINTS = {
+    "--endpoint-url": "fractrain reads the S3 endpoint from $FRACBUILD_ENDPOINT_URL or AWS_ENDPOINT_URL",
+    "--timeout": "fractrain reads the S3 timeout, seconds, from $FRACBUILD_TIMEOUT",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and turns every known failure into one line."""
     quiet = os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 speaks for all
@@ -396,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         if not quiet:
             click.echo(message, err=True)
 
-    return run_cli(cli, argv, "fractrain", failures=(TrainFailure,), say=say,
+    return run_cli(cli, argv, "fractrain", failures=(TrainFailure,), say=say, option_hints=OPTION_HINTS,
                    interrupted="interrupted: run the same command with --resume auto to continue from the "
                                "last checkpoint")
 
