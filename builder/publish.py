@@ -19,6 +19,7 @@ uploaded as soon as it lands, and the manifest after the build returns.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import datetime
 import os
 import sys
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ MIB = 1 << 20
 DEFAULT_PART_SIZE = 16 * MIB  # objects of at least twice this go up in parts
 MIN_PART_SIZE = 5 * MIB  # S3's smallest part (all but the last)
 PART_CONCURRENCY = 4  # parts of one object in flight at once
+# An incomplete multipart upload at least this old (seconds) is a dead run's.
+STALE_UPLOAD_SECONDS = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,35 @@ def _local_manifest(source_dir: str) -> dict[str, Any] | None:
     return mf.read_manifest(path) if os.path.isfile(path) else None
 
 
+def abort_stale_uploads(destination: Location, names: set[str], log: Callable[[str], None]) -> list[str]:
+    """Abort the incomplete multipart uploads of this data set's objects
+    that a killed run left under the prefix (the store keeps, and bills,
+    their parts until then). Only those started STALE_UPLOAD_SECONDS or
+    more ago: a publish running now may own a younger one."""
+    bucket, key, _ = destination.fs.split_path(destination.path(""))
+    prefix = key.rstrip("/") + "/"
+    try:
+        answer = destination.retry(lambda: destination.fs.call_s3("list_multipart_uploads", Bucket=bucket,
+                                                                  Prefix=prefix), destination.url)
+    except Exception as error:  # a store without the call: nothing of ours to abort there
+        destination.raise_user_error(error)
+        return []
+    now = datetime.datetime.now(datetime.timezone.utc)
+    aborted = []
+    for upload in answer.get("Uploads", []):
+        name = upload["Key"][len(prefix):]
+        age = (now - upload["Initiated"]).total_seconds() if upload.get("Initiated") else float("inf")
+        if name in names and age >= STALE_UPLOAD_SECONDS:
+            destination.retry(lambda upload=upload: destination.fs.call_s3(
+                "abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]),
+                destination.uri(name))
+            aborted.append(name)
+    if aborted:
+        log(f"aborted {len(aborted)} incomplete upload(s) left under {destination.url} by an earlier run "
+            f"(e.g. {aborted[0]})")
+    return aborted
+
+
 def claim_destination(destination: Location, source_dir: str, overwrite: bool, dry_run: bool,
                       log: Callable[[str], None]) -> Claim:
     """Check the destination before anything moves; returns what this run
@@ -275,6 +307,8 @@ def _publish_locked(source_dir: str, destination: Location, *, jobs: int, dry_ru
     if claim is None:
         claim = claim_destination(destination, source_dir, overwrite, dry_run, log)
     listing = claim.listing
+    if not dry_run:
+        abort_stale_uploads(destination, {i.name for i in items + tail}, log)
     extra = sorted(set(listing) - {i.name for i in items + tail} - claim.manifest_names)
     if extra:
         log(f"{len(extra)} object(s) under {destination.url} are not in the manifest and stay as they are "

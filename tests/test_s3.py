@@ -649,3 +649,31 @@ def test_two_concurrent_publishes_to_one_prefix_one_wins_and_the_prefix_verifies
     remote = s3.get_object(Bucket=bucket, Key="race/manifest.json")["Body"].read()
     assert remote == (tiny_dataset / "manifest.json").read_bytes()
     assert fracbuild(capsys, "verify", url, "--endpoint-url", s3_endpoint, "--no-progress")[0] == 0
+
+
+def test_a_rerun_aborts_the_incomplete_uploads_a_killed_run_left(capsys, tiny_dataset, s3, bucket, s3_endpoint,
+                                                                 monkeypatch):
+    def start(key):
+        upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"x" * 100)
+        return upload
+
+    start("tiny/tiny-000001.tar")  # a killed publish's
+    start("tiny/notes.bin")  # not an object of this data set: someone else's
+    start("elsewhere/tiny-000001.tar")  # not under the prefix
+    monkeypatch.setattr(publish_mod, "STALE_UPLOAD_SECONDS", 0)
+    code, _, err = publish_cli(capsys, tiny_dataset, f"s3://{bucket}/tiny", s3_endpoint)
+    assert code == 0, err
+    assert f"aborted 1 incomplete upload(s) left under s3://{bucket}/tiny" in err
+    left = sorted(u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+    assert left == ["elsewhere/tiny-000001.tar", "tiny/notes.bin"]
+
+
+def test_a_young_incomplete_upload_may_be_a_running_publish_and_stays(capsys, tiny_dataset, s3, bucket,
+                                                                     s3_endpoint, monkeypatch):
+    s3.create_multipart_upload(Bucket=bucket, Key="tiny/tiny-000001.tar")
+    # moto dates every upload in 2010: an age limit beyond that makes it "young".
+    monkeypatch.setattr(publish_mod, "STALE_UPLOAD_SECONDS", 100 * 365 * 86400)
+    code, _, err = publish_cli(capsys, tiny_dataset, f"s3://{bucket}/tiny", s3_endpoint)
+    assert code == 0, err
+    assert [u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])] == ["tiny/tiny-000001.tar"]
