@@ -136,16 +136,16 @@ def run_shards(spec: WorkerSpec, plans: list[shards.ShardPlan], workers: int,
     context = multiprocessing.get_context(method)
     with futures.ProcessPoolExecutor(max_workers=min(workers, len(plans)), mp_context=context,
                                      initializer=_init_worker, initargs=(spec, os.getpid())) as pool:
-        pending = {pool.submit(render_shard, plan): plan for plan in plans}
-        on_start()
+        pending: dict[futures.Future, shards.ShardPlan] = {}
         try:
+            pending.update({pool.submit(render_shard, plan): plan for plan in plans})
+            on_start()
             for future in futures.as_completed(pending):
-                try:
-                    result = future.result()
-                except futures.process.BrokenProcessPool:
-                    raise BuildFailure("a worker process died (out of memory or killed); "
-                                       "run again with --resume to finish the build") from None
-                on_done(result)
+                on_done(future.result())
+        except futures.process.BrokenProcessPool:  # from a result or from a submission
+            # The pool has failed every pending future itself: nothing to cancel.
+            raise BuildFailure("a worker process died (out of memory or killed); "
+                               "run again with --resume to finish the build") from None
         except KeyboardInterrupt:
             # Stop the workers now, not after the whole queue: each exits
             # quietly on SIGINT, and the pool, broken, lets the `with` end.
