@@ -31,8 +31,8 @@ from . import manifest as mf
 from . import outlock, shards
 from .errors import BuildFailure, UserError
 from .location import Location
-from .remote_commit import (SHA256_METADATA, Claim, check_committed, check_objects, commit_manifest, content,
-                            head, read_claim, remove_dropped)
+from .remote_commit import (SHA256_METADATA, Claim, PublishRace, check_committed, check_objects, commit_manifest,
+                            content, head, read_claim, remove_dropped)
 
 DEFAULT_JOBS = 8
 MIB = 1 << 20
@@ -198,7 +198,7 @@ def publish_object(destination: Location, source_dir: str, item: Item, part_size
                               destination.uri(item.name))
         except FileExistsError:  # 412: the object is not the version this run saw
             if head(destination, item.name) != (item.bytes, item.sha256):  # unless a lost answer to our own PUT
-                raise BuildFailure(f"another publish is writing to {destination.url}: {item.name} appeared or "
+                raise PublishRace(f"another publish is writing to {destination.url}: {item.name} appeared or "
                                    "changed since this run looked; this run commits nothing") from None
         digest, size = destination.sha256(item.name)
     except BuildFailure:
@@ -363,6 +363,8 @@ def _publish_locked(source_dir: str, destination: Location, *, jobs: int, dry_ru
         decisions = _run_all(one, items, jobs)
         # _info.json, then the manifest (the commit), strictly after every shard.
         decisions += [one(item) if item.name != mf.MANIFEST_NAME else commit(item) for item in tail]
+    except PublishRace:
+        raise  # its line already says where the prefix stands
     except (BuildFailure, OSError) as error:
         placed = len(report.uploaded) + len(report.skipped)
         raise BuildFailure(f"{error}; {placed} of {len(items) + len(tail)} objects are in place but the "
@@ -441,7 +443,7 @@ class ShardStreamer:
             error = future.exception()
             if error is not None:
                 self.close()
-                if isinstance(error, UserError):
+                if isinstance(error, (UserError, PublishRace)):
                     raise error
                 raise BuildFailure(f"uploading while rendering: {error}; run again with --resume") from error
 

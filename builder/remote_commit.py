@@ -23,6 +23,12 @@ from .errors import BuildFailure
 from .location import Location
 
 SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256
+
+
+class PublishRace(BuildFailure):
+    """Another publish wrote to the same prefix meanwhile. Its message names
+    the prefix and says what state it is in; running again does not help
+    until the two publishers agree on one data set."""
 # Manifest fields that describe a run, not the data set: two byte-identical
 # builds differ in them.
 RUN_FIELDS = ("timings", "environment", "tool")
@@ -83,13 +89,13 @@ def check_objects(destination: Location, items: list, when: str) -> None:
         try:
             size, recorded = head(destination, item.name)
         except FileNotFoundError:
-            raise BuildFailure(f"{destination.uri(item.name)} vanished {when} (another publish to "
+            raise PublishRace(f"{destination.uri(item.name)} vanished {when} (another publish to "
                                f"{destination.url}?)") from None
         digest = recorded if recorded is not None and size == item.bytes else None
         if digest is None and size == item.bytes:
             digest, size = destination.sha256(item.name)
         if (size, digest) != (item.bytes, item.sha256):
-            raise BuildFailure(f"{destination.uri(item.name)} changed {when} (another publish to "
+            raise PublishRace(f"{destination.uri(item.name)} changed {when} (another publish to "
                                f"{destination.url}?): {size} bytes, sha256 {str(digest)[:12]}..., this run "
                                f"published {item.bytes} bytes, sha256 {item.sha256[:12]}...")
 
@@ -102,12 +108,12 @@ def commit_manifest(destination: Location, claim: Claim, write: Callable[[dict[s
     try:
         destination.retry(lambda: write(condition), destination.url)
     except FileExistsError:  # s3fs's word for 412 Precondition Failed
-        raise BuildFailure(f"another publish committed a manifest at {destination.url} while this one ran; "
+        raise PublishRace(f"another publish committed a manifest at {destination.url} while this one ran; "
                            f"this run's data set is not committed (check it with 'fracbuild verify "
                            f"{destination.url}')") from None
     except Exception as error:
         if "PreconditionFailed" in str(error) or "412" in str(error):
-            raise BuildFailure(f"another publish committed a manifest at {destination.url} while this one ran; "
+            raise PublishRace(f"another publish committed a manifest at {destination.url} while this one ran; "
                                "this run's data set is not committed") from None
         destination.raise_user_error(error)
         raise
@@ -117,7 +123,7 @@ def check_committed(destination: Location, data: bytes, items: list) -> None:
     """The prefix holds the manifest this run wrote and every object it lists."""
     there = destination.read_bytes(mf.MANIFEST_NAME)
     if there != data:
-        raise BuildFailure(f"{destination.uri(mf.MANIFEST_NAME)} was replaced right after this run committed it "
+        raise PublishRace(f"{destination.uri(mf.MANIFEST_NAME)} was replaced right after this run committed it "
                            f"(another publish to {destination.url})")
     check_objects(destination, items, "after the commit")
 

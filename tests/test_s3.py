@@ -600,13 +600,15 @@ def test_fractrain_on_a_silent_endpoint_gives_one_line(capsys, tmp_path, silent_
 
 # --- two publishes to one prefix at once -------------------------------------
 SLOW_PUBLISH = """
-import sys, time
+import os, sys, time
 from fracbuild import publish
 real, started = publish.upload_object, []
 
-def slowed(*args, **kwargs):  # the first object at once (it marks the start), then one per {delay} s
+def slowed(*args, **kwargs):  # the first object at once (it marks the start), the rest once released
     if started:
-        time.sleep({delay})
+        deadline = time.monotonic() + 60
+        while not os.path.exists({release!r}) and time.monotonic() < deadline:
+            time.sleep(0.01)
     else:
         open({marker!r}, "w").close()
     started.append(1)
@@ -628,9 +630,9 @@ def test_two_concurrent_publishes_to_one_prefix_one_wins_and_the_prefix_verifies
 
     other = tmp_path / "other"
     build_tiny(other, seed=7)  # the same names, other bytes
-    url, marker = f"s3://{bucket}/race", tmp_path / "slow-started"
+    url, marker, release = f"s3://{bucket}/race", tmp_path / "slow-started", tmp_path / "release"
     common = [url, "--endpoint-url", s3_endpoint, "--no-progress", "--jobs", "1"]
-    slow = subprocess.Popen([sys.executable, "-c", SLOW_PUBLISH.format(delay=1.0, marker=str(marker)),
+    slow = subprocess.Popen([sys.executable, "-c", SLOW_PUBLISH.format(marker=str(marker), release=str(release)),
                              "publish", str(other), *common], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not marker.exists() and slow.poll() is None and time.monotonic() < deadline:
@@ -639,12 +641,14 @@ def test_two_concurrent_publishes_to_one_prefix_one_wins_and_the_prefix_verifies
     # The slow one has claimed the empty prefix and is writing; the fast one starts now.
     fast = subprocess.run([sys.executable, "-m", "fracbuild.cli", "publish", str(tiny_dataset), *common],
                           stderr=subprocess.PIPE, text=True, timeout=120)
+    release.touch()  # the slow one goes on, over a prefix the fast one has committed
     slow_err = slow.communicate(timeout=120)[1]
     outcomes = {"fast": (fast.returncode, fast.stderr), "slow": (slow.returncode, slow_err)}
     winners = [name for name, (code, _) in outcomes.items() if code == 0]
     assert winners == ["fast"], outcomes
     code, err = outcomes["slow"]
     assert code != 0 and len(err.strip().splitlines()) == 1 and url in err and "Traceback" not in err, err
+    assert "another publish" in err and "run the same command again" not in err, err
     # The prefix is the winner's data set, whole.
     remote = s3.get_object(Bucket=bucket, Key="race/manifest.json")["Body"].read()
     assert remote == (tiny_dataset / "manifest.json").read_bytes()
