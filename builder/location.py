@@ -110,7 +110,8 @@ def retry(call: Callable[[], T], what: str, tries: int = RETRY_TRIES, delay: flo
             wait = delay * 2**attempt
             spent = time.monotonic() - started
             if attempt == tries - 1 or (budget is not None and spent + wait >= budget):
-                raise ConnectionError(f"{what}: still failing after {attempt + 1} tries: {_describe(error)}") from error
+                raise ConnectionError(f"{what}: still failing after {attempt + 1} tries: "
+                                      f"{_describe(error)}") from error
             say(f"retry {attempt + 2}/{tries} of {redact(what)} in {wait:g} s: {redact(_describe(error))}")
             sleep(wait)
     raise AssertionError("unreachable")
