@@ -187,8 +187,10 @@ def test_workers_die_with_a_killed_build_and_resume_follows_at_once(tmp_path, re
     assert sorted(os.listdir(out)) == sorted([mf.MANIFEST_NAME, mf.TIMM_INFO_NAME, *_complete_shards(out)])
 
 
-def test_a_second_render_or_publish_of_a_busy_folder_fails_at_once(tmp_path, capsys):
+def test_a_second_render_or_publish_of_a_busy_folder_fails_at_once(tmp_path, capsys, monkeypatch):
     from fracbuild.cli import main
+
+    monkeypatch.setattr(outlock, "BUSY_GRACE", 0.1)  # the holder below lives on: no need to wait for it
 
     out = tmp_path / "shards"
     longer = [*SLOW_ARGS, "--L", "48000"]  # outlasts the checks below; it is killed after them
