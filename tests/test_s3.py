@@ -681,3 +681,11 @@ def test_a_young_incomplete_upload_may_be_a_running_publish_and_stays(capsys, ti
     code, _, err = publish_cli(capsys, tiny_dataset, f"s3://{bucket}/tiny", s3_endpoint)
     assert code == 0, err
     assert [u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])] == ["tiny/tiny-000001.tar"]
+
+
+def test_info_reads_an_s3_prefix_at_the_given_endpoint(capsys, tiny_dataset, bucket, s3_endpoint, monkeypatch):
+    url = _published(tiny_dataset, bucket, s3_endpoint)
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the option says where the server is
+    code, out, err = fracbuild(capsys, "info", url, "--endpoint-url", s3_endpoint, "--json")
+    assert code == 0, err
+    assert json.loads(out)["num_samples"] == 16
