@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from typing import BinaryIO, Iterator
+
+from .errors import UserError
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -25,3 +28,22 @@ def atomic_file(path: str) -> Iterator[BinaryIO]:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def check_writable(path: str, what: str = "--out") -> None:
+    """Raise UserError unless a file can be written at ``path`` (not a
+    folder; its folder exists and takes a new file): asked before long work,
+    not after it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    shown = os.path.dirname(path) or folder
+    if os.path.isdir(path):
+        raise UserError(f"cannot write {what} {path}: it is a folder; give a file name inside it")
+    if not os.path.exists(folder):
+        raise UserError(f"cannot write {what} {path}: folder {shown} does not exist")
+    if not os.path.isdir(folder):
+        raise UserError(f"cannot write {what} {path}: {shown} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write {what} {path}: {error.strerror or error}") from None

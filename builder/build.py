@@ -4,6 +4,7 @@ render the missing shards, write ``_info.json`` and the manifest last."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from . import manifest as mf
-from . import pool, shards
+from . import outlock, pool, shards
 from .atomic import PARTIAL_SUFFIX
 from .errors import BuildFailure, UserError
 from .generators import get_kind
@@ -59,7 +60,7 @@ def spec_from_manifest(manifest: dict[str, Any]) -> BuildSpec:
 # --- the output directory ---------------------------------------------------
 def _ours(name: str, prefix: str) -> bool:
     base = name[: -len(PARTIAL_SUFFIX)] if name.endswith(PARTIAL_SUFFIX) else name
-    return (base in (mf.MANIFEST_NAME, mf.TIMM_INFO_NAME, mf.BUILD_STATE_NAME)
+    return (base in (mf.MANIFEST_NAME, mf.TIMM_INFO_NAME, mf.BUILD_STATE_NAME, outlock.LOCK_NAME)
             or bool(shards.shard_pattern(prefix).match(base)))
 
 
@@ -73,7 +74,7 @@ def check_output(out_dir: str, spec: BuildSpec, resume: bool, overwrite: bool) -
         raise UserError("--resume and --overwrite exclude each other")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UserError(f"--out {out_dir} exists and is not a directory")
-    entries = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+    entries = [e for e in (os.listdir(out_dir) if os.path.isdir(out_dir) else []) if e != outlock.LOCK_NAME]
     if not entries:
         return None
     if overwrite:
@@ -113,7 +114,7 @@ def _require_same(recorded: dict, requested: dict, out_dir: str) -> None:
 
 def _clear(out_dir: str, prefix: str) -> None:
     for entry in os.listdir(out_dir):
-        if _ours(entry, prefix):
+        if _ours(entry, prefix) and entry != outlock.LOCK_NAME:
             os.remove(os.path.join(out_dir, entry))
 
 
@@ -156,6 +157,16 @@ def run_build(spec: BuildSpec, out_dir: str, *, workers: int = 1, resume: bool =
     spec = dataclasses.replace(spec, params=json.loads(json.dumps(dataclasses.asdict(params))))
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
+    # Held from before the search to the commit: a second build into out_dir
+    # fails at once, and an unwritable out_dir fails before any work.
+    with outlock.hold(out_dir):
+        return _build_locked(spec, generator_cls, params, out_dir, workers=workers, resume=resume,
+                             overwrite=overwrite, system=system, progress=progress, log=log, on_shard=on_shard)
+
+
+def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: str, *, workers: int, resume: bool,
+                  overwrite: bool, system: dict | None, progress: bool, log: Callable[[str], None],
+                  on_shard: Callable[[str, pool.ShardResult], None] | None) -> dict[str, Any]:
     state = check_output(out_dir, spec, resume, overwrite)
     if state and state.get("complete"):
         log(f"{out_dir} is already complete; nothing to do")
@@ -174,8 +185,8 @@ def run_build(spec: BuildSpec, out_dir: str, *, workers: int = 1, resume: bool =
     if overwrite:
         _clear(out_dir, spec.prefix)
     _remove_partials(out_dir)
-    mf.write_json_atomic(os.path.join(out_dir, mf.BUILD_STATE_NAME),
-                         {"spec": spec.identity(), "system": system, "search_seconds": search_seconds})
+    _write_json(os.path.join(out_dir, mf.BUILD_STATE_NAME),
+                {"spec": spec.identity(), "system": system, "search_seconds": search_seconds}, resumable=False)
     search_seconds = state.get("search_seconds", 0.0) if state else search_seconds
 
     generator = generator_cls(params, spec.seed, system)
@@ -222,10 +233,25 @@ def run_build(spec: BuildSpec, out_dir: str, *, workers: int = 1, resume: bool =
                          "rendered_samples": sum(p.count for p in todo), "workers": workers})
     problems = mf.validation_errors(manifest)
     assert not problems, f"manifest fails its own schema: {problems[:3]}"
-    mf.write_json_atomic(os.path.join(out_dir, mf.TIMM_INFO_NAME), mf.timm_info(manifest))
-    mf.write_json_atomic(os.path.join(out_dir, mf.MANIFEST_NAME), manifest)  # the commit marker
+    info = mf.timm_info(manifest)
+    info_bytes = mf.to_json_text(info).encode("utf-8")
+    # Recorded so that verify and publish check _info.json like any shard.
+    manifest["timm_info"] = {"file": mf.TIMM_INFO_NAME, "bytes": len(info_bytes),
+                             "sha256": hashlib.sha256(info_bytes).hexdigest()}
+    _write_json(os.path.join(out_dir, mf.TIMM_INFO_NAME), info)
+    _write_json(os.path.join(out_dir, mf.MANIFEST_NAME), manifest)  # the commit marker
     os.remove(os.path.join(out_dir, mf.BUILD_STATE_NAME))
     return manifest
+
+
+def _write_json(path: str, payload: Any, resumable: bool = True) -> None:
+    """write_json_atomic, its OSError (a full disk) as one BuildFailure line;
+    the partial file is already gone, the shards and state file stay."""
+    try:
+        mf.write_json_atomic(path, payload)
+    except OSError as error:
+        hint = "; free space and run again with --resume to finish" if resumable else ""
+        raise BuildFailure(f"cannot write {path}: {error.strerror or error}{hint}") from None
 
 
 def assemble(spec: BuildSpec, generator, system: dict, results: list[pool.ShardResult], width: int,

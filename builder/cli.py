@@ -14,7 +14,8 @@ import click
 
 from . import __version__, build, verify as verify_mod
 from . import manifest as mf
-from .errors import BuildFailure, UserError
+from .atomic import check_writable
+from .errors import BuildFailure, InterruptibleGroup, UserError, run_cli
 from .generators import DEFAULT_KIND, KINDS, get_kind
 from .location import Location
 from .shards import DEFAULT_SHARD_SIZE
@@ -208,7 +209,8 @@ def generator_options(function=None, *, only: set[str] | None = None):
 SEARCH_PARAMS = {field.name for field in dataclasses.fields(get_kind(DEFAULT_KIND).Params)}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=InterruptibleGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="fracbuild")
 def cli() -> None:
     """Build minimal synthetic pre-training data sets (1p-frac and kin) into
@@ -228,6 +230,7 @@ def search(ctx: click.Context, out_path: str, overwrite: bool, force: bool, kind
     fill check and enough of its trial perturbations pass too; write it to --out."""
     if os.path.exists(out_path) and not (overwrite or force):
         raise UserError(f"--out {out_path} exists; pass --overwrite to replace it")
+    check_writable(out_path)  # before the search, not after it
     generator_cls = get_kind(kind)
     params = generator_cls.make_params(_given_params(ctx, values, kind))
     system = generator_cls.prepare(params, seed, _log)
@@ -235,6 +238,14 @@ def search(ctx: click.Context, out_path: str, overwrite: bool, force: bool, kind
     mf.write_json_atomic(out_path, payload)
     _log(f"wrote {out_path}")
     click.echo(json.dumps({"out": out_path, **{k: system[k] for k in system if not isinstance(system[k], list)}}))
+
+
+def timeout_option(function):
+    """--timeout, shared by every command that may talk to an object store."""
+    return click.option("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="Longest a remote operation may take, its retries included, seconds; each request waits "
+                             "at most a quarter of it to connect and for each read. [default: $FRACBUILD_TIMEOUT, "
+                             "else 30]")(function)
 
 
 def _read_ifs(path: str, kind: str) -> dict[str, Any]:
@@ -276,11 +287,12 @@ def _read_ifs(path: str, kind: str) -> dict[str, Any]:
 @click.option("--endpoint-url", metavar="URL",
               help="S3-compatible endpoint for --publish (R2, MinIO, ...). [default: $FRACBUILD_ENDPOINT_URL, "
                    "else botocore's configuration]")
+@timeout_option
 @click.pass_context
 def render(ctx: click.Context, out_dir: str, ifs_path: str | None, manifest_path: str | None,
            prefix: str | None, shard_size: int, workers: int, resume: bool, overwrite: bool,
            progress: bool, as_json: bool, publish_url: str | None, endpoint_url: str | None,
-           kind: str, seed: int, **values: Any) -> None:
+           timeout: float | None, kind: str, seed: int, **values: Any) -> None:
     """Render a data set into WebDataset shards (searching for the base system
     first unless --ifs or --manifest gives one); the manifest is written last."""
     system = None
@@ -301,7 +313,7 @@ def render(ctx: click.Context, out_dir: str, ifs_path: str | None, manifest_path
     if publish_url:
         from .publish import ShardStreamer
 
-        streamer = ShardStreamer(Location(publish_url, endpoint_url=endpoint_url), out_dir,
+        streamer = ShardStreamer(Location(publish_url, endpoint_url=endpoint_url, timeout=timeout), out_dir,
                                  overwrite=overwrite, log=_log)
     try:
         manifest = build.run_build(spec, out_dir, workers=workers, resume=resume, overwrite=overwrite,
@@ -342,7 +354,9 @@ def _summary(manifest: dict[str, Any], where: str) -> dict[str, Any]:
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr. [default: on]")
 @click.option("--endpoint-url", metavar="URL", help=ENDPOINT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line on stdout.")
-def verify(location: str, deep: int, seed: int, progress: bool, endpoint_url: str | None, as_json: bool) -> None:
+@timeout_option
+def verify(location: str, deep: int, seed: int, progress: bool, endpoint_url: str | None, as_json: bool,
+           timeout: float | None) -> None:
     """Check LOCATION (a directory or s3:// prefix) against its manifest:
     schema, num_samples against the sample records and shards, shards'
     sizes, sha256 and counts, decodable samples at the declared size, every
@@ -351,7 +365,7 @@ def verify(location: str, deep: int, seed: int, progress: bool, endpoint_url: st
 
     if deep < 0:
         raise UserError(f"--deep must be >= 0, got {deep}")
-    where = Location(_data_set_folder(location), endpoint_url=endpoint_url)
+    where = Location(_data_set_folder(location), endpoint_url=endpoint_url, timeout=timeout)
     bars: list[Any] = []  # made once the manifest tells the total, so the bar shows it and an ETA
 
     def start(total: int) -> None:
@@ -392,15 +406,18 @@ def verify(location: str, deep: int, seed: int, progress: bool, endpoint_url: st
 @click.option("--dry-run", is_flag=True, help="List what would be uploaded and kept; move nothing.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr. [default: on]")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@timeout_option
 def publish(source: str, destination: str, endpoint_url: str | None, jobs: int, part_size: int,
-            trust_metadata: bool, overwrite: bool, dry_run: bool, progress: bool, as_json: bool) -> None:
+            trust_metadata: bool, overwrite: bool, dry_run: bool, progress: bool, as_json: bool,
+            timeout: float | None) -> None:
     """Upload the finished data set in SOURCE to DESTINATION (s3://bucket/prefix):
     every shard, then the manifest last, each checked by sha256 after upload.
     A re-run uploads only what is missing or wrong. Credentials come from the
     standard AWS chain (environment, profile, instance role)."""
     from .publish import MIB, publish as publish_data_set
 
-    report = publish_data_set(source, Location(destination, endpoint_url=endpoint_url), jobs=jobs,
+    where = Location(destination, endpoint_url=endpoint_url, timeout=timeout)
+    report = publish_data_set(source, where, jobs=jobs,
                               dry_run=dry_run, trust_metadata=trust_metadata, overwrite=overwrite,
                               part_size=part_size * MIB, progress=progress, log=_log)
     _log(report.message())
@@ -415,7 +432,9 @@ def publish(source: str, destination: str, endpoint_url: str | None, jobs: int, 
 @click.option("--count", type=int, default=8, show_default=True, help="Classes shown.")
 @click.option("--thumb", type=int, default=128, show_default=True, help="Thumbnail side, pixels.")
 @click.option("--endpoint-url", metavar="URL", help=ENDPOINT_HELP)
-def preview(location: str, out_path: str, count: int, thumb: int, endpoint_url: str | None) -> None:
+@timeout_option
+def preview(location: str, out_path: str, count: int, thumb: int, endpoint_url: str | None,
+            timeout: float | None) -> None:
     """Write a contact sheet of the first classes and their difference from class 0."""
     from .preview import write_preview
 
@@ -423,7 +442,8 @@ def preview(location: str, out_path: str, count: int, thumb: int, endpoint_url: 
         raise UserError(f"--count must be >= 1, got {count}")
     if thumb < 8:
         raise UserError(f"--thumb must be >= 8, got {thumb}")
-    write_preview(Location(_data_set_folder(location), endpoint_url=endpoint_url), out_path, count, thumb)
+    write_preview(Location(_data_set_folder(location), endpoint_url=endpoint_url, timeout=timeout), out_path,
+                  count, thumb)
     _log(f"wrote {out_path}")
 
 
@@ -431,10 +451,11 @@ def preview(location: str, out_path: str, count: int, thumb: int, endpoint_url: 
 @click.argument("location")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line on stdout.")
 @click.option("--endpoint-url", metavar="URL", help=ENDPOINT_HELP)
-def info(location: str, as_json: bool, endpoint_url: str | None) -> None:
+@timeout_option
+def info(location: str, as_json: bool, endpoint_url: str | None, timeout: float | None) -> None:
     """A short summary of the data set at LOCATION (its folder, s3:// prefix
     or manifest.json), and where its manifest contradicts itself."""
-    manifest = Location(_data_set_folder(location), endpoint_url=endpoint_url).read_manifest()
+    manifest = Location(_data_set_folder(location), endpoint_url=endpoint_url, timeout=timeout).read_manifest()
     summary = _summary(manifest, location)
     disagreements = verify_mod.manifest_disagreements(manifest)
     summary["manifest_problems"] = disagreements
@@ -455,35 +476,9 @@ def _log(message: str) -> None:
     click.echo(message, err=True)
 
 
-# click >= 8.2 raises this for a bare command (older versions print the help and exit 0 themselves).
-NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and turns every known failure into one line."""
-    try:
-        cli.main(args=argv, prog_name="fracbuild", standalone_mode=False)
-    except click.exceptions.Exit as done:
-        return done.exit_code
-    except NO_ARGS_IS_HELP as shown:  # no arguments at all: the help, as click shows it (exit 2)
-        click.echo(shown.ctx.get_help(), err=True)
-        return 2
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
-        return 130
-    except click.ClickException as error:  # bad option value, missing argument, ...
-        click.echo(f"error: {error.format_message()}", err=True)
-        return 2
-    except UserError as error:
-        click.echo(f"error: {error}", err=True)
-        return 2
-    except BuildFailure as error:
-        click.echo(f"failed: {error}", err=True)
-        return 1
-    except KeyboardInterrupt:
-        click.echo("interrupted: run again with --resume to finish", err=True)
-        return 130
-    return 0
+    return run_cli(cli, argv, "fracbuild", interrupted="interrupted: run again with --resume to finish")
 
 
 def run() -> None:

@@ -2,9 +2,13 @@
 (``s3://bucket/prefix``, ``https://host/path``), read through fsspec so that
 verify, info, publish and the trainer use one code path for both.
 
-Remote reads are retried with exponential backoff on transient errors
-(dropped connections, timeouts, 5xx and throttling answers); anything else
-(a missing object, denied access) is raised at once. Credentials for s3://
+Remote calls are retried in one layer, here, with exponential backoff on
+transient errors (dropped connections, timeouts, 5xx and throttling
+answers), each retry said on stderr; anything else (a missing object,
+denied access) is raised at once. botocore's and s3fs's own retries are
+turned off so that the layers do not multiply, and every request has
+connect and read timeouts: an endpoint that accepts connections and never
+answers fails within about ``timeout`` seconds per operation. Credentials for s3://
 come from botocore's standard chain (environment, profile, instance role)
 and never appear in a message.
 """
@@ -15,13 +19,15 @@ import errno
 import hashlib
 import os
 import posixpath
+import re
+import sys
 import time
 from typing import Any, BinaryIO, Callable, TypeVar
 
 import fsspec
 
 from . import manifest as mf
-from .errors import BuildFailure, UserError
+from .errors import BuildFailure, UserError, redact
 
 T = TypeVar("T")
 
@@ -32,6 +38,11 @@ ENDPOINT_ENV = "FRACBUILD_ENDPOINT_URL"
 
 RETRY_TRIES = 4
 RETRY_DELAY = 0.5  # seconds before the second try; doubled before each next one
+TIMEOUT_ENV = "FRACBUILD_TIMEOUT"
+DEFAULT_TIMEOUT = 30.0  # seconds one remote operation may take, its retries included
+# Connect and read timeouts are this fraction of it: one operation may send a
+# request or two (a HEAD before a GET) and still have time for a retry.
+REQUESTS_PER_BUDGET = 4
 READ_CHUNK = 8 << 20
 
 # errno values s3fs and the OS give to answers worth asking again: 500
@@ -74,23 +85,49 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
+def _say_retry(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def retry(call: Callable[[], T], what: str, tries: int = RETRY_TRIES, delay: float | None = None,
-          sleep: Callable[[float], None] = time.sleep) -> T:
+          sleep: Callable[[float], None] = time.sleep, budget: float | None = None,
+          say: Callable[[str], None] | None = None) -> T:
     """``call()``, tried up to ``tries`` times while it fails transiently,
-    waiting ``delay`` (default RETRY_DELAY), ``2 delay``, ... in between. The
-    last transient error is raised as ``ConnectionError`` naming ``what``;
-    any other error at once."""
+    waiting ``delay`` (default RETRY_DELAY), ``2 delay``, ... in between,
+    and never starting a try once ``budget`` seconds have passed since the
+    first. Each retry is told to ``say`` (default: stderr). The last
+    transient error is raised as ``ConnectionError`` naming ``what``; any
+    other error at once."""
     delay = RETRY_DELAY if delay is None else delay
+    say = _say_retry if say is None else say
+    started = time.monotonic()
     for attempt in range(tries):
         try:
             return call()
         except Exception as error:
             if not is_transient(error):
                 raise
-            if attempt == tries - 1:
-                raise ConnectionError(f"{what}: still failing after {tries} tries: {_describe(error)}") from error
-            sleep(delay * 2**attempt)
+            wait = delay * 2**attempt
+            spent = time.monotonic() - started
+            if attempt == tries - 1 or (budget is not None and spent + wait >= budget):
+                raise ConnectionError(f"{what}: still failing after {attempt + 1} tries: "
+                                      f"{_describe(error)}") from error
+            say(f"retry {attempt + 2}/{tries} of {redact(what)} in {wait:g} s: {redact(_describe(error))}")
+            sleep(wait)
     raise AssertionError("unreachable")
+
+
+def resolve_timeout(timeout: float | None) -> float:
+    """--timeout, else $FRACBUILD_TIMEOUT, else DEFAULT_TIMEOUT (seconds)."""
+    if timeout is None:
+        text = os.environ.get(TIMEOUT_ENV)
+        try:
+            timeout = float(text) if text else DEFAULT_TIMEOUT
+        except ValueError:
+            raise UserError(f"${TIMEOUT_ENV} must be a number of seconds, got {text!r}") from None
+    if not timeout > 0:
+        raise UserError(f"--timeout must be > 0 seconds, got {timeout}")
+    return float(timeout)
 
 
 def _read_local(path: str) -> bytes:
@@ -129,11 +166,30 @@ class Location:
     system unchanged.
     """
 
-    def __init__(self, url: str, endpoint_url: str | None = None, **storage_options: Any):
+    def __init__(self, url: str, endpoint_url: str | None = None, timeout: float | None = None,
+                 **storage_options: Any):
         self.url = url.rstrip("/")
         self.protocol = self.url.split("://", 1)[0] if is_remote(self.url) else "file"
+        self.timeout = resolve_timeout(timeout)
+        if self.protocol in ("s3", "s3a"):
+            attempt = self.timeout / REQUESTS_PER_BUDGET
+            storage_options.setdefault("config_kwargs", {"connect_timeout": attempt, "read_timeout": attempt,
+                                                         "retries": {"total_max_attempts": 1}})
+        elif self.protocol in ("http", "https"):
+            try:
+                import aiohttp
+            except ImportError:  # url_to_fs below says how to install it
+                pass
+            else:
+                attempt = self.timeout / REQUESTS_PER_BUDGET
+                storage_options.setdefault("client_kwargs", {"timeout": aiohttp.ClientTimeout(
+                    sock_connect=attempt, sock_read=attempt)})
         if self.protocol in ("s3", "s3a"):
             endpoint = resolve_endpoint(endpoint_url)
+            if endpoint and not re.match(r"^https?://[^/]", endpoint):
+                shown = endpoint.rsplit("@", 1)[-1]  # never echo credentials written into it
+                raise UserError(f"endpoint {shown!r} (--endpoint-url or ${ENDPOINT_ENV}) needs a scheme "
+                                f"and a host, e.g. http://localhost:9000")
             if endpoint:
                 storage_options.setdefault("endpoint_url", endpoint)
             # A fresh client per Location: credentials are read from the chain now,
@@ -149,6 +205,8 @@ class Location:
             raise UserError(f"cannot open {url}: {self.protocol}:// support is not installed ({hint})") from None
         except ValueError as error:
             raise UserError(f"cannot open {url}: {error}") from None
+        if self.protocol in ("s3", "s3a"):
+            self.fs.retries = 1  # s3fs's own retry loop: once; ours (retry) is the only layer
 
     @property
     def remote(self) -> bool:
@@ -173,10 +231,14 @@ class Location:
     def uri(self, name: str) -> str:
         return f"{self.url}/{name}"
 
+    def retry(self, call: Callable[[], T], what: str) -> T:
+        """:func:`retry` within this location's time budget."""
+        return retry(call, what, budget=self.timeout if self.remote else None)
+
     def _retry(self, call: Callable[[], T], name: str) -> T:
         # Local reads too: shared file systems (NFS, Lustre) time out and
         # reset as well; a missing file is never retried (is_transient).
-        return retry(call, self.uri(name))
+        return self.retry(call, self.uri(name))
 
     def exists(self, name: str) -> bool:
         return self._retry(lambda: self.fs.exists(self.path(name)), name)

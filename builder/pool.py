@@ -2,7 +2,7 @@
 
 A process pool holds one generator per worker, built once by the
 initializer. A worker that dies breaks the pool, which fails the build
-instead of hanging it.
+instead of hanging it; a build that dies takes its workers with it.
 
 On Linux the workers are forked: they inherit the imported modules and the
 kernels the search already compiled, so a worker starts in milliseconds
@@ -14,13 +14,18 @@ pool is started before any thread of ours (the progress bar's) exists.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from . import encode, shards
-from .errors import BuildFailure
+from .errors import EXIT_INTERRUPTED, BuildFailure
 from .generators import Generator, get_kind
 
 
@@ -48,9 +53,44 @@ class ShardResult:
 
 _worker: tuple[WorkerSpec, Generator] | None = None
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WATCHDOG_PERIOD = 1.0  # seconds between a worker's looks at its parent where prctl is missing
 
-def _init_worker(spec: WorkerSpec) -> None:
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker end when ``parent`` (the build) dies, however it
+    dies: an orphaned worker would go on writing shards into the folder a
+    ``--resume`` is about to use. Linux: the kernel sends SIGKILL
+    (PR_SET_PDEATHSIG); elsewhere a thread watches the parent."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if not armed:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(WATCHDOG_PERIOD)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def _quiet_exit_on_interrupt(signum: int, frame: Any) -> None:
+    # Ctrl-C reaches the whole process group: the build says how to resume;
+    # a worker only stops, without a traceback per process.
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _init_worker(spec: WorkerSpec, parent: int | None = None) -> None:
     global _worker
+    if parent is not None:
+        _die_with_parent(parent)
+        signal.signal(signal.SIGINT, _quiet_exit_on_interrupt)
     _worker = (spec, get_kind(spec.kind)(spec.params, spec.seed, spec.system))
 
 
@@ -95,17 +135,25 @@ def run_shards(spec: WorkerSpec, plans: list[shards.ShardPlan], workers: int,
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     with futures.ProcessPoolExecutor(max_workers=min(workers, len(plans)), mp_context=context,
-                                     initializer=_init_worker, initargs=(spec,)) as pool:
-        pending = {pool.submit(render_shard, plan): plan for plan in plans}
-        on_start()
+                                     initializer=_init_worker, initargs=(spec, os.getpid())) as pool:
+        pending: dict[futures.Future, shards.ShardPlan] = {}
         try:
+            pending.update({pool.submit(render_shard, plan): plan for plan in plans})
+            on_start()
             for future in futures.as_completed(pending):
-                try:
-                    result = future.result()
-                except futures.process.BrokenProcessPool:
-                    raise BuildFailure("a worker process died (out of memory or killed); "
-                                       "run again with --resume to finish the build") from None
-                on_done(result)
+                on_done(future.result())
+        except futures.process.BrokenProcessPool:  # from a result or from a submission
+            # The pool has failed every pending future itself: nothing to cancel.
+            raise BuildFailure("a worker process died (out of memory or killed); "
+                               "run again with --resume to finish the build") from None
+        except KeyboardInterrupt:
+            # Stop the workers now, not after the whole queue: each exits
+            # quietly on SIGINT, and the pool, broken, lets the `with` end.
+            # (Cancelling futures here races the pool marking them broken.)
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                if process.is_alive():
+                    os.kill(process.pid, signal.SIGINT)
+            raise
         except BaseException:
             for future in pending:
                 future.cancel()

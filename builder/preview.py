@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import encode, shards
-from .errors import UserError
+from .atomic import check_writable
 from .location import Location
 
 LABEL_HEIGHT = 14
@@ -75,25 +75,10 @@ def contact_sheet(samples: list[tuple[int, np.ndarray]], thumb: int = 128) -> Im
     return sheet
 
 
-def check_out_path(out_path: str) -> None:
-    """UserError unless ``out_path`` can be written as a file: its folder
-    must exist and be a folder (checked before any shard is read)."""
-    folder = os.path.dirname(os.path.abspath(out_path))
-    if os.path.isdir(out_path):
-        raise UserError(f"--out {out_path} is a directory; give a file name such as "
-                        f"{os.path.join(out_path, 'preview.png')}")
-    if not os.path.exists(folder):
-        raise UserError(f"--out {out_path}: folder {os.path.dirname(out_path) or folder} does not exist")
-    if not os.path.isdir(folder):
-        raise UserError(f"--out {out_path}: {os.path.dirname(out_path)} is a file, not a folder")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"--out {out_path}: folder {os.path.dirname(out_path) or folder} is not writable")
-
-
 def write_preview(location: Location, out_path: str, count: int = 8, thumb: int = 128) -> str:
     """Write the contact sheet as a PNG at ``out_path`` (through a temporary
     name, so a failure never leaves half an image)."""
-    check_out_path(out_path)
+    check_writable(out_path)
     manifest = location.read_manifest()
     sheet = contact_sheet(first_of_each_class(location, manifest, count), thumb)
     temporary = out_path + ".partial"

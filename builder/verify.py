@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections import Counter
 from typing import Any, Callable
 
 import numpy as np
 
 from . import encode, shards
+from . import manifest as mf
 from .errors import UserError
 from .generators import get_kind
 from .location import Location
@@ -38,6 +40,7 @@ def verify(location: Location, deep: int = 0, seed: int = 0, progress: Callable[
         problems += _check_shard(location, shard, width, size, records, labels)
         progress(shard["count"])
     problems += _check_labels(manifest, labels)
+    problems += _check_timm_info(location, manifest)
     if deep and not problems:
         problems += _deep_check(location, manifest, deep, seed)
     return manifest, problems
@@ -101,6 +104,28 @@ def _check_shard(location: Location, shard: dict, width: int, size: int, records
         problems.append(f"{name}: holds {len(seen)} samples {seen[:1]}..{seen[-1:]}, manifest says "
                         f"{shard['count']} from {expected[0]}")
     return problems
+
+
+def _check_timm_info(location: Location, manifest: dict) -> list[str]:
+    """``_info.json`` (what timm reads) is there and says what the manifest
+    says: its recorded size and sha256 where the manifest has them, and its
+    content either way."""
+    name = mf.TIMM_INFO_NAME
+    try:
+        data = location.read_bytes(name)
+    except FileNotFoundError:
+        return [f"{name}: missing"]
+    except OSError as error:
+        return [f"{name}: cannot read ({error})"]
+    recorded = manifest.get("timm_info")
+    if recorded and (len(data), hashlib.sha256(data).hexdigest()) != (recorded["bytes"], recorded["sha256"]):
+        return [f"{name}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]}..., manifest says "
+                f"{recorded['bytes']} bytes, sha256 {recorded['sha256'][:12]}..."]
+    try:
+        same = json.loads(data) == mf.timm_info(manifest)
+    except ValueError:
+        same = False
+    return [] if same else [f"{name}: does not describe the manifest's shards"]
 
 
 def _check_labels(manifest: dict, labels: Counter) -> list[str]:

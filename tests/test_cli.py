@@ -163,8 +163,8 @@ def test_console_script_is_installed():
 # message naming the flag or argument the user typed. {data} is a copy of
 # the tiny data set, {file} an ordinary file, {tmp} a fresh folder.
 BAD_INPUTS = [
-    (["preview", "{data}", "--out", "/nonexistent/dir/p.png"], "--out /nonexistent/dir/p.png: folder /nonexistent/dir "
-                                                              "does not exist"),
+    (["preview", "{data}", "--out", "/nonexistent/dir/p.png"],
+     "cannot write --out /nonexistent/dir/p.png: folder /nonexistent/dir does not exist"),
     (["preview", "{data}", "--out", "{file}/p.png"], "is a file, not a folder"),
     (["preview", "{data}", "--count", "0", "--out", "{tmp}/p.png"], "--count must be >= 1"),
     (["preview", "{data}", "--thumb", "4", "--out", "{tmp}/p.png"], "--thumb must be >= 8"),

@@ -104,8 +104,8 @@ def upload_log(monkeypatch):
     names: list[str] = []
     real = publish_mod.upload_object
 
-    def spy(destination, local_path, item, part_size):
-        real(destination, local_path, item, part_size)
+    def spy(destination, local_path, item, part_size, **condition):
+        real(destination, local_path, item, part_size, **condition)
         names.append(item.name)
 
     monkeypatch.setattr(publish_mod, "upload_object", spy)
@@ -171,11 +171,11 @@ def test_interrupted_publish_leaves_no_manifest_and_a_rerun_finishes(
     real = publish_mod.upload_object
     calls = []
 
-    def fail_after_two(destination, local_path, item, part_size):
+    def fail_after_two(destination, local_path, item, part_size, **condition):
         calls.append(item.name)
         if len(calls) > 2:
             raise OSError("injected failure: connection lost for good")
-        real(destination, local_path, item, part_size)
+        real(destination, local_path, item, part_size, **condition)
 
     monkeypatch.setattr(publish_mod, "upload_object", fail_after_two)
     code, _, err = publish_cli(capsys, tiny_dataset, url, s3_endpoint, "--jobs", "1")
@@ -219,23 +219,50 @@ def test_corrupt_or_truncated_remote_object_is_caught_by_verify_and_repaired_by_
     assert fracbuild(capsys, "verify", url, "--endpoint-url", s3_endpoint, "--no-progress")[0] == 0
 
 
-def test_a_different_data_set_is_not_overwritten_without_overwrite(
-        capsys, tiny_dataset, tmp_path, s3, bucket, s3_endpoint):
+def test_a_rebuild_of_the_same_data_set_is_the_same_data_set(capsys, tiny_dataset, tmp_path, s3, bucket,
+                                                             s3_endpoint):
+    url = f"s3://{bucket}/tiny"
+    assert publish_cli(capsys, tiny_dataset, url, s3_endpoint)[0] == 0
+    first = s3.get_object(Bucket=bucket, Key="tiny/manifest.json")["Body"].read()
+    rebuilt = tmp_path / "rebuilt"
+    shutil.copytree(tiny_dataset, rebuilt)
+    manifest = json.loads((rebuilt / "manifest.json").read_text())
+    manifest["timings"]["render_seconds"] += 1.0  # a byte-identical rebuild, timed differently
+    manifest["environment"]["python"] = "another"
+    (rebuilt / "manifest.json").write_text(json.dumps(manifest))
+
+    code, summary, err = publish_cli(capsys, rebuilt, url, s3_endpoint)
+    assert code == 0, err
+    assert (summary["uploaded"], summary["skipped"]) == (0, 5)
+    assert s3.get_object(Bucket=bucket, Key="tiny/manifest.json")["Body"].read() == first
+
+
+def test_overwrite_keeps_a_manifest_until_the_new_one_commits_then_drops_old_objects(
+        capsys, tiny_dataset, tmp_path, s3, bucket, s3_endpoint, monkeypatch):
+    from conftest import build_tiny
+
     url = f"s3://{bucket}/tiny"
     assert publish_cli(capsys, tiny_dataset, url, s3_endpoint)[0] == 0
     other = tmp_path / "other"
-    shutil.copytree(tiny_dataset, other)
-    manifest = json.loads((other / "manifest.json").read_text())
-    manifest["timings"]["render_seconds"] += 1.0  # another build of the same shards
-    (other / "manifest.json").write_text(json.dumps(manifest))
-
+    build_tiny(other, seed=5, shard_size=8)  # another data set: two shards, not three
     code, _, err = publish_cli(capsys, other, url, s3_endpoint)
     assert code == 2 and "already holds a different data set" in err and "--overwrite" in err
+
+    manifests_seen = []
+    real = publish_mod.upload_object
+
+    def watch(destination, local_path, item, part_size, **condition):
+        manifests_seen.append("tiny/manifest.json" in keys(s3, bucket, "tiny/"))
+        real(destination, local_path, item, part_size, **condition)
+
+    monkeypatch.setattr(publish_mod, "upload_object", watch)
     code, summary, err = publish_cli(capsys, other, url, s3_endpoint, "--overwrite")
     assert code == 0, err
-    assert (summary["uploaded"], summary["skipped"]) == (1, 4)  # only the manifest differs
-    remote = s3.get_object(Bucket=bucket, Key="tiny/manifest.json")["Body"].read()
-    assert remote == (other / "manifest.json").read_bytes()
+    assert manifests_seen and all(manifests_seen), "the prefix was left without a manifest during the upload"
+    assert keys(s3, bucket, "tiny/") == {f"tiny/{name}": size for name, size in expected_objects(other).items()}
+    assert s3.get_object(Bucket=bucket, Key="tiny/manifest.json")["Body"].read() == \
+        (other / "manifest.json").read_bytes()
+    assert fracbuild(capsys, "verify", url, "--endpoint-url", s3_endpoint, "--no-progress")[0] == 0
 
 
 def test_large_object_goes_up_in_parts_and_is_checked(tmp_path, s3, bucket, s3_endpoint):
@@ -252,14 +279,15 @@ def test_large_object_goes_up_in_parts_and_is_checked(tmp_path, s3, bucket, s3_e
     assert destination.sha256("big.tar") == (item.sha256, len(data))
 
 
-def test_an_object_that_reads_back_wrong_is_removed(tmp_path, s3, bucket, s3_endpoint, monkeypatch):
+def test_an_object_that_reads_back_wrong_fails_and_is_left_alone(tmp_path, s3, bucket, s3_endpoint, monkeypatch):
     (tmp_path / "a.tar").write_bytes(b"payload")
     item = publish_mod.Item("a.tar", 7, hashlib.sha256(b"payload").hexdigest())
     destination = Location(f"s3://{bucket}/x", endpoint_url=s3_endpoint)
     monkeypatch.setattr(Location, "sha256", lambda self, name: ("0" * 64, 7))  # a store that mangled it
     with pytest.raises(publish_mod.BuildFailure, match="read back 7 bytes with sha256 000000000000"):
         publish_mod.publish_object(destination, str(tmp_path), item, part_size=publish_mod.MIN_PART_SIZE)
-    assert keys(s3, bucket) == {}
+    # Not deleted: what is there may be another publisher's write, not this one's.
+    assert keys(s3, bucket) == {"x/a.tar": 7}
 
 
 # --- one clear line for the usual mistakes ---------------------------------
@@ -314,8 +342,8 @@ def test_render_publish_uploads_shards_while_rendering_and_the_manifest_last(
     lock = threading.Lock()
     real_upload, real_render = publish_mod.upload_object, pool_mod.render_shard
 
-    def upload(destination, local_path, item, part_size):
-        real_upload(destination, local_path, item, part_size)
+    def upload(destination, local_path, item, part_size, **condition):
+        real_upload(destination, local_path, item, part_size, **condition)
         with lock:
             order.append(item.name)
             uploaded.setdefault(item.name, threading.Event()).set()
@@ -445,7 +473,7 @@ def _damage(s3, tiny_dataset, bucket, prefix, shard, truncate: bool) -> None:
 
 
 def test_trainer_data_reads_verified_shards_from_s3(tiny_dataset, bucket, s3_endpoint, monkeypatch):
-    data = pytest.importorskip("fractrain.data", reason="the trainer's data module is not written yet")
+    from fractrain import data
     monkeypatch.setenv(location_mod.ENDPOINT_ENV, s3_endpoint)  # how fractrain users name the endpoint
     url = _published(tiny_dataset, bucket, s3_endpoint)
     dataset = data.load(url, threads=2)
@@ -457,7 +485,7 @@ def test_trainer_data_reads_verified_shards_from_s3(tiny_dataset, bucket, s3_end
 @pytest.mark.parametrize("truncate", [False, True], ids=["corrupt", "truncated"])
 def test_trainer_data_stops_on_a_damaged_remote_shard(tiny_dataset, s3, bucket, s3_endpoint, monkeypatch,
                                                       truncate):
-    data = pytest.importorskip("fractrain.data", reason="the trainer's data module is not written yet")
+    from fractrain import data
     monkeypatch.setenv(location_mod.ENDPOINT_ENV, s3_endpoint)
     url = _published(tiny_dataset, bucket, s3_endpoint)
     shard = json.loads((tiny_dataset / "manifest.json").read_text())["shards"][1]
@@ -535,7 +563,7 @@ def test_fractrain_on_a_missing_bucket_gives_one_line(capsys, tmp_path, s3_endpo
 
 
 def test_trainer_streams_verified_shards_from_s3(tiny_dataset, s3, bucket, s3_endpoint, monkeypatch, tmp_path):
-    streaming = pytest.importorskip("fractrain.streaming", reason="the trainer's streaming input is not written yet")
+    from fractrain import streaming
     from fractrain import pretrain
     from fractrain.config import defaults, override
 
@@ -562,3 +590,132 @@ def test_trainer_streams_verified_shards_from_s3(tiny_dataset, s3, bucket, s3_en
     with pytest.raises(UserError) as caught:
         list(streaming.ShardFeed(location, manifest, schedule, readers=1).steps(range(4)))
     assert f"{url}/{shard['file']} is corrupt" in str(caught.value)
+
+
+# --- an endpoint that accepts connections and never answers ----------------
+@pytest.fixture
+def silent_endpoint():
+    """``http://127.0.0.1:PORT`` of a socket that accepts and never answers."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)  # the kernel completes the handshakes; nobody ever reads
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+@pytest.mark.parametrize("command", ["verify", "publish", "info"])
+def test_a_silent_endpoint_fails_with_one_line_naming_it(capsys, tiny_dataset, silent_endpoint, command):
+    args = {"verify": ["verify", "s3://b/p", "--no-progress"],
+            "publish": ["publish", tiny_dataset, "s3://b/p", "--no-progress"],
+            "info": ["info", "s3://b/p"]}[command]
+    code, _, err = fracbuild(capsys, *args, "--endpoint-url", silent_endpoint, "--timeout", "3")
+    lines = err.strip().splitlines()
+    assert code == 1, err
+    assert lines[-1].startswith(f"failed: cannot reach {silent_endpoint}") and "timeout" in lines[-1].lower(), err
+    retries = lines[:-1]
+    assert retries and all(line.startswith("retry ") and "s3://b/p" in line for line in retries), err
+
+
+@needs_trainer_cli
+def test_fractrain_on_a_silent_endpoint_gives_one_line(capsys, tmp_path, silent_endpoint, monkeypatch):
+    monkeypatch.setenv(location_mod.ENDPOINT_ENV, silent_endpoint)
+    monkeypatch.setenv(location_mod.TIMEOUT_ENV, "3")
+    code, err = fractrain(capsys, *_pretrain_args("s3://b/p", tmp_path / "run"))
+    assert code == 1, err
+    assert err.strip().splitlines()[-1].startswith(f"failed: cannot reach {silent_endpoint}"), err
+    assert "Traceback" not in err
+
+
+# --- two publishes to one prefix at once -------------------------------------
+SLOW_PUBLISH = """
+import os, sys, time
+from fracbuild import publish
+real, started = publish.upload_object, []
+
+def slowed(*args, **kwargs):  # the first object at once (it marks the start), the rest once released
+    if started:
+        deadline = time.monotonic() + 60
+        while not os.path.exists({release!r}) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    else:
+        open({marker!r}, "w").close()
+    started.append(1)
+    real(*args, **kwargs)
+
+publish.upload_object = slowed
+from fracbuild.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_two_concurrent_publishes_to_one_prefix_one_wins_and_the_prefix_verifies(
+        capsys, tiny_dataset, tmp_path, s3, bucket, s3_endpoint):
+    import subprocess
+    import sys
+    import time
+
+    from conftest import build_tiny
+
+    other = tmp_path / "other"
+    build_tiny(other, seed=7)  # the same names, other bytes
+    url, marker, release = f"s3://{bucket}/race", tmp_path / "slow-started", tmp_path / "release"
+    common = [url, "--endpoint-url", s3_endpoint, "--no-progress", "--jobs", "1"]
+    slow = subprocess.Popen([sys.executable, "-c", SLOW_PUBLISH.format(marker=str(marker), release=str(release)),
+                             "publish", str(other), *common], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and slow.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert marker.exists(), slow.stderr.read() if slow.poll() is not None else "the slow publish never started"
+    # The slow one has claimed the empty prefix and is writing; the fast one starts now.
+    fast = subprocess.run([sys.executable, "-m", "fracbuild.cli", "publish", str(tiny_dataset), *common],
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    release.touch()  # the slow one goes on, over a prefix the fast one has committed
+    slow_err = slow.communicate(timeout=120)[1]
+    outcomes = {"fast": (fast.returncode, fast.stderr), "slow": (slow.returncode, slow_err)}
+    winners = [name for name, (code, _) in outcomes.items() if code == 0]
+    assert winners == ["fast"], outcomes
+    code, err = outcomes["slow"]
+    assert code != 0 and len(err.strip().splitlines()) == 1 and url in err and "Traceback" not in err, err
+    assert "another publish" in err and "run the same command again" not in err, err
+    # The prefix is the winner's data set, whole.
+    remote = s3.get_object(Bucket=bucket, Key="race/manifest.json")["Body"].read()
+    assert remote == (tiny_dataset / "manifest.json").read_bytes()
+    assert fracbuild(capsys, "verify", url, "--endpoint-url", s3_endpoint, "--no-progress")[0] == 0
+
+
+def test_a_rerun_aborts_the_incomplete_uploads_a_killed_run_left(capsys, tiny_dataset, s3, bucket, s3_endpoint,
+                                                                 monkeypatch):
+    def start(key):
+        upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"x" * 100)
+        return upload
+
+    start("tiny/tiny-000001.tar")  # a killed publish's
+    start("tiny/notes.bin")  # not an object of this data set: someone else's
+    start("elsewhere/tiny-000001.tar")  # not under the prefix
+    monkeypatch.setattr(publish_mod, "STALE_UPLOAD_SECONDS", 0)
+    code, _, err = publish_cli(capsys, tiny_dataset, f"s3://{bucket}/tiny", s3_endpoint)
+    assert code == 0, err
+    assert f"aborted 1 incomplete upload(s) left under s3://{bucket}/tiny" in err
+    left = sorted(u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+    assert left == ["elsewhere/tiny-000001.tar", "tiny/notes.bin"]
+
+
+def test_a_young_incomplete_upload_may_be_a_running_publish_and_stays(capsys, tiny_dataset, s3, bucket,
+                                                                     s3_endpoint, monkeypatch):
+    s3.create_multipart_upload(Bucket=bucket, Key="tiny/tiny-000001.tar")
+    # moto dates every upload in 2010: an age limit beyond that makes it "young".
+    monkeypatch.setattr(publish_mod, "STALE_UPLOAD_SECONDS", 100 * 365 * 86400)
+    code, _, err = publish_cli(capsys, tiny_dataset, f"s3://{bucket}/tiny", s3_endpoint)
+    assert code == 0, err
+    assert [u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])] == ["tiny/tiny-000001.tar"]
+
+
+def test_info_reads_an_s3_prefix_at_the_given_endpoint(capsys, tiny_dataset, bucket, s3_endpoint, monkeypatch):
+    url = _published(tiny_dataset, bucket, s3_endpoint)
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the option says where the server is
+    code, out, err = fracbuild(capsys, "info", url, "--endpoint-url", s3_endpoint, "--json")
+    assert code == 0, err
+    assert json.loads(out)["num_samples"] == 16

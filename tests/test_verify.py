@@ -103,3 +103,19 @@ def test_verify_json_and_bar_with_a_total(dataset, capsys):
     assert json.loads(captured.out) == {"location": str(dataset), "ok": True, "problems": [], "num_samples": 16,
                                         "shards": 3, "re_rendered": 0}
     assert "16/16" in captured.err and "verify: 100%" in captured.err
+
+
+@pytest.mark.parametrize("damage", ["garbage", "same-size garbage", "missing", "another set's"])
+def test_a_damaged_timm_info_is_caught(dataset, tmp_path, damage):
+    info = dataset / "_info.json"
+    original = info.read_bytes()
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    assert manifest["timm_info"]["sha256"] and manifest["timm_info"]["bytes"] == len(original)
+    if damage == "missing":
+        info.unlink()
+    elif damage == "another set's":
+        info.write_text(json.dumps({**json.loads(original), "num_classes": 3}))
+    else:
+        info.write_bytes(b"x" * (len(original) if damage == "same-size garbage" else 5))
+    problems = _problems(dataset)
+    assert problems and all(p.startswith("_info.json: ") for p in problems), problems

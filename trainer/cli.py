@@ -22,7 +22,7 @@ import yaml
 
 from . import __version__, interrupts
 from .config import TrainConfig, check_switches, defaults, load_yaml, merge, override
-from .errors import ResumeMismatch, TrainFailure, UserError
+from .errors import ResumeMismatch, TrainFailure, UserError, run_cli
 from .recipe import SWITCHES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -425,8 +425,11 @@ def _log(message: str) -> None:
     click.echo(message, err=True)
 
 
-# click >= 8.2 raises this for a bare command (older versions print the help and exit 0 themselves).
-NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+# Options of fracbuild that fractrain takes from the environment instead.
+OPTION_HINTS = {
+    "--endpoint-url": "fractrain reads the S3 endpoint from $FRACBUILD_ENDPOINT_URL or AWS_ENDPOINT_URL",
+    "--timeout": "fractrain reads the S3 timeout, seconds, from $FRACBUILD_TIMEOUT",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -437,38 +440,15 @@ def main(argv: list[str] | None = None) -> int:
         if not quiet:
             click.echo(message, err=True)
 
+    def explain(error: UserError) -> str:
+        return error.naming(flag_for(error.key)) if isinstance(error, ResumeMismatch) else str(error)
+
     interrupts.set_command(argv)
-    try:
-        with interrupts.sigterm_raises():
-            cli.main(args=argv, prog_name="fractrain", standalone_mode=False)
-    except interrupts.Interrupted as stopped:
-        say(str(stopped))
-        return stopped.exit_code
-    except click.exceptions.Exit as done:
-        return done.exit_code
-    except NO_ARGS_IS_HELP as shown:  # no arguments at all: the help, as click shows it (exit 2)
-        click.echo(shown.ctx.get_help(), err=True)
-        return 2
-    except click.exceptions.Abort:
-        say("error: aborted")
-        return 130
-    except click.ClickException as error:
-        say(f"error: {error.format_message()}")
-        return 2
-    except ResumeMismatch as error:
-        say(f"error: {error.naming(flag_for(error.key))}")
-        return 2
-    except UserError as error:
-        say(f"error: {error}")
-        return 2
-    except TrainFailure as error:
-        say(f"failed: {error}")
-        return 1
-    except KeyboardInterrupt:
-        say("interrupted (SIGINT) outside the training steps: no new checkpoint; --resume auto continues from "
-            "the last one, if the run has any")
-        return 130
-    return 0
+    with interrupts.sigterm_raises():
+        return run_cli(cli, argv, "fractrain", failures=(TrainFailure,), say=say, option_hints=OPTION_HINTS,
+                       explain=explain,
+                       interrupted="interrupted (SIGINT) outside the training steps: no new checkpoint; "
+                                   "--resume auto continues from the last one, if the run has any")
 
 
 def run() -> None:

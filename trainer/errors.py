@@ -5,7 +5,7 @@
 not go on (a loss that became NaN): ``failed: ...``, exit 1.
 """
 
-from fracbuild.errors import UserError
+from fracbuild.errors import UserError, run_cli
 
 
 class TrainFailure(Exception):
@@ -26,4 +26,4 @@ class ResumeMismatch(UserError):
                 f"{self.now!r}{others}; resume with the same options (--config <run>/config.yaml)")
 
 
-__all__ = ["UserError", "TrainFailure", "ResumeMismatch"]
+__all__ = ["UserError", "TrainFailure", "ResumeMismatch", "run_cli"]

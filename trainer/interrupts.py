@@ -18,6 +18,8 @@ import sys
 import threading
 from typing import Iterator
 
+from fracbuild import errors
+
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 # The command the user typed (argv without the program), for the resume hint;
@@ -25,13 +27,13 @@ HANDLED = (signal.SIGINT, signal.SIGTERM)
 _command: list[str] | None = None
 
 
-class Interrupted(Exception):
-    """The run stopped on a signal; ``exit_code`` is 128 + the signal number."""
+class Interrupted(errors.Interrupted):
+    """The run stopped on a signal after saving what it could; ``message``
+    says how to continue, ``exit_code`` is 128 + the signal number."""
 
     def __init__(self, signum: int, message: str):
-        super().__init__(message)
+        super().__init__(message, 128 + signum)
         self.signum = signum
-        self.exit_code = 128 + signum
 
 
 def signal_name(signum: int) -> str:
