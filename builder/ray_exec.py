@@ -21,6 +21,7 @@ import collections
 import dataclasses
 import logging
 import os
+import time
 import uuid
 from typing import Any, Callable
 
@@ -33,6 +34,9 @@ DEFAULT_MAX_RETRIES = 3
 TASKS_PER_CPU = 2  # tasks queued per cluster CPU: enough to keep every CPU busy, few enough to cancel fast
 AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 WAIT_SECONDS = 1.0  # how long the driver blocks at a time, so Ctrl-C is seen
+# A shard another node wrote may take a moment to appear on a network file
+# system (attribute caching); one that never appears means --out is not shared.
+VISIBLE_SECONDS = 30.0
 
 
 def import_ray():
@@ -174,7 +178,9 @@ class RayExecutor:
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_SECONDS)
                 for ref in ready:
                     plan = running.pop(ref)
-                    on_done(self._result(ref, spec, plan))
+                    result = self._result(ref, spec, plan)
+                    _wait_until_visible(spec.out_dir, result)
+                    on_done(result)
                 submit()
         except BaseException:
             for ref in running:
@@ -203,3 +209,21 @@ class RayExecutor:
             return result
         raise BuildFailure(f"shard {file} failed after {self.max_retries + 1} tries ({reason}); "
                            "run again with --resume to finish the build")
+
+
+def _wait_until_visible(out_dir: str, result: pool.ShardResult) -> None:
+    """Return once the shard a task wrote is in ``out_dir`` as seen from the
+    driver, with the size the task reported; BuildFailure if it never is
+    (the task ran on a node that does not share ``out_dir``)."""
+    path = os.path.join(out_dir, result.file)
+    deadline = time.monotonic() + VISIBLE_SECONDS
+    while True:
+        try:
+            if os.path.getsize(path) == result.bytes:
+                return
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            raise BuildFailure(f"shard {result.file} was written by a Ray worker but is not in {out_dir} on this "
+                               "machine: --out must be a file system every node shares")
+        time.sleep(0.5)

@@ -186,3 +186,19 @@ def test_a_build_failure_in_a_task_is_not_retried(cluster, tmp_path):
         build(tmp_path / "ray", "rcdb", params, shard_size, distributed=executor)
     lines = tries.read_text().split()
     assert len(lines) == len(set(lines)), f"a shard was tried again: {lines}"
+
+
+def test_a_shard_written_elsewhere_fails_the_build(cluster, tmp_path, monkeypatch):
+    """A worker on a node that does not share --out: its shard never shows up here."""
+    params, shard_size = SMALL["rcdb"]
+    monkeypatch.setattr(ray_exec, "VISIBLE_SECONDS", 0.0)
+
+    def written_elsewhere(token, spec_box, plan):
+        result = ray_exec.render_one(token, spec_box, plan)
+        os.remove(os.path.join(ray.get(spec_box[0]).out_dir, result.file))
+        return result
+
+    executor = ray_exec.RayExecutor("local", task=written_elsewhere)
+    with pytest.raises(BuildFailure, match=r"--out must be a file system every node shares"):
+        build(tmp_path / "ray", "rcdb", params, shard_size, distributed=executor)
+    assert not (tmp_path / "ray" / mf.MANIFEST_NAME).exists()
