@@ -202,3 +202,43 @@ def test_a_shard_written_elsewhere_fails_the_build(cluster, tmp_path, monkeypatc
     with pytest.raises(BuildFailure, match=r"--out must be a file system every node shares"):
         build(tmp_path / "ray", "rcdb", params, shard_size, distributed=executor)
     assert not (tmp_path / "ray" / mf.MANIFEST_NAME).exists()
+
+
+@pytest.fixture
+def s3_server(monkeypatch, tmp_path):
+    """``(endpoint, boto3 client)`` of moto's S3 server on 127.0.0.1, with
+    dummy credentials and no AWS configuration from this machine."""
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    for name in list(os.environ):
+        if name.startswith("AWS_") or name == "FRACBUILD_ENDPOINT_URL":
+            monkeypatch.delenv(name)
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+                        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+                        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}.items():
+        monkeypatch.setenv(name, value)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    yield endpoint, boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    server.stop()
+
+
+def test_ray_build_published_to_s3_equals_the_local_build(cluster, tmp_path, s3_server):
+    endpoint, client = s3_server
+    client.create_bucket(Bucket="fracdata")
+    options = ["--kind", "rcdb", "--categories", "2", "--instances", "3", "--size", "48", "--shard-size", "2",
+               "--seed", "3", "--no-progress"]
+    assert main(["render", *options, "--workers", "1", "--out", str(tmp_path / "local")]) == 0
+    assert main(["render", *options, "--ray", "--out", str(tmp_path / "ray"),
+                 "--publish", "s3://fracdata/rcdb", "--endpoint-url", endpoint]) == 0
+    assert main(["verify", "s3://fracdata/rcdb", "--endpoint-url", endpoint, "--no-progress"]) == 0
+    for path in sorted((tmp_path / "local").iterdir()):
+        if path.name != mf.MANIFEST_NAME:
+            remote = client.get_object(Bucket="fracdata", Key=f"rcdb/{path.name}")["Body"].read()
+            assert remote == path.read_bytes(), path.name
+    assert_same_data_set(tmp_path / "ray", tmp_path / "local")
