@@ -99,6 +99,7 @@ class RayExecutor:
         self.ray = import_ray()
         self.address = address
         self.max_retries = max_retries
+        self._driver_workers = workers if address == LOCAL else None  # CPUs the driver's own work may use
         self._owns_session = False
         if not self.ray.is_initialized():
             self._connect(address, workers)
@@ -148,7 +149,7 @@ class RayExecutor:
             from .ray_search import RaySearch
 
             return search_categories(params, seed, log, search=RaySearch(self.ray, self.cpus()).search)
-        return generator_cls.prepare(params, seed, log)
+        return generator_cls.prepare(params, seed, log, workers=self._driver_workers)
 
     # --- the shards -------------------------------------------------------
     def run_shards(self, spec: pool.WorkerSpec, plans: list[shards.ShardPlan],
