@@ -69,7 +69,7 @@ def main() -> None:
 
     import ray
 
-    ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     executor = RayExecutor("local")
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible",
                      "python": platform.python_version(), "cpus": args.cpus, "shard_size": args.shard_size,

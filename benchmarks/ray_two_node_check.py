@@ -65,6 +65,18 @@ def same_files(ours: str, reference: str) -> list[str]:
     return differ
 
 
+def _forget_cluster(address: str) -> None:
+    """Remove the note `ray start --head` leaves for ``ray.init()`` (which
+    `ray stop` would remove), so later local Rays do not look for this one."""
+    note = os.path.join(tempfile.gettempdir(), "ray", "ray_current_cluster")
+    try:
+        with open(note) as handle:
+            if handle.read().strip() == address:
+                os.remove(note)
+    except OSError:
+        pass
+
+
 def main() -> int:
     address = f"{socket.gethostbyname(socket.gethostname())}:{free_port()}"
     nodes: list[subprocess.Popen] = []
@@ -89,6 +101,7 @@ def main() -> int:
                 os.killpg(node.pid, signal.SIGTERM)
             for node in reversed(nodes):
                 node.wait(timeout=90)
+            _forget_cluster(address)
         if ray_run.returncode or local_run.returncode:
             print(ray_run.stderr[-2000:], local_run.stderr[-2000:], file=sys.stderr)
             return 1

@@ -216,7 +216,8 @@ def _read_ifs(path: str, kind: str) -> dict[str, Any]:
                    "of this machine, HOST:PORT another one, no value starts a Ray here with --workers CPUs. "
                    "--out must be the same path on every node. Same bytes as without. [default: off]")
 @click.option("--ray-retries", type=int, default=3, show_default=True,
-              help="With --ray: times a shard task is retried after its worker dies before the build fails.")
+              help="With --ray: times a failed shard task (worker killed, node lost, I/O error) is run again "
+                   "before the build fails.")
 @click.pass_context
 def render(ctx: click.Context, out_dir: str, ifs_path: str | None, manifest_path: str | None,
            prefix: str | None, shard_size: int, workers: int, resume: bool, overwrite: bool,

@@ -7,9 +7,10 @@ writes its tar under a temporary name into the output directory, which must
 therefore be the same path on every node (a shared file system), then
 returns the shard's record. The driver keeps everything that decides the
 result: the plan, the resume check of finished shards, the manifest, written
-last. A task whose worker dies (killed, out of memory, node lost) is retried
-up to ``max_retries`` times; then the build fails with one line naming the
-shard, and ``--resume`` finishes it.
+last. A task that fails (its worker killed or out of memory, its node lost,
+an I/O error) is retried up to ``max_retries`` times, a user error or a
+build failure (deterministic) never; then the build fails with one line
+naming the shard, and ``--resume`` finishes it.
 
 Ray is an optional dependency: this module imports it only when a build asks
 for it, and the local path never imports this module.
@@ -21,6 +22,8 @@ import collections
 import dataclasses
 import logging
 import os
+import socket
+import tempfile
 import time
 import uuid
 from typing import Any, Callable
@@ -37,6 +40,7 @@ WAIT_SECONDS = 1.0  # how long the driver blocks at a time, so Ctrl-C is seen
 # A shard another node wrote may take a moment to appear on a network file
 # system (attribute caching); one that never appears means --out is not shared.
 VISIBLE_SECONDS = 30.0
+CONNECT_SECONDS = 10.0  # to reach a cluster's head before giving up
 
 
 def import_ray():
@@ -83,8 +87,8 @@ class RayExecutor:
 
     ``address``: ``"local"`` starts a Ray on this machine with ``workers``
     CPUs for the life of the executor; ``"auto"`` joins the cluster this
-    machine belongs to (``ray start``); anything else is a cluster address
-    (``HOST:PORT`` or ``ray://HOST:PORT``). When Ray is already initialised in
+    machine belongs to (``ray start``); anything else is the address of a
+    cluster's head (``HOST:PORT``). When Ray is already initialised in
     this process, that session is used as it is and left running.
     ``task``: the shard task's body (:func:`render_one`; tests inject faults
     around it).
@@ -115,8 +119,12 @@ class RayExecutor:
                 # Ray's notice that its (default) token authentication is on
                 # says nothing to a user of a Ray private to this command.
                 logging.getLogger(AUTH_NOTICE_LOGGER).setLevel(logging.ERROR)
-                self.ray.init(num_cpus=workers, include_dashboard=False, **options)
+                # address "local": a new Ray even where `ray start` left a cluster behind
+                self.ray.init(address="local", num_cpus=workers, include_dashboard=False, **options)
             else:
+                head = _auto_address() if address == "auto" else address
+                if head:
+                    _check_reachable(head, address)
                 self.ray.init(address=address, **options)
         except (ConnectionError, ValueError, RuntimeError) as error:
             where = "the Ray cluster of this machine" if address == "auto" else address
@@ -228,3 +236,29 @@ def _wait_until_visible(out_dir: str, result: pool.ShardResult) -> None:
             raise BuildFailure(f"shard {result.file} was written by a Ray worker but is not in {out_dir} on this "
                                "machine: --out must be a file system every node shares")
         time.sleep(0.5)
+
+
+def _auto_address() -> str | None:
+    """The head ``--ray auto`` will look for: $RAY_ADDRESS, else the note the
+    last ``ray start --head`` on this machine left (None: neither)."""
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    try:
+        with open(os.path.join(tempfile.gettempdir(), "ray", "ray_current_cluster"), encoding="utf-8") as note:
+            return note.read().strip() or None
+    except OSError:
+        return None
+
+
+def _check_reachable(head: str, given: str, seconds: float = CONNECT_SECONDS) -> None:
+    """UserError at once when nothing listens at ``head`` (HOST:PORT), which
+    ``--ray given`` names: Ray itself would retry for minutes, printing a
+    warning every few seconds."""
+    host, _, port = head.split("://")[-1].rpartition(":")  # ray://HOST:PORT (Ray Client) too
+    if not host or not port.isdigit():
+        raise UserError(f"--ray {given}: expected auto or HOST:PORT of a Ray cluster's head, got {head!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as error:
+        raise UserError(f"--ray {given}: no Ray cluster answers at {head} "
+                        f"({error.strerror or error})") from None

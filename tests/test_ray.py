@@ -38,7 +38,7 @@ SLOW_1PFRAC = ["--L", "60", "--size", "64", "--pad", "2", "--iterations", "10000
 def cluster():
     """A Ray of two CPUs for this module; skipped where Ray cannot start."""
     try:
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2,
                  logging_level=logging.WARNING, log_to_driver=False)
     except Exception as error:  # no shared memory, no ports, ...: nothing to test against
         pytest.skip(f"Ray cannot start here: {error}")
@@ -252,3 +252,16 @@ def test_ray_build_published_to_s3_equals_the_local_build(cluster, tmp_path, s3_
             remote = client.get_object(Bucket="fracdata", Key=f"rcdb/{path.name}")["Body"].read()
             assert remote == path.read_bytes(), path.name
     assert_same_data_set(tmp_path / "ray", tmp_path / "local")
+
+
+@pytest.mark.parametrize("address, message", [("127.0.0.1:1", "no Ray cluster answers at 127.0.0.1:1"),
+                                              ("nonsense", "expected auto or HOST:PORT"),
+                                              ("auto", "no Ray cluster answers at 127.0.0.1:1")])
+def test_an_address_without_a_cluster_is_one_line(tmp_path, capsys, monkeypatch, address, message):
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh `fracbuild` process
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # what `auto` finds: a cluster gone
+    code = main(["render", "--L", "4", "--out", str(tmp_path / "out"), "--ray", address])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith(f"error: --ray {address}: ") and message in err[0], err
+    assert not (tmp_path / "out").exists()
