@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import fractaldb_search, ifs
+from .errors import BuildFailure
 
 BLOCK = 64  # candidates per task: ~0.3 s of one core at 100,000 points, against under 1 ms of Ray per task
 TASKS_PER_CPU = 2
@@ -42,13 +43,24 @@ def evaluate_block(seed: int, first: int, count: int, iterations: int, size: int
 
 
 class RaySearch:
-    """:meth:`search` is a drop-in for :func:`fracbuild.fractaldb_search.search`."""
+    """:meth:`search` is a drop-in for :func:`fracbuild.fractaldb_search.search`.
+    A block task that fails is run again up to ``max_retries`` times;
+    ``evaluate`` is its body (:func:`evaluate_block`; tests inject faults)."""
 
-    def __init__(self, ray: Any, cpus: int, block: int = BLOCK):
+    def __init__(self, ray: Any, cpus: int, block: int = BLOCK, max_retries: int = 3,
+                 evaluate: Callable[..., list] = evaluate_block):
         self.ray = ray
         self.block = block
         self.in_flight = TASKS_PER_CPU * max(1, cpus)
-        self._task = ray.remote(evaluate_block).options(num_cpus=1, max_retries=3)
+        self._task = ray.remote(evaluate).options(num_cpus=1, max_retries=max_retries, retry_exceptions=True)
+
+    def _fills(self, ref: Any, first: int, count: int) -> list[tuple[np.ndarray, float]]:
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayError as error:  # after the task's retries
+            reason = type(getattr(error, "cause", None) or error).__name__
+            raise BuildFailure(f"search: candidates {first}..{first + count - 1} failed on Ray ({reason}); "
+                               "run the command again") from None
 
     def search(self, num_categories: int, *, stream: str, seed: int, iterations: int, size: int, pad: int,
                threshold: float, max_candidates: int, log: Callable[[str], None],
@@ -72,8 +84,8 @@ class RaySearch:
                 if not pending:
                     raise RuntimeError(f"only {len(found)} of {num_categories} categories in {max_candidates} "
                                        f"candidates (threshold {threshold})")
-                first, _, ref = pending.popleft()
-                for offset, (maps, fill) in enumerate(self.ray.get(ref)):
+                first, count, ref = pending.popleft()
+                for offset, (maps, fill) in enumerate(self._fills(ref, first, count)):
                     if fill >= threshold and len(found) < num_categories:
                         found.append({"maps": maps.tolist(),
                                       "probabilities": ifs.map_probabilities(maps).tolist(),

@@ -164,6 +164,16 @@ def test_distributed_search_finds_the_local_categories(cluster, stream):
     assert len({c["candidate"] for c in local["categories"]}) == 5
 
 
+def test_a_search_block_failing_past_its_retries_is_one_line(cluster):
+    def broken(*args):
+        raise ValueError("bad block")
+
+    search = RaySearch(ray, cpus=2, block=8, max_retries=0, evaluate=broken)
+    with pytest.raises(BuildFailure, match=r"^search: candidates 0\.\.7 failed on Ray \(ValueError\)"):
+        search.search(2, stream="seeded", seed=1, iterations=3000, size=64, pad=2, threshold=0.2,
+                      max_candidates=64, log=_quiet)
+
+
 def test_local_build_never_imports_ray(tmp_path):
     script = ("import sys; from fracbuild.cli import main; "
               f"code = main(['render', '--L', '4', '--size', '32', '--pad', '1', '--iterations', '2000', "
