@@ -14,9 +14,9 @@ $(BIN)/python:
 install-builder: $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 
-# Everything: builder, trainer (torch, timm), object storage (s3fs), test tools.
+# Everything: builder, trainer (torch, timm), object storage (s3fs), Ray, test tools.
 install-all: $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[train,s3,dev]"
+	$(BIN)/pip install --quiet -e ".[train,s3,ray,dev]"
 	$(BIN)/pip check
 
 # Build a small 1p-frac data set (100 classes, 256x256), verify it and write a preview.

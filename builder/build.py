@@ -146,11 +146,15 @@ def _existing_shard(out_dir: str, plan: shards.ShardPlan, prefix: str, width: in
 def run_build(spec: BuildSpec, out_dir: str, *, workers: int = 1, resume: bool = False,
               overwrite: bool = False, system: dict | None = None, progress: bool = True,
               log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-              on_shard: Callable[[str, pool.ShardResult], None] | None = None) -> dict[str, Any]:
+              on_shard: Callable[[str, pool.ShardResult], None] | None = None,
+              distributed: Any = None) -> dict[str, Any]:
     """Build (or finish) the data set ``spec`` in ``out_dir``; returns the manifest.
 
     ``system`` skips the search (a rebuild from a manifest). ``on_shard`` is
     called with (path, result) as each shard is complete (e.g. to upload it).
+    ``distributed`` (a :class:`fracbuild.ray_exec.RayExecutor`) runs the search
+    and the shards as Ray tasks instead of this machine's processes; the plan,
+    the checks and the manifest stay here, so the bytes are the same.
     """
     generator_cls, params = resolve(spec)
     # Compare and record the full parameter set, JSON-normalised (tuples -> lists).
@@ -177,7 +181,10 @@ def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: st
         system = state["system"]
     elif system is None:
         started = time.perf_counter()
-        system = generator_cls.prepare(params, spec.seed, log, workers=workers)
+        if distributed is not None:
+            system = distributed.prepare(generator_cls, params, spec.seed, log)
+        else:
+            system = generator_cls.prepare(params, spec.seed, log, workers=workers)
         search_seconds = time.perf_counter() - started
 
     # From here on we write. The state file lets --resume finish the build.
@@ -214,11 +221,15 @@ def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: st
     def landed(result: pool.ShardResult) -> None:
         results[result.plan.index] = result
         bar.update(result.plan.count)
+        bar.set_postfix_str(f"shards {len(results)}/{len(plans)}", refresh=False)
         if on_shard:
             on_shard(os.path.join(out_dir, result.file), result)
 
     try:
-        pool.run_shards(worker_spec, todo, workers, landed, on_start)
+        if distributed is not None:
+            distributed.run_shards(worker_spec, todo, landed, on_start)
+        else:
+            pool.run_shards(worker_spec, todo, workers, landed, on_start)
     except OSError as error:
         raise BuildFailure(f"cannot write shards to {out_dir}: {error.strerror or error}") from None
     finally:

@@ -288,11 +288,19 @@ def _read_ifs(path: str, kind: str) -> dict[str, Any]:
               help="S3-compatible endpoint for --publish (R2, MinIO, ...). [default: $FRACBUILD_ENDPOINT_URL, "
                    "else botocore's configuration]")
 @timeout_option
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Render each shard (and the fractaldb/ofdb search) as a Ray task: 'auto' joins the cluster "
+                   "of this machine, HOST:PORT another one, no value starts a Ray here with --workers CPUs. "
+                   "--out must be the same path on every node. Same bytes as without. [default: off]")
+@click.option("--ray-retries", type=int, default=3, show_default=True,
+              help="With --ray: times a failed shard task (worker killed, node lost, I/O error) is run again "
+                   "before the build fails.")
 @click.pass_context
 def render(ctx: click.Context, out_dir: str, ifs_path: str | None, manifest_path: str | None,
            prefix: str | None, shard_size: int, workers: int, resume: bool, overwrite: bool,
            progress: bool, as_json: bool, publish_url: str | None, endpoint_url: str | None,
-           timeout: float | None, kind: str, seed: int, **values: Any) -> None:
+           timeout: float | None, ray_address: str | None, ray_retries: int, kind: str, seed: int,
+           **values: Any) -> None:
     """Render a data set into WebDataset shards (searching for the base system
     first unless --ifs or --manifest gives one); the manifest is written last."""
     system = None
@@ -309,19 +317,29 @@ def render(ctx: click.Context, out_dir: str, ifs_path: str | None, manifest_path
             system = _read_ifs(ifs_path, kind)
     if endpoint_url and not publish_url:
         raise UserError("--endpoint-url needs --publish")
+    if not ray_address and ctx.get_parameter_source("ray_retries") is not click.core.ParameterSource.DEFAULT:
+        raise UserError("--ray-retries needs --ray")
     streamer = None
     if publish_url:
         from .publish import ShardStreamer
 
         streamer = ShardStreamer(Location(publish_url, endpoint_url=endpoint_url, timeout=timeout), out_dir,
                                  overwrite=overwrite, log=_log)
+    distributed = None
     try:
+        if ray_address:
+            from .ray_exec import RayExecutor
+
+            distributed = RayExecutor(ray_address, workers=workers, max_retries=ray_retries)
         manifest = build.run_build(spec, out_dir, workers=workers, resume=resume, overwrite=overwrite,
-                                   system=system, progress=progress, log=_log, on_shard=streamer)
+                                   system=system, progress=progress, log=_log, on_shard=streamer,
+                                   distributed=distributed)
         published = streamer.finish(progress=progress) if streamer else None
     except UserError as error:
         raise UserError(_in_flag_words(str(error))) from None
     finally:
+        if distributed:
+            distributed.close()
         if streamer:
             streamer.close()
     summary = _summary(manifest, out_dir)

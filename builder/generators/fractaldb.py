@@ -78,17 +78,20 @@ def _check_common(p) -> None:
         raise UserError(f"--max-candidates must be >= the number of categories, got {p.max_candidates}")
 
 
-def search_categories(p, seed: int, log: ProgressCallback, workers: int | None = None) -> dict:
+def search_categories(p, seed: int, log: ProgressCallback, workers: int | None = None,
+                      search=None) -> dict:
     """The category search of FractalDB and OFDB, as the system record:
-    the search's result plus the weight table."""
+    the search's result plus the weight table. ``search`` has the signature
+    of :func:`fracbuild.fractaldb_search.search`, the default (a Ray cluster
+    passes its own)."""
+    search = search or fractaldb_search.search
     if p.search_stream == "legacy" and seed >= 2**32:
         raise UserError(f"--search-stream legacy seeds numpy.random.seed, which needs --seed < 2^32, got {seed}")
     budget = p.max_candidates or CANDIDATES_PER_CATEGORY * p.num_categories
     try:
-        system = fractaldb_search.search(p.num_categories, stream=p.search_stream, seed=seed,
-                                         iterations=p.search_iterations, size=p.search_size, pad=p.pad,
-                                         threshold=p.threshold, max_candidates=budget, log=log,
-                                         threads=workers)
+        system = search(p.num_categories, stream=p.search_stream, seed=seed,
+                        iterations=p.search_iterations, size=p.search_size, pad=p.pad,
+                        threshold=p.threshold, max_candidates=budget, log=log, threads=workers)
     except RuntimeError as error:
         raise BuildFailure(f"search: {error}; lower --threshold or raise --max-candidates") from None
     system["weights"] = fractaldb_search.weight_table(p.weight_step).tolist()
