@@ -1,7 +1,6 @@
 """The static layout of the GPU augmentation (fractrain.gpu_augment.static):
 the same batches as the op-by-op layout, in shapes fixed for a run."""
 
-import math
 
 import numpy as np
 import pytest

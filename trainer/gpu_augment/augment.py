@@ -15,7 +15,7 @@ from . import fusion
 from .erasing import random_erasing, sample_erasing_boxes
 from .mixing import mix_batch, mix_choice, sample_cutmix_box, sample_mix_params, smoothed_targets
 from .pixel_ops import normalize
-from .rand_augment import (LayerKinds, apply_rand_augment_layer, parse_rand_augment, plan_rand_augment_layer,
+from .rand_augment import (apply_rand_augment_layer, parse_rand_augment, plan_rand_augment_layer,
                            sample_rand_augment_layer)
 from . import static as static_layout
 from .plans import AugmentPlan, BatchDraws, StaticPlan
