@@ -213,7 +213,7 @@ def test_resume_refuses_another_input_mode(uneven, tmp_path, capsys):
     assert main(base + ["--input", "memory"]) == 2
     assert "was trained streaming the shards; resume it with --input stream" in capsys.readouterr().err
     assert main(base + ["--input", "stream", "--shuffle-buffer", "5"]) == 2
-    assert "data.shuffle_buffer=4" in capsys.readouterr().err
+    assert "it was made with --shuffle-buffer 4, this run asks 5" in capsys.readouterr().err
 
 
 def test_corrupt_shard_stops_the_run_with_one_line(uneven, tmp_path, capsys):
