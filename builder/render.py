@@ -8,6 +8,7 @@ import numpy as np
 from . import kernels
 
 MASK_MODES = ("random", "fill")
+CHAOS_STREAMS = ("seeded", "legacy")  # from --seed, or the released code's numpy.random.seed(100)
 MASK_CODE_RANGE = (1, 512)  # uniform integers in [1, 511]: never an all-zero patch
 
 
