@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import contours, perturb, seeds
-from ..errors import UserError
-from .base import NUM_CLASSES, Generator, ProgressCallback, Sample, classes_param, delta_param, param, \
+from ... import perturb, seeds
+from ...errors import UserError
+from . import contours
+from ..base import NUM_CLASSES, Generator, ProgressCallback, Sample, classes_param, delta_param, param, \
     perturbation_param, size_param
 
 # The perturbed parameters, in epsilon's column order.

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import fractaldb_search, render, seeds
-from ..errors import BuildFailure, UserError
-from . import ifs_params
-from .base import Generator, ProgressCallback, Sample, like, param, size_param
+from ... import render, seeds
+from ...errors import BuildFailure, UserError
+from .. import ifs_params
+from ..base import Generator, ProgressCallback, Sample, like, param, size_param
+from . import search as fractaldb_search
 
 FLIPS = ("none", "top-bottom", "left-right", "both")  # the order of the 4 views of a render
 CANDIDATES_PER_CATEGORY = 1000  # default search budget
@@ -95,7 +96,7 @@ def search_categories(p, seed: int, log: ProgressCallback, workers: int | None =
                       search=None) -> dict:
     """The category search of FractalDB and OFDB, as the system record:
     the search's result plus the weight table. ``search`` has the signature
-    of :func:`fracbuild.fractaldb_search.search`, the default (a Ray cluster
+    of :func:`fracbuild.generators.fractaldb.search.search`, the default (a Ray cluster
     passes its own)."""
     search = search or fractaldb_search.search
     if p.search_stream == "legacy" and seed >= 2**32:

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .. import edges as edges_mod
-from .. import seeds, warps
-from ..errors import UserError
-from .base import OneImagePerClass, ProgressCallback, Sample, classes_param, delta_param, param, size_param
+from ... import seeds
+from ...errors import UserError
+from ..base import OneImagePerClass, ProgressCallback, Sample, classes_param, delta_param, param, size_param
+from . import edges as edges_mod
+from . import warps
 
 EDGES = ("canny", "none")
 DEFAULT_PHOTO = "skimage.data.camera"
