@@ -45,10 +45,7 @@ class RenderInputs:
     map sequence (from one uniform stream and the base probabilities)."""
 
     def __init__(self, params: OnePFracParams, seed: int, probabilities: np.ndarray):
-        if params.chaos_stream == "legacy":
-            uniforms = render.legacy_chaos_stream(params.iterations)
-        else:
-            uniforms = seeds.rng(seed, seeds.CHAOS).random(params.iterations)
+        uniforms = render.chaos_uniforms(params.chaos_stream, seed, params.iterations)
         self.steps = render.map_sequence(uniforms, probabilities)
 
 
@@ -118,8 +115,7 @@ class OnePFrac(OneImagePerClass):
             f"(threshold {p.threshold}); try another --seed or a smaller --delta")
 
     def streams(self) -> dict[str, str]:
-        chaos = ("numpy.random.RandomState(100).random_sample(iterations)" if self.params.chaos_stream == "legacy"
-                 else seeds.STREAM_DOC["chaos"])
+        chaos = render.chaos_stream_doc(self.params.chaos_stream)
         return {
             "search": seeds.STREAM_DOC["search"] + ": per candidate, sigma, singular values, angles, "
                       "flips, translations, its mask codes, then per trial an epsilon and mask codes",
@@ -138,8 +134,7 @@ def search(params: OnePFracParams, seed: int, log: ProgressCallback) -> dict:
     """
     started = time.perf_counter()
     rng = seeds.rng(seed, seeds.SEARCH)
-    uniforms = (render.legacy_chaos_stream(params.iterations) if params.chaos_stream == "legacy"
-                else seeds.rng(seed, seeds.CHAOS).random(params.iterations))
+    uniforms = render.chaos_uniforms(params.chaos_stream, seed, params.iterations)
     needed = int(np.ceil(params.min_acceptance * params.search_trials))
     for candidate in range(1, params.max_candidates + 1):
         maps, sigma_drawn = ifs.sample_ifs(params.sigma, params.n_maps, rng)

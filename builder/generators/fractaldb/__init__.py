@@ -123,8 +123,7 @@ class _Categories:
         self.maps = [np.asarray(c["maps"], dtype=np.float64) for c in system["categories"]]
         self.probabilities = [np.asarray(c["probabilities"], dtype=np.float64) for c in system["categories"]]
         self.weights = np.asarray(system["weights"], dtype=np.float64)
-        self.uniforms = (render.legacy_chaos_stream(p.iterations) if p.chaos_stream == "legacy"
-                         else seeds.rng(seed, seeds.CHAOS).random(p.iterations))
+        self.uniforms = render.chaos_uniforms(p.chaos_stream, seed, p.iterations)
         self._steps: tuple[int, np.ndarray] | None = None
         self._render: tuple[tuple[int, int], np.ndarray] | None = None
 
@@ -165,8 +164,7 @@ def _streams(p, kind_render: str) -> dict[str, str]:
               "random_sample(search_iterations)" if p.search_stream == "legacy" else
               "numpy.random.default_rng(SeedSequence(seed, spawn_key=(0, candidate))): integers(2, 8), "
               "uniform(-1, 1, (N, 6)), random(search_iterations)")
-    chaos = ("numpy.random.RandomState(100).random_sample(iterations)" if p.chaos_stream == "legacy"
-             else seeds.STREAM_DOC["chaos"])
+    chaos = render.chaos_stream_doc(p.chaos_stream)
     return {
         "search": search + "; a candidate is a category when its one-pixel image's fill is >= threshold",
         "chaos": chaos + ", shared by every image; map k at step t is the first j with r_t <= cumsum(p)_j, "
