@@ -75,7 +75,7 @@ def _search_command() -> click.Command:
     (other kinds search inside ``render``)."""
 
     @click.command()
-    @kind_options([get_kind(DEFAULT_KIND)], hide_kind=True)
+    @kind_options([get_kind(DEFAULT_KIND)], hide_kind=True, choices=KINDS)
     @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
                   help="Where to write the chosen system (JSON; render --ifs takes it).")
     @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")

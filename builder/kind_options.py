@@ -91,13 +91,16 @@ def _option(name: str, entries: list[tuple[str, dataclasses.Field]], every_kind:
     return click.Option([metadata["flag"], name], type=value_type, default=None, help=help_text)
 
 
-def kind_options(kinds: list[type[Generator]], *, hide_kind: bool = False) -> Callable:
-    """Decorator adding --kind (one of ``kinds``, the first the default), every
-    parameter of ``kinds`` and --seed to a click command. ``hide_kind``: for
-    a command of one kind (search)."""
+def kind_options(kinds: list[type[Generator]], *, hide_kind: bool = False,
+                 choices: Iterable[str] | None = None) -> Callable:
+    """Decorator adding --kind (one of ``choices``, default the names of
+    ``kinds``; the first kind is the default), every parameter of ``kinds``
+    and --seed to a click command. ``hide_kind``: for a command that shows
+    one kind's options (search)."""
     names = [kind.kind for kind in kinds]
-    options = [click.Option(["--kind"], default=names[0], show_default=True, type=click.Choice(sorted(names)),
-                            hidden=hide_kind, help="Which data set to build.")]
+    options = [click.Option(["--kind"], default=names[0], show_default=True,
+                            type=click.Choice(sorted(choices or names)), hidden=hide_kind,
+                            help="Which data set to build.")]
     options += [_option(name, entries, names) for name, entries in _fields(kinds).items()]
     options.append(click.Option(["--seed"], type=int, default=0, show_default=True,
                                 help="Root seed of every random draw (recorded in the manifest)."))
