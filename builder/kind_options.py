@@ -38,8 +38,18 @@ def _fields(kinds: Iterable[type[Generator]]) -> dict[str, list[tuple[str, datac
             entries = taken.setdefault(item.name, [])
             if entries and entries[0][1].metadata["flag"] != flag:
                 raise TypeError(f"{kind.kind}: {item.name} is {flag} here, {entries[0][1].metadata['flag']} elsewhere")
+            if entries and _value_type(entries[0][1]) != _value_type(item):
+                raise TypeError(f"{kind.kind}: {flag} takes {_value_type(item).__name__} here, "
+                                f"{_value_type(entries[0][1]).__name__} elsewhere")
             entries.append((kind.kind, item))
     return taken
+
+
+def _value_type(item: dataclasses.Field) -> type:
+    """What the option parses: the declared type, else the default's."""
+    if item.metadata.get("choices"):
+        return str
+    return item.metadata.get("type") or type(item.default)
 
 
 def param_flags(kinds: Iterable[type[Generator]]) -> dict[str, str]:
@@ -84,10 +94,7 @@ def _option(name: str, entries: list[tuple[str, dataclasses.Field]], every_kind:
     if isinstance(default, bool):
         return click.Option([metadata["flag"], name], is_flag=True, help=help_text)
     choices = [choice for _, item in entries for choice in item.metadata["choices"] or ()]
-    if choices:
-        value_type: Any = click.Choice(list(dict.fromkeys(choices)))
-    else:
-        value_type = metadata["type"] or type(default)
+    value_type: Any = click.Choice(list(dict.fromkeys(choices))) if choices else _value_type(entries[0][1])
     return click.Option([metadata["flag"], name], type=value_type, default=None, help=help_text)
 
 

@@ -94,3 +94,11 @@ def test_one_flag_for_two_parameters_is_refused():
 
     with pytest.raises(TypeError, match="--toy-param sets colour here, toy_param elsewhere"):
         kind_options.kind_options([Toy, Other])(click.command()(lambda **_: None))
+
+    @dataclass(frozen=True)
+    class Fractional:
+        toy_param: float = param(0.5, flag="--toy-param", help="The same flag, another type")
+
+    Other.Params = Fractional
+    with pytest.raises(TypeError, match="--toy-param takes float here, int elsewhere"):
+        kind_options.kind_options([Toy, Other])

@@ -1,9 +1,11 @@
 """What a data-set kind is: a pluggable generator.
 
-A kind supplies (1) a frozen dataclass of its parameters, (2) ``prepare``,
-run once in the main process, that makes every decision shared by all samples
-(for 1p-frac: the search for the base IFS) and returns it as a JSON-able
-"system" record for the manifest, and (3) ``render(index)``, a pure function
+A kind supplies (1) a frozen dataclass of its parameters, each field declared
+with :func:`param` (its flag, help, unit and default, from which ``render``'s
+options are generated), (2) ``prepare``, run once in the main process, that
+makes every decision shared by all samples (for 1p-frac: the search for the
+base IFS) and returns it as a JSON-able "system" record for the manifest, and
+(3) ``render(index)``, a pure function
 of (params, seed, system, index) that workers call in any order. Everything
 else (pool, shards, manifest, verify, preview, resume) is the same for every
 kind and lives outside the generators.
