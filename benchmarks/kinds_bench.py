@@ -22,9 +22,10 @@ import sys
 import tempfile
 import time
 
-from fracbuild import encode, fractaldb_search
+from fracbuild import encode
 from fracbuild.build import BuildSpec, run_build
 from fracbuild.generators import get_kind
+from fracbuild.generators.fractaldb import search as fractaldb_search
 
 # Per kind: parameters (the kind's defaults except how many categories the
 # benchmark needs) and which sample indices one run renders, given a count.

@@ -17,27 +17,9 @@ from . import manifest as mf
 from .atomic import check_writable
 from .errors import BuildFailure, InterruptibleGroup, UserError, run_cli
 from .generators import DEFAULT_KIND, KINDS, get_kind
+from .kind_options import kind_options, param_flags
 from .location import Location
 from .shards import DEFAULT_SHARD_SIZE
-
-# Generator parameters settable from the command line: option -> parameter.
-# Only options the user actually gives are passed, so each kind keeps its own
-# defaults and an option a kind does not have is an error, not silently ignored.
-PARAM_OPTIONS = {
-    "L": "num_classes", "delta": "delta", "perturbation": "perturbation", "sigma": "sigma",
-    "n_maps": "n_maps", "size": "size", "pad": "pad", "iterations": "iterations", "mask": "mask",
-    "threshold": "threshold", "chaos_stream": "chaos_stream", "max_attempts": "max_attempts",
-    "search_trials": "search_trials", "min_acceptance": "min_acceptance",
-    # other kinds (fracbuild/generators/*.py)
-    "max_candidates": "max_candidates", "categories": "num_categories", "instances": "instances",
-    "repeats": "repeats", "weight_step": "weight_step", "weight_row": "weight_row", "search_size": "search_size",
-    "search_iterations": "search_iterations", "search_stream": "search_stream", "lpce": "lpce",
-    "category": "category", "noise": "distribution", "noise_mean": "mean", "noise_std": "std",
-    "noise_low": "low", "noise_high": "high", "image": "image", "edges": "edges", "warp": "warp",
-    "canny_sigma": "canny_sigma", "canny_low": "canny_low", "canny_high": "canny_high",
-    "elastic_grid": "elastic_grid",
-}
-
 
 ENDPOINT_HELP = ("S3-compatible endpoint for an s3:// LOCATION (R2, MinIO, ...). [default: "
                  "$FRACBUILD_ENDPOINT_URL, else botocore's configuration]")
@@ -60,17 +42,14 @@ def _data_set_folder(location: str) -> str:
     return location
 
 
-# The flag the user types for each parameter (--L for num_classes, --noise for distribution).
-PARAM_FLAGS = {param: "--" + option.replace("_", "-") for option, param in PARAM_OPTIONS.items()}
-
-
 def _in_flag_words(message: str) -> str:
     """A build's "option(s) num_classes, delta differs" as the flags typed
     ("--L, --delta differ")."""
     found = re.search(r"option\(s\) ([a-z_]+(?:, [a-z_]+)*) differs", message)
     if not found:
         return message
-    flags = [PARAM_FLAGS.get(name, name) for name in found.group(1).split(", ")]
+    known = param_flags(KINDS.values())
+    flags = [known.get(name, name) for name in found.group(1).split(", ")]
     words = f"{flags[0]} differs" if len(flags) == 1 else f"{', '.join(flags)} differ"
     return message[:found.start()] + words + message[found.end():]
 
@@ -78,156 +57,40 @@ def _in_flag_words(message: str) -> str:
 def _given_params(ctx: click.Context, values: dict[str, Any], kind: str | None = None) -> dict[str, Any]:
     """The generator parameters the user set; with ``kind``, a UserError naming
     the flags that kind does not take."""
-    given = {param: values[option] for option, param in PARAM_OPTIONS.items()
-             if ctx.get_parameter_source(option) not in (None, click.core.ParameterSource.DEFAULT)}
+    flags = param_flags(KINDS.values())
+    given = {name: value for name, value in values.items()
+             if name in flags and ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)}
     if kind is not None:
         taken = {field.name for field in dataclasses.fields(get_kind(kind).Params)}
-        foreign = [PARAM_FLAGS[param] for param in given if param not in taken]
+        foreign = [flags[name] for name in given if name not in taken]
         if foreign:
             what = f"{foreign[0]} is not an option" if len(foreign) == 1 else f"{', '.join(foreign)} are not options"
-            accepted = ", ".join(sorted(PARAM_FLAGS[p] for p in taken if p in PARAM_FLAGS))
+            accepted = ", ".join(sorted(flags[name] for name in taken))
             raise UserError(f"{what} of --kind {kind} (it takes {accepted})")
     return given
 
 
-def generator_options(function=None, *, only: set[str] | None = None):
-    """The options shared by ``search`` and ``render``: every kind's parameters
-    (or, with ``only``, those parameter names and --kind, --seed).
-    A kind is given only the options the user sets; one it lacks is an error."""
-    if function is None:
-        return lambda f: generator_options(f, only=only)
-    before = list(getattr(function, "__click_params__", []))
-    options = [
-        click.option("--kind", default=DEFAULT_KIND, show_default=True, type=click.Choice(sorted(KINDS)),
-                     help="Which data set to build."),
-        click.option("--L", "L", type=int, default=1000, show_default=True,
-                     help="Number of classes (perturbations of the base system; 1p-frac, noise, real-image, "
-                          "and rcdb/visualatom with --lpce)."),
-        click.option("--delta", type=float, default=0.1, show_default=True,
-                     help="Perturbation degree: factors in U(1-delta, 1+delta) (multiplicative) "
-                          "or offsets in U(-delta/2, delta/2) (additive; real-image always, where 0 is allowed)."),
-        click.option("--perturbation", type=click.Choice(["multiplicative", "additive"]),
-                     default="multiplicative", show_default=True,
-                     help="multiplicative: the released code (paper's numbers); additive: the paper's Eq. 9."),
-        click.option("--sigma", type=float, default=3.5, show_default=True,
-                     help="Sigma-factor (complexity) of the base system; must lie in (0, 3 x maps)."),
-        click.option("--n-maps", type=int, default=2, show_default=True, help="Affine maps in the system (N)."),
-        click.option("--size", type=int, default=512,
-                     help="Image side, pixels. [default: per kind: 512; fractaldb, ofdb 362]"),
-        click.option("--pad", type=int, default=6, show_default=True, help="Border kept free, pixels."),
-        click.option("--iterations", type=int, default=100_000,
-                     help="Chaos-game points per image, the start point included. "
-                          "[default: per kind: 1p-frac 100,000; fractaldb, ofdb 200,000]"),
-        click.option("--mask", type=click.Choice(["random", "fill"]), default="random", show_default=True,
-                     help="3x3 patch per point: random cells (the released code) or all set."),
-        click.option("--threshold", type=float, default=0.05,
-                     help="Fill check (fraction): 1p-frac accepts an image whose share of pixels > 1 is strictly "
-                          "above this; fractaldb/ofdb accept a category whose one-pixel search image has at least "
-                          "this share set. [default: per kind: 1p-frac 0.05; fractaldb, ofdb 0.2]"),
-        click.option("--chaos-stream", type=click.Choice(["seeded", "legacy"]), default="seeded",
-                     help="Uniform stream choosing the maps, shared by all classes: from --seed, or the released "
-                          "code's numpy.random.seed(100). [default: per kind: 1p-frac seeded; fractaldb, ofdb "
-                          "legacy]"),
-        click.option("--max-attempts", type=int, default=100, show_default=True,
-                     help="Fresh epsilons per class before the build fails."),
-        click.option("--search-trials", type=int, default=32, show_default=True,
-                     help="Trial perturbations per candidate base system in the search."),
-        click.option("--min-acceptance", type=float, default=0.5, show_default=True,
-                     help="Share of trial perturbations that must pass for a base system to be chosen (fraction)."),
-        click.option("--max-candidates", type=int, default=None,
-                     help="Candidate systems the search may try before the build fails. "
-                          "[default: per kind: 1p-frac 2,000; fractaldb, ofdb 1,000 per category]"),
-        click.option("--categories", type=int, default=1000, show_default=True,
-                     help="fractaldb, ofdb, rcdb, visualatom: number of categories (C), each a class."),
-        click.option("--instances", type=int, default=None,
-                     help="Images per category. fractaldb: the first n of its canonical order (weight row, "
-                          "repeat, flip) [default: all, 25 x repeats x 4 = 1,000]; rcdb, visualatom "
-                          "[default: 1,000]."),
-        click.option("--repeats", type=int, default=10, show_default=True,
-                     help="fractaldb: renders per weight row, each with fresh 3x3 masks."),
-        click.option("--weight-step", type=float, default=0.4, show_default=True,
-                     help="fractaldb, ofdb: k of the weight rows, which multiply one parameter of every map by "
-                          "1-2k, 1-k, 1+k, 1+2k (the released run: 0.4; a 0.1 table also ships)."),
-        click.option("--weight-row", type=int, default=0, show_default=True,
-                     help="ofdb: the weight row of its one render per category, in the released table's "
-                          "order (0: a x (1-2k), the released render; 2: identity)."),
-        click.option("--search-size", type=int, default=512, show_default=True,
-                     help="fractaldb, ofdb: side of the one-pixel-per-point search image, pixels."),
-        click.option("--search-iterations", type=int, default=100_000, show_default=True,
-                     help="fractaldb, ofdb: chaos-game points of the search image."),
-        click.option("--search-stream", type=click.Choice(["seeded", "legacy"]), default="seeded",
-                     show_default=True,
-                     help="fractaldb, ofdb: candidate draws from --seed per candidate, or the released script's "
-                          "one numpy.random.seed(--seed) stream (the released run: --seed 1)."),
-        click.option("--lpce", is_flag=True,
-                     help="rcdb, visualatom: one category, L classes by perturbing its continuous parameters "
-                          "(radius, noise amplitude, drift, oval factors) by --delta, as 1p-frac does."),
-        click.option("--category", type=int, default=0, show_default=True,
-                     help="rcdb, visualatom with --lpce: which category of --seed is perturbed."),
-        click.option("--noise", type=click.Choice(["gaussian", "uniform"]), default="gaussian", show_default=True,
-                     help="noise: per-pixel N(mean, std^2) or U(low, high), one fixed field for every class."),
-        click.option("--noise-mean", type=float, default=0.5, show_default=True,
-                     help="noise: gaussian mean, intensity in [0, 1]."),
-        click.option("--noise-std", type=float, default=0.2, show_default=True,
-                     help="noise: gaussian standard deviation, intensity."),
-        click.option("--noise-low", type=float, default=0.2, show_default=True,
-                     help="noise: uniform lower bound, intensity in [0, 1]."),
-        click.option("--noise-high", type=float, default=0.8, show_default=True,
-                     help="noise: uniform upper bound, intensity in [0, 1]."),
-        click.option("--image", type=str, default=None,
-                     help="real-image: the photo. [default: scikit-image's camera photo, if installed]"),
-        click.option("--edges", type=click.Choice(["canny", "none"]), default="canny", show_default=True,
-                     help="real-image: reduce each warped photo to its Canny edges, or keep it."),
-        click.option("--warp", type=click.Choice(["affine", "polynomial", "elastic"]), default="affine",
-                     show_default=True,
-                     help="real-image: per class, identity + epsilon of a 2x3 affine matrix, of the 2nd-order "
-                          "coefficients of a quadratic map, or of a G x G grid of smooth displacements "
-                          "(normalised coordinates, image = [-1, 1]^2)."),
-        click.option("--canny-sigma", type=float, default=2.0, show_default=True,
-                     help="real-image: Gaussian smoothing before Canny, pixels."),
-        click.option("--canny-low", type=float, default=0.1, show_default=True,
-                     help="real-image: Canny low threshold, fraction of the largest gradient."),
-        click.option("--canny-high", type=float, default=0.2, show_default=True,
-                     help="real-image: Canny high threshold, fraction of the largest gradient."),
-        click.option("--elastic-grid", type=int, default=4, show_default=True,
-                     help="real-image, --warp elastic: control displacements per side (G)."),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Root seed of every random draw (recorded in the manifest)."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    if only is not None:
-        keep = {option for option, param in PARAM_OPTIONS.items() if param in only} | {"kind", "seed"}
-        function.__click_params__ = [p for p in function.__click_params__ if p in before or p.name in keep]
-        for param in function.__click_params__:
-            if param.name == "kind":
-                param.hidden = True  # the search is 1p-frac's; other kinds search inside render
-    return function
+def _search_command() -> click.Command:
+    """``search``, with the options of 1p-frac, whose base system it finds
+    (other kinds search inside ``render``)."""
+
+    @click.command()
+    @kind_options([get_kind(DEFAULT_KIND)], hide_kind=True, choices=KINDS)
+    @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+                  help="Where to write the chosen system (JSON; render --ifs takes it).")
+    @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+    @click.option("--force", "force", is_flag=True, hidden=True)  # the old spelling of --overwrite
+    @click.pass_context
+    def search(ctx: click.Context, **options: Any) -> None:
+        """Find a 1p-frac base system: sample from --seed until one passes the
+        fill check and enough of its trial perturbations pass too; write it to --out."""
+        _search(ctx, **options)
+
+    return search
 
 
-# What the search uses: the 1p-frac parameters (its system is what render --ifs takes).
-SEARCH_PARAMS = {field.name for field in dataclasses.fields(get_kind(DEFAULT_KIND).Params)}
-
-
-@click.group(cls=InterruptibleGroup,
-             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="fracbuild")
-def cli() -> None:
-    """Build minimal synthetic pre-training data sets (1p-frac and kin) into
-    byte-reproducible WebDataset shards with a JSON manifest."""
-
-
-@cli.command()
-@generator_options(only=SEARCH_PARAMS)
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the chosen system (JSON; render --ifs takes it).")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-@click.option("--force", "force", is_flag=True, hidden=True)  # the old spelling of --overwrite
-@click.pass_context
-def search(ctx: click.Context, out_path: str, overwrite: bool, force: bool, kind: str, seed: int,
-           **values: Any) -> None:
-    """Find a 1p-frac base system: sample from --seed until one passes the
-    fill check and enough of its trial perturbations pass too; write it to --out."""
+def _search(ctx: click.Context, out_path: str, overwrite: bool, force: bool, kind: str, seed: int,
+            **values: Any) -> None:
     if os.path.exists(out_path) and not (overwrite or force):
         raise UserError(f"--out {out_path} exists; pass --overwrite to replace it")
     check_writable(out_path)  # before the search, not after it
@@ -264,45 +127,54 @@ def _read_ifs(path: str, kind: str) -> dict[str, Any]:
     return system
 
 
-@cli.command()
-@generator_options
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Output directory for the shards, manifest.json and _info.json.")
-@click.option("--ifs", "ifs_path", type=click.Path(dir_okay=False),
-              help="Use this base system (from 'fracbuild search') instead of searching.")
-@click.option("--manifest", "manifest_path", type=click.Path(),
-              help="Rebuild the data set this manifest describes, byte for byte (other options are ignored).")
-@click.option("--name", "prefix", default=None, help="Shard name prefix: NAME-000000.tar. [default: the kind]")
-@click.option("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, show_default=True,
-              help="Samples per shard (256 gives 83 shards at L = 21,000: every one of 8 GPUs x 8 loader "
-                   "workers gets a shard).")
-@click.option("--workers", type=int, default=os.cpu_count() or 1, show_default="CPU count",
-              help="Worker processes rendering shards.")
-@click.option("--resume", is_flag=True, help="Finish an interrupted build in --out (same options).")
-@click.option("--overwrite", is_flag=True, help="Replace the data set in --out.")
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr. [default: on]")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
-@click.option("--publish", "publish_url", metavar="URL",
-              help="Also upload to this s3:// prefix: each shard as it is complete, the manifest last.")
-@click.option("--endpoint-url", metavar="URL",
-              help="S3-compatible endpoint for --publish (R2, MinIO, ...). [default: $FRACBUILD_ENDPOINT_URL, "
-                   "else botocore's configuration]")
-@timeout_option
-@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
-              help="Render each shard (and the fractaldb/ofdb search) as a Ray task: 'auto' joins the cluster "
-                   "of this machine, HOST:PORT another one, no value starts a Ray here with --workers CPUs. "
-                   "--out must be the same path on every node. Same bytes as without. [default: off]")
-@click.option("--ray-retries", type=int, default=3, show_default=True,
-              help="With --ray: times a failed shard task (worker killed, node lost, I/O error) is run again "
-                   "before the build fails.")
-@click.pass_context
-def render(ctx: click.Context, out_dir: str, ifs_path: str | None, manifest_path: str | None,
-           prefix: str | None, shard_size: int, workers: int, resume: bool, overwrite: bool,
-           progress: bool, as_json: bool, publish_url: str | None, endpoint_url: str | None,
-           timeout: float | None, ray_address: str | None, ray_retries: int, kind: str, seed: int,
-           **values: Any) -> None:
-    """Render a data set into WebDataset shards (searching for the base system
-    first unless --ifs or --manifest gives one); the manifest is written last."""
+def _render_command() -> click.Command:
+    """``render``, with the options of every kind in the registry."""
+
+    @click.command()
+    @kind_options(list(KINDS.values()))
+    @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+                  help="Output directory for the shards, manifest.json and _info.json.")
+    @click.option("--ifs", "ifs_path", type=click.Path(dir_okay=False),
+                  help="Use this base system (from 'fracbuild search') instead of searching.")
+    @click.option("--manifest", "manifest_path", type=click.Path(),
+                  help="Rebuild the data set this manifest describes, byte for byte (other options are ignored).")
+    @click.option("--name", "prefix", default=None, help="Shard name prefix: NAME-000000.tar. [default: the kind]")
+    @click.option("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, show_default=True,
+                  help="Samples per shard (256 gives 83 shards at L = 21,000: every one of 8 GPUs x 8 loader "
+                       "workers gets a shard).")
+    @click.option("--workers", type=int, default=os.cpu_count() or 1, show_default="CPU count",
+                  help="Worker processes rendering shards.")
+    @click.option("--resume", is_flag=True, help="Finish an interrupted build in --out (same options).")
+    @click.option("--overwrite", is_flag=True, help="Replace the data set in --out.")
+    @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr. [default: on]")
+    @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+    @click.option("--publish", "publish_url", metavar="URL",
+                  help="Also upload to this s3:// prefix: each shard as it is complete, the manifest last.")
+    @click.option("--endpoint-url", metavar="URL",
+                  help="S3-compatible endpoint for --publish (R2, MinIO, ...). [default: $FRACBUILD_ENDPOINT_URL, "
+                       "else botocore's configuration]")
+    @timeout_option
+    @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                  help="Render each shard (and the fractaldb/ofdb search) as a Ray task: 'auto' joins the cluster "
+                       "of this machine, HOST:PORT another one, no value starts a Ray here with --workers CPUs. "
+                       "--out must be the same path on every node. Same bytes as without. [default: off]")
+    @click.option("--ray-retries", type=int, default=3, show_default=True,
+                  help="With --ray: times a failed shard task (worker killed, node lost, I/O error) is run again "
+                       "before the build fails.")
+    @click.pass_context
+    def render(ctx: click.Context, **options: Any) -> None:
+        """Render a data set into WebDataset shards (searching for the base system
+        first unless --ifs or --manifest gives one); the manifest is written last."""
+        _render(ctx, **options)
+
+    return render
+
+
+def _render(ctx: click.Context, out_dir: str, ifs_path: str | None, manifest_path: str | None,
+            prefix: str | None, shard_size: int, workers: int, resume: bool, overwrite: bool,
+            progress: bool, as_json: bool, publish_url: str | None, endpoint_url: str | None,
+            timeout: float | None, ray_address: str | None, ray_retries: int, kind: str, seed: int,
+            **values: Any) -> None:
     system = None
     if manifest_path:
         recorded = Location(manifest_path if os.path.isdir(manifest_path) else os.path.dirname(manifest_path) or ".")
@@ -364,7 +236,7 @@ def _summary(manifest: dict[str, Any], where: str) -> dict[str, Any]:
     }
 
 
-@cli.command()
+@click.command()
 @click.argument("location")
 @click.option("--deep", type=int, default=0, show_default=True,
               help="Also re-render this many samples from the manifest and compare pixels.")
@@ -408,7 +280,7 @@ def verify(location: str, deep: int, seed: int, progress: bool, endpoint_url: st
          + (f", {min(deep, manifest['num_samples'])} re-rendered identically" if deep else ""))
 
 
-@cli.command()
+@click.command()
 @click.argument("source", type=click.Path(exists=True, file_okay=False))
 @click.argument("destination")
 @click.option("--endpoint-url", metavar="URL",
@@ -443,7 +315,7 @@ def publish(source: str, destination: str, endpoint_url: str | None, jobs: int, 
         click.echo(json.dumps(report.summary()))
 
 
-@cli.command()
+@click.command()
 @click.argument("location")
 @click.option("--out", "out_path", default="preview.png", show_default=True, type=click.Path(dir_okay=False),
               help="PNG contact sheet to write.")
@@ -465,7 +337,7 @@ def preview(location: str, out_path: str, count: int, thumb: int, endpoint_url: 
     _log(f"wrote {out_path}")
 
 
-@cli.command()
+@click.command()
 @click.argument("location")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line on stdout.")
 @click.option("--endpoint-url", metavar="URL", help=ENDPOINT_HELP)
@@ -488,6 +360,24 @@ def info(location: str, as_json: bool, endpoint_url: str | None, timeout: float 
     click.echo(f"  seed {manifest['seed']}; " + ", ".join(f"{k}={v}" for k, v in params.items()))
     click.echo(f"  {_count(summary['shards'], 'shard')}, {summary['bytes'] / 1e6:.1f} MB; built by fracbuild "
                f"{manifest['tool']['version']}")
+
+
+def make_cli() -> click.Group:
+    """fracbuild's commands; render's and search's options are generated from
+    the registry of kinds as it stands when this is called."""
+
+    @click.group(cls=InterruptibleGroup,
+                 context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+    @click.version_option(__version__, prog_name="fracbuild")
+    def cli() -> None:
+        """Build minimal synthetic pre-training data sets (1p-frac and kin) into
+        byte-reproducible WebDataset shards with a JSON manifest."""
+    for command in (_search_command(), _render_command(), verify, publish, preview, info):
+        cli.add_command(command)
+    return cli
+
+
+cli = make_cli()
 
 
 def _log(message: str) -> None:

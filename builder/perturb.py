@@ -6,7 +6,8 @@ import numpy as np
 
 from .errors import UserError
 
-MODES = ("multiplicative", "additive")
+MODES = ("multiplicative", "additive")  # the first is the default
+DEFAULT_DELTA = 0.1  # the paper's Delta
 
 
 def validate(num_classes: int, mode: str, delta: float) -> None:

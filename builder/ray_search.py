@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import fractaldb_search, ifs
+from . import ifs
+from .generators.fractaldb import search as fractaldb_search
 from .errors import BuildFailure
 
 BLOCK = 64  # candidates per task: ~0.3 s of one core at 100,000 points, against under 1 ms of Ray per task

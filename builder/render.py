@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels
+from . import kernels, seeds
 
 MASK_MODES = ("random", "fill")
+CHAOS_STREAMS = ("seeded", "legacy")  # from --seed, or the released code's numpy.random.seed(100)
 MASK_CODE_RANGE = (1, 512)  # uniform integers in [1, 511]: never an all-zero patch
 
 
@@ -15,6 +16,21 @@ def legacy_chaos_stream(iterations: int) -> np.ndarray:
     """The released code's stream: ``numpy.random.seed(100); numpy.random.random(T)``,
     reproduced without touching the global generator. float64 (T,)."""
     return np.random.RandomState(100).random_sample(iterations)
+
+
+def chaos_uniforms(stream: str, seed: int, iterations: int) -> np.ndarray:
+    """The uniforms that choose the maps, shared by every image of a data set:
+    ``seeded`` from the seed's CHAOS stream, ``legacy`` the released code's.
+    float64 (T,)."""
+    if stream == "legacy":
+        return legacy_chaos_stream(iterations)
+    return seeds.rng(seed, seeds.CHAOS).random(iterations)
+
+
+def chaos_stream_doc(stream: str) -> str:
+    """How :func:`chaos_uniforms` draws, for the manifest."""
+    return ("numpy.random.RandomState(100).random_sample(iterations)" if stream == "legacy"
+            else seeds.STREAM_DOC["chaos"])
 
 
 def map_sequence(uniforms: np.ndarray, probabilities: np.ndarray) -> np.ndarray:

@@ -125,29 +125,45 @@ class ReadSample:
     record: dict[str, Any]
 
 
-def read_shard(fileobj_or_path: Any) -> Iterator[ReadSample]:
-    """Read a shard back sample by sample, in order, with the standard
-    library's tarfile (no decoding). Raises ``ValueError`` on a malformed
-    tar or a sample missing a field."""
+def read_samples(fileobj_or_path: Any) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Every sample of a WebDataset tar (a fracbuild shard or any other), in
+    order, as (key, field -> bytes), with the standard library's tarfile and
+    WebDataset's rules: regular files only; a member's key is its path up to
+    the first dot of its file name, its field the rest, lower-cased; a sample
+    is a run of consecutive members with one key. No decoding. Raises
+    ``ValueError`` on a malformed tar or a field given twice in one sample."""
     if isinstance(fileobj_or_path, (bytes, bytearray)):
         fileobj_or_path = io.BytesIO(fileobj_or_path)
-    opener = (tarfile.open(fileobj_or_path, "r:") if isinstance(fileobj_or_path, str)
-              else tarfile.open(fileobj=fileobj_or_path, mode="r:"))
     try:
-        with opener as tar:
+        with (tarfile.open(fileobj_or_path, "r:") if isinstance(fileobj_or_path, str)
+              else tarfile.open(fileobj=fileobj_or_path, mode="r:")) as tar:
             current: dict[str, bytes] = {}
             current_key = None
             for member in tar:
-                key, _, field = member.name.partition(".")
+                if not member.isfile():
+                    continue
+                folder, _, name = member.name.rpartition("/")
+                stem, _, field = name.partition(".")
+                key, field = f"{folder}/{stem}" if folder else stem, field.lower()
                 if current_key is not None and key != current_key:
-                    yield _to_sample(current_key, current)
+                    yield current_key, current
                     current = {}
+                if field in current:
+                    raise ValueError(f"sample {key} has two {field} fields")
                 current_key = key
                 current[field] = tar.extractfile(member).read()
             if current_key is not None:
-                yield _to_sample(current_key, current)
+                yield current_key, current
     except tarfile.TarError as error:
         raise ValueError(f"not a valid tar: {error}") from None
+
+
+def read_shard(fileobj_or_path: Any) -> Iterator[ReadSample]:
+    """Read a fracbuild shard back sample by sample, in order (see
+    :func:`read_samples`). Raises ``ValueError`` on a malformed tar or a
+    sample missing a field."""
+    for key, fields in read_samples(fileobj_or_path):
+        yield _to_sample(key, fields)
 
 
 def _to_sample(key: str, fields: dict[str, bytes]) -> ReadSample:

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from fracbuild.generators import get_kind
-from fracbuild.generators.contour_kinds import painted_grays
-from fracbuild.perlin import PERMUTATION
+from fracbuild.generators.contour import painted_grays
+from fracbuild.generators.contour.perlin import PERMUTATION
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 CASES = {kind: sorted((GOLDEN / f"{kind}-replay").glob("case*.json")) for kind in ("rcdb", "visualatom")}

@@ -13,15 +13,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fracbuild import contours, edges, fractaldb_search, ifs, render, seeds, warps
+from fracbuild import ifs, render, seeds
 from fracbuild import manifest as mf
 from fracbuild.build import BuildSpec, run_build
 from fracbuild.cli import main
 from fracbuild.errors import UserError
 from fracbuild.generators import get_kind
-from fracbuild.generators.contour_kinds import CONTINUOUS
+from fracbuild.generators.contour import CONTINUOUS, contours
+from fracbuild.generators.contour.perlin import BOUND, PERMUTATION, noise1
+from fracbuild.generators.fractaldb import search as fractaldb_search
+from fracbuild.generators.realimage import edges, warps
 from fracbuild.location import Location
-from fracbuild.perlin import BOUND, PERMUTATION, noise1
 from fracbuild.preview import write_preview
 from fracbuild.verify import verify
 

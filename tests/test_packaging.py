@@ -64,3 +64,17 @@ def test_dockerfile_copies_only_what_the_build_context_holds():
     missing = [s for s in sources if not (REPO_ROOT / s).exists()]
     assert not missing, f"the Dockerfile copies paths that do not exist: {missing}"
     assert not _dockerignore_allows(".venv", rules) and not _dockerignore_allows(".git", rules)
+
+
+def test_pyproject_lists_every_package_of_both_folders():
+    import tomllib
+
+    setup = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set()
+    for package, folder in setup["package-dir"].items():
+        for init in (REPO_ROOT / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(REPO_ROOT / folder).parts
+            found.add(".".join((package, *parts)))
+    listed = set(setup["packages"])
+    assert "fracbuild.generators.contour" in found, "the scan is broken"
+    assert found <= listed, f"missing from pyproject's packages (a wheel would lack them): {sorted(found - listed)}"

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from fracbuild import fractaldb_search, ray_exec
+from fracbuild import ray_exec
 from fracbuild import manifest as mf
 from fracbuild.build import BuildSpec, run_build
 from fracbuild.cli import main
 from fracbuild.errors import BuildFailure
+from fracbuild.generators.fractaldb import search as fractaldb_search
 from fracbuild.ray_search import RaySearch
 
 ray = pytest.importorskip("ray")

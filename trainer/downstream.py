@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob
 import io
 import os
-import tarfile
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,6 +17,8 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from fracbuild.shards import read_samples
 
 from . import data, distributed as dist
 from .errors import UserError
@@ -69,21 +70,17 @@ class EncodedSource:
 
 
 def _read_tars(root: str) -> EncodedSource:
+    """Plain WebDataset tars (no manifest), read by the builder's reader:
+    each sample needs an image field and a ``cls`` label."""
     files = sorted(glob.glob(os.path.join(root, "*.tar")))
     blobs: list[bytes] = []
     labels: list[int] = []
     for path in files:
         try:
-            with tarfile.open(path, "r:") as tar:
-                samples: dict[str, dict[str, bytes]] = {}
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    key, _, field = os.path.basename(member.name).partition(".")
-                    samples.setdefault(key, {})[field.lower()] = tar.extractfile(member).read()
-        except (tarfile.TarError, OSError) as error:
+            samples = list(read_samples(path))
+        except (ValueError, OSError) as error:
             raise UserError(f"shard {path} is corrupt: {error}") from None
-        for key, fields in samples.items():
+        for key, fields in samples:
             image = next((fields[f] for f in IMAGE_FIELDS if f in fields), None)
             if image is None or "cls" not in fields:
                 raise UserError(f"shard {path}: sample {key} lacks an image ({'/'.join(IMAGE_FIELDS)}) or cls field")

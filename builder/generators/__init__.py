@@ -1,11 +1,14 @@
-"""The registry of data-set kinds. A new kind is one module with one
-:class:`~fracbuild.generators.base.Generator` subclass, added here."""
+"""The registry of data-set kinds. A new kind is one module (or one package:
+the kind in its ``__init__``, its kernels beside it) with a
+:class:`~fracbuild.generators.base.Generator` subclass whose parameter
+fields declare their flags (:func:`~fracbuild.generators.base.param`); listed
+here, it gets its options in ``fracbuild render``."""
 
 from __future__ import annotations
 
 from ..errors import UserError
 from .base import Generator, Sample
-from .contour_kinds import RCDB, VisualAtom
+from .contour import RCDB, VisualAtom
 from .fractaldb import OFDB, FractalDB
 from .noise import Noise
 from .onepfrac import OnePFrac

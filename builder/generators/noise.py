@@ -12,22 +12,23 @@ import numpy as np
 
 from .. import perturb, seeds
 from ..errors import UserError
-from .base import OneImagePerClass, Sample
+from .base import OneImagePerClass, Sample, classes_param, delta_param, param, perturbation_param, size_param
 
 DISTRIBUTIONS = ("gaussian", "uniform")
 
 
 @dataclass(frozen=True)
 class NoiseParams:
-    distribution: str = "gaussian"
-    num_classes: int = 1000  # L
-    delta: float = 0.1
-    perturbation: str = "multiplicative"
-    mean: float = 0.5  # gaussian, intensity in [0, 1]
-    std: float = 0.2
-    low: float = 0.2  # uniform, intensity in [0, 1]
-    high: float = 0.8
-    size: int = 512
+    distribution: str = param("gaussian", flag="--noise", choices=DISTRIBUTIONS,
+                              help="Per-pixel N(mean, std^2) or U(low, high), one fixed field for every class")
+    num_classes: int = classes_param()
+    delta: float = delta_param()
+    perturbation: str = perturbation_param()
+    mean: float = param(0.5, flag="--noise-mean", help="Gaussian mean", unit="intensity in [0, 1]")
+    std: float = param(0.2, flag="--noise-std", help="Gaussian standard deviation", unit="intensity")
+    low: float = param(0.2, flag="--noise-low", help="Uniform lower bound", unit="intensity in [0, 1]")
+    high: float = param(0.8, flag="--noise-high", help="Uniform upper bound", unit="intensity in [0, 1]")
+    size: int = size_param(512)
 
 
 class Noise(OneImagePerClass):

@@ -10,28 +10,34 @@ import numpy as np
 
 from .. import ifs, perturb, render, seeds
 from ..errors import BuildFailure, UserError
-from .base import OneImagePerClass, ProgressCallback, Sample
+from . import ifs_params
+from .base import OneImagePerClass, ProgressCallback, Sample, classes_param, delta_param, param, perturbation_param, \
+    size_param
 
-CHAOS_STREAMS = ("seeded", "legacy")
 
 
 @dataclass(frozen=True)
 class OnePFracParams:
-    num_classes: int = 1000  # L
-    delta: float = 0.1  # perturbation degree
-    perturbation: str = "multiplicative"
-    sigma: float = 3.5
-    n_maps: int = 2
-    size: int = 512
-    pad: int = 6
-    iterations: int = 100_000
-    mask: str = "random"
-    threshold: float = 0.05
-    chaos_stream: str = "seeded"
-    max_attempts: int = 100  # fresh epsilons per class before the build fails
-    search_trials: int = 32  # trial epsilons per candidate base system
-    min_acceptance: float = 0.5  # share of trial epsilons that must pass
-    max_candidates: int = 2000  # base systems tried before the search fails
+    num_classes: int = classes_param()
+    delta: float = delta_param()
+    perturbation: str = perturbation_param()
+    sigma: float = param(3.5, flag="--sigma",
+                         help="Sigma-factor (complexity) of the base system; must lie in (0, 3 x maps)")
+    n_maps: int = param(2, flag="--n-maps", help="Affine maps in the system (N)")
+    size: int = size_param(512)
+    pad: int = ifs_params.pad()
+    iterations: int = ifs_params.iterations(100_000)
+    mask: str = ifs_params.mask()
+    threshold: float = param(0.05, flag="--threshold", unit="fraction",
+                             help="Fill check: accept an image whose share of pixels > 1 is strictly above this")
+    chaos_stream: str = ifs_params.chaos_stream("seeded")
+    max_attempts: int = param(100, flag="--max-attempts", help="Fresh epsilons per class before the build fails")
+    search_trials: int = param(32, flag="--search-trials",
+                               help="Trial perturbations per candidate base system in the search")
+    min_acceptance: float = param(0.5, flag="--min-acceptance", unit="fraction",
+                                  help="Share of trial perturbations that must pass for a base system to be chosen")
+    max_candidates: int = param(2000, flag="--max-candidates",
+                                help="Candidate systems the search may try before the build fails")
 
 
 class RenderInputs:
@@ -39,10 +45,7 @@ class RenderInputs:
     map sequence (from one uniform stream and the base probabilities)."""
 
     def __init__(self, params: OnePFracParams, seed: int, probabilities: np.ndarray):
-        if params.chaos_stream == "legacy":
-            uniforms = render.legacy_chaos_stream(params.iterations)
-        else:
-            uniforms = seeds.rng(seed, seeds.CHAOS).random(params.iterations)
+        uniforms = render.chaos_uniforms(params.chaos_stream, seed, params.iterations)
         self.steps = render.map_sequence(uniforms, probabilities)
 
 
@@ -75,8 +78,9 @@ class OnePFrac(OneImagePerClass):
             raise UserError(f"--mask must be one of {', '.join(render.MASK_MODES)}, got {p.mask!r}")
         if not 0 <= p.threshold < 1:
             raise UserError(f"--threshold must lie in [0, 1), got {p.threshold}")
-        if p.chaos_stream not in CHAOS_STREAMS:
-            raise UserError(f"--chaos-stream must be one of {', '.join(CHAOS_STREAMS)}, got {p.chaos_stream!r}")
+        if p.chaos_stream not in render.CHAOS_STREAMS:
+            raise UserError(f"--chaos-stream must be one of {', '.join(render.CHAOS_STREAMS)}, "
+                            f"got {p.chaos_stream!r}")
         for name in ("max_attempts", "search_trials", "max_candidates"):
             if getattr(p, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(p, name)}")
@@ -111,8 +115,7 @@ class OnePFrac(OneImagePerClass):
             f"(threshold {p.threshold}); try another --seed or a smaller --delta")
 
     def streams(self) -> dict[str, str]:
-        chaos = ("numpy.random.RandomState(100).random_sample(iterations)" if self.params.chaos_stream == "legacy"
-                 else seeds.STREAM_DOC["chaos"])
+        chaos = render.chaos_stream_doc(self.params.chaos_stream)
         return {
             "search": seeds.STREAM_DOC["search"] + ": per candidate, sigma, singular values, angles, "
                       "flips, translations, its mask codes, then per trial an epsilon and mask codes",
@@ -131,8 +134,7 @@ def search(params: OnePFracParams, seed: int, log: ProgressCallback) -> dict:
     """
     started = time.perf_counter()
     rng = seeds.rng(seed, seeds.SEARCH)
-    uniforms = (render.legacy_chaos_stream(params.iterations) if params.chaos_stream == "legacy"
-                else seeds.rng(seed, seeds.CHAOS).random(params.iterations))
+    uniforms = render.chaos_uniforms(params.chaos_stream, seed, params.iterations)
     needed = int(np.ceil(params.min_acceptance * params.search_trials))
     for candidate in range(1, params.max_candidates + 1):
         maps, sigma_drawn = ifs.sample_ifs(params.sigma, params.n_maps, rng)

@@ -12,32 +12,41 @@ Geometry is in the released code's 512-pixel units, scaled to ``--size``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .. import contours, perturb, seeds
-from ..errors import UserError
-from .base import Generator, ProgressCallback, Sample
+from ... import perturb, seeds
+from ...errors import UserError
+from . import contours
+from ..base import NUM_CLASSES, Generator, ProgressCallback, Sample, classes_param, delta_param, param, \
+    perturbation_param, size_param
 
 # The perturbed parameters, in epsilon's column order.
 CONTINUOUS = ("radius", "amplitude", "drift", "oval_x", "oval_y")
-LPCE_DEFAULTS = {"num_classes": 1000, "delta": 0.1, "perturbation": "multiplicative", "category": 0}
+# What --lpce takes when the user leaves an LPCE option out: 1p-frac's perturbation defaults.
+LPCE_DEFAULTS = {"num_classes": NUM_CLASSES, "delta": perturb.DEFAULT_DELTA, "perturbation": perturb.MODES[0],
+                 "category": 0}
 NOISE_RANGE = 10_000.0  # Perlin positions u ~ U(0, 10000)
 
 
 @dataclass(frozen=True)
 class ContourParams:
-    num_categories: int = 1000  # C
-    instances: int = 1000  # M per category
-    size: int = 512
-    lpce: bool = False
+    num_categories: int = param(1000, flag="--categories", help="Number of categories (C), each a class")
+    instances: int = param(1000, flag="--instances", help="Images per category (M)")
+    size: int = size_param(512)
+    lpce: bool = param(False, flag="--lpce",
+                       help="One category, L classes by perturbing its continuous parameters (radius, noise "
+                            "amplitude, drift, oval factors) by --delta, as 1p-frac does")
     # LPCE only: None without --lpce; with it, unset ones take LPCE_DEFAULTS.
-    num_classes: int | None = None  # L
-    delta: float | None = None
-    perturbation: str | None = None
-    category: int | None = None  # which category of --seed is perturbed
+    num_classes: int | None = classes_param(None, shown=LPCE_DEFAULTS["num_classes"],
+                                            help="With --lpce: number of classes (L), each one perturbation")
+    delta: float | None = delta_param(None, shown=LPCE_DEFAULTS["delta"])
+    perturbation: str | None = perturbation_param(None, shown=LPCE_DEFAULTS["perturbation"])
+    category: int | None = param(None, flag="--category", type=int, shown=LPCE_DEFAULTS["category"],
+                                 help="With --lpce: which category of --seed is perturbed")
 
 
 def _lpce_settings(p: ContourParams) -> dict[str, Any]:
@@ -53,8 +62,8 @@ def _validate(p: ContourParams) -> None:
             raise UserError(f"--categories must be >= 1, got {p.num_categories}")
         if p.instances < 1:
             raise UserError(f"--instances must be >= 1, got {p.instances}")
-        given = [f"--{o}" for o, f in (("L", "num_classes"), ("delta", "delta"), ("perturbation", "perturbation"),
-                                       ("category", "category")) if getattr(p, f) is not None]
+        given = [f.metadata["flag"] for f in dataclasses.fields(p) if f.name in LPCE_DEFAULTS
+                 and getattr(p, f.name) is not None]
         if given:
             raise UserError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --lpce "
                             "(without it a class is a category: see --categories)")

@@ -34,7 +34,7 @@ from typing import Callable, Iterator
 import numba
 import numpy as np
 
-from . import ifs, kernels, render, seeds
+from ... import ifs, kernels, render, seeds
 
 SEARCH_STREAMS = ("seeded", "legacy")
 MIN_MAPS, MAX_MAPS = 2, 7

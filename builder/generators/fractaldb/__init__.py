@@ -8,48 +8,62 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import fractaldb_search, render, seeds
-from ..errors import BuildFailure, UserError
-from .base import Generator, ProgressCallback, Sample
+from ... import render, seeds
+from ...errors import BuildFailure, UserError
+from .. import ifs_params
+from ..base import Generator, ProgressCallback, Sample, like, param, size_param
+from . import search as fractaldb_search
 
-CHAOS_STREAMS = ("legacy", "seeded")
 FLIPS = ("none", "top-bottom", "left-right", "both")  # the order of the 4 views of a render
 CANDIDATES_PER_CATEGORY = 1000  # default search budget
 
 
 @dataclass(frozen=True)
 class FractalDBParams:
-    num_categories: int = 1000  # C
-    instances: int | None = None  # per category: the first n of the canonical order; None = all
-    repeats: int = 10  # renders per weight row (fresh 3x3 masks each)
-    weight_step: float = 0.4  # k: rows multiply one parameter by 1-2k, 1-k, 1+k, 1+2k
-    size: int = 362
-    pad: int = 6
-    iterations: int = 200_000
-    mask: str = "random"
-    chaos_stream: str = "legacy"  # numpy.random.seed(100), as the released renderer
-    threshold: float = 0.2  # search: accept when the share of set pixels is >= this
-    search_size: int = 512
-    search_iterations: int = 100_000
-    search_stream: str = "seeded"
-    max_candidates: int | None = None  # default: 1,000 per category
+    num_categories: int = param(1000, flag="--categories", help="Number of categories (C), each a class")
+    instances: int | None = param(None, flag="--instances", type=int, shown="all, 25 x repeats x 4 = 1,000",
+                                  help="Images per category: the first n of the canonical order (weight row, "
+                                       "repeat, flip)")
+    repeats: int = param(10, flag="--repeats", help="Renders per weight row, each with fresh 3x3 masks")
+    weight_step: float = param(0.4, flag="--weight-step",
+                               help="k of the weight rows, which multiply one parameter of every map by 1-2k, 1-k, "
+                                    "1+k, 1+2k (the released run: 0.4; a 0.1 table also ships)")
+    size: int = size_param(362)
+    pad: int = ifs_params.pad()
+    iterations: int = ifs_params.iterations(200_000)
+    mask: str = ifs_params.mask()
+    chaos_stream: str = ifs_params.chaos_stream("legacy")  # numpy.random.seed(100), as the released renderer
+    threshold: float = param(0.2, flag="--threshold", unit="fraction",
+                             help="Fill check: accept a category whose one-pixel search image has at least this "
+                                  "share of pixels set")
+    search_size: int = param(512, flag="--search-size", unit="pixels",
+                             help="Side of the one-pixel-per-point search image")
+    search_iterations: int = param(100_000, flag="--search-iterations", help="Chaos-game points of the search image")
+    search_stream: str = param("seeded", flag="--search-stream", choices=fractaldb_search.SEARCH_STREAMS,
+                               help="Candidate draws from --seed per candidate, or the released script's one "
+                                    "numpy.random.seed(--seed) stream (the released run: --seed 1)")
+    max_candidates: int | None = param(None, flag="--max-candidates", type=int,
+                                       shown=f"{CANDIDATES_PER_CATEGORY:,} per category",
+                                       help="Candidate systems the search may try before the build fails")
 
 
 @dataclass(frozen=True)
 class OFDBParams:
-    num_categories: int = 1000
-    weight_row: int = 0  # row 0 multiplies a by 1 - 2k = 0.2 (the released OFDB render)
-    weight_step: float = 0.4
-    size: int = 362
-    pad: int = 6
-    iterations: int = 200_000
-    mask: str = "random"
-    chaos_stream: str = "legacy"
-    threshold: float = 0.2
-    search_size: int = 512
-    search_iterations: int = 100_000
-    search_stream: str = "seeded"
-    max_candidates: int | None = None
+    num_categories: int = like(FractalDBParams, "num_categories")
+    weight_row: int = param(0, flag="--weight-row",
+                            help="The weight row of its one render per category, in the released table's order "
+                                 "(0: a x (1-2k), the released render; 2: identity)")
+    weight_step: float = like(FractalDBParams, "weight_step")
+    size: int = like(FractalDBParams, "size")
+    pad: int = like(FractalDBParams, "pad")
+    iterations: int = like(FractalDBParams, "iterations")
+    mask: str = like(FractalDBParams, "mask")
+    chaos_stream: str = like(FractalDBParams, "chaos_stream")
+    threshold: float = like(FractalDBParams, "threshold")
+    search_size: int = like(FractalDBParams, "search_size")
+    search_iterations: int = like(FractalDBParams, "search_iterations")
+    search_stream: str = like(FractalDBParams, "search_stream")
+    max_candidates: int | None = like(FractalDBParams, "max_candidates")
 
 
 def _check_common(p) -> None:
@@ -67,8 +81,8 @@ def _check_common(p) -> None:
             raise UserError(f"{name} must be >= 2, got {count}")
     if p.mask not in render.MASK_MODES:
         raise UserError(f"--mask must be one of {', '.join(render.MASK_MODES)}, got {p.mask!r}")
-    if p.chaos_stream not in CHAOS_STREAMS:
-        raise UserError(f"--chaos-stream must be one of {', '.join(CHAOS_STREAMS)}, got {p.chaos_stream!r}")
+    if p.chaos_stream not in render.CHAOS_STREAMS:
+        raise UserError(f"--chaos-stream must be one of {', '.join(render.CHAOS_STREAMS)}, got {p.chaos_stream!r}")
     if p.search_stream not in fractaldb_search.SEARCH_STREAMS:
         raise UserError(f"--search-stream must be one of {', '.join(fractaldb_search.SEARCH_STREAMS)}, "
                         f"got {p.search_stream!r}")
@@ -82,7 +96,7 @@ def search_categories(p, seed: int, log: ProgressCallback, workers: int | None =
                       search=None) -> dict:
     """The category search of FractalDB and OFDB, as the system record:
     the search's result plus the weight table. ``search`` has the signature
-    of :func:`fracbuild.fractaldb_search.search`, the default (a Ray cluster
+    of :func:`fracbuild.generators.fractaldb.search.search`, the default (a Ray cluster
     passes its own)."""
     search = search or fractaldb_search.search
     if p.search_stream == "legacy" and seed >= 2**32:
@@ -109,8 +123,7 @@ class _Categories:
         self.maps = [np.asarray(c["maps"], dtype=np.float64) for c in system["categories"]]
         self.probabilities = [np.asarray(c["probabilities"], dtype=np.float64) for c in system["categories"]]
         self.weights = np.asarray(system["weights"], dtype=np.float64)
-        self.uniforms = (render.legacy_chaos_stream(p.iterations) if p.chaos_stream == "legacy"
-                         else seeds.rng(seed, seeds.CHAOS).random(p.iterations))
+        self.uniforms = render.chaos_uniforms(p.chaos_stream, seed, p.iterations)
         self._steps: tuple[int, np.ndarray] | None = None
         self._render: tuple[tuple[int, int], np.ndarray] | None = None
 
@@ -151,8 +164,7 @@ def _streams(p, kind_render: str) -> dict[str, str]:
               "random_sample(search_iterations)" if p.search_stream == "legacy" else
               "numpy.random.default_rng(SeedSequence(seed, spawn_key=(0, candidate))): integers(2, 8), "
               "uniform(-1, 1, (N, 6)), random(search_iterations)")
-    chaos = ("numpy.random.RandomState(100).random_sample(iterations)" if p.chaos_stream == "legacy"
-             else seeds.STREAM_DOC["chaos"])
+    chaos = render.chaos_stream_doc(p.chaos_stream)
     return {
         "search": search + "; a candidate is a category when its one-pixel image's fill is >= threshold",
         "chaos": chaos + ", shared by every image; map k at step t is the first j with r_t <= cumsum(p)_j, "

@@ -112,7 +112,11 @@ def canny_kernel(smoothed, low_fraction, high_fraction):
     return edges
 
 
-def canny(image: np.ndarray, sigma: float = 2.0, low: float = 0.1, high: float = 0.2) -> np.ndarray:
+# The real-image kind's defaults (its --canny-* options take them from here).
+SIGMA, LOW, HIGH = 2.0, 0.1, 0.2
+
+
+def canny(image: np.ndarray, sigma: float = SIGMA, low: float = LOW, high: float = HIGH) -> np.ndarray:
     """Canny edges of uint8 (H, W) ``image``: uint8 (H, W), 255 on edges, 0
     elsewhere. ``low``/``high``: hysteresis thresholds as fractions of the
     largest gradient magnitude."""

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .. import edges as edges_mod
-from .. import seeds, warps
-from ..errors import UserError
-from .base import OneImagePerClass, ProgressCallback, Sample
+from ... import seeds
+from ...errors import UserError
+from ..base import OneImagePerClass, ProgressCallback, Sample, classes_param, delta_param, param, size_param
+from . import edges as edges_mod
+from . import warps
 
 EDGES = ("canny", "none")
 DEFAULT_PHOTO = "skimage.data.camera"
@@ -29,16 +30,25 @@ DEFAULT_PHOTO = "skimage.data.camera"
 
 @dataclass(frozen=True)
 class RealImageParams:
-    image: str | None = None  # a photo's path; None: scikit-image's camera photo
-    edges: str = "canny"
-    warp: str = "affine"
-    num_classes: int = 1000  # L
-    delta: float = 0.1  # epsilon ~ U[-delta/2, delta/2], normalised coordinates
-    size: int = 512
-    canny_sigma: float = 2.0
-    canny_low: float = 0.1  # hysteresis thresholds, fractions of the largest gradient
-    canny_high: float = 0.2
-    elastic_grid: int = 4  # G x G control displacements
+    image: str | None = param(None, flag="--image", type=str, help="The photo",
+                              shown="scikit-image's camera photo, if installed")
+    edges: str = param("canny", flag="--edges", choices=EDGES,
+                       help="Reduce each warped photo to its Canny edges, or keep it")
+    warp: str = param("affine", flag="--warp", choices=warps.WARPS,
+                      help="Per class, identity + epsilon of a 2x3 affine matrix, of the 2nd-order coefficients of "
+                           "a quadratic map, or of a G x G grid of smooth displacements (normalised coordinates, "
+                           "image = [-1, 1]^2)")
+    num_classes: int = classes_param()
+    delta: float = delta_param(help="Perturbation degree: the warp's epsilon in U(-delta/2, delta/2), where 0 "
+                                    "reproduces the photo", unit="normalised coordinates")
+    size: int = size_param(512)
+    canny_sigma: float = param(edges_mod.SIGMA, flag="--canny-sigma", help="Gaussian smoothing before Canny",
+                               unit="pixels")
+    canny_low: float = param(edges_mod.LOW, flag="--canny-low", help="Canny low threshold",
+                             unit="fraction of the largest gradient")
+    canny_high: float = param(edges_mod.HIGH, flag="--canny-high", help="Canny high threshold",
+                              unit="fraction of the largest gradient")
+    elastic_grid: int = param(4, flag="--elastic-grid", help="With --warp elastic: control displacements per side (G)")
 
 
 def _read_photo(path: str | None) -> tuple[Image.Image, str, str]:
