@@ -21,8 +21,10 @@ import click
 import yaml
 
 from . import __version__
-from .config import TrainConfig, check_switches, defaults, load_yaml, merge, override
+from .config import (EPOCH_MODES, LR_UPDATES, TrainConfig, check_switches, load_yaml, merge, override, recipe_defaults,
+                     resolve_batch)
 from .errors import TrainFailure, UserError
+from . import recipes
 from .recipe import SWITCHES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -65,10 +67,16 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any], str]] = [
     (("--drop-path",), "model.drop_path", {"type": float}, "Stochastic depth rate."),
     (("--batch-size", "-b"), "batch_size", {"type": int},
      "Global batch: samples per optimizer step over all ranks (must divide by the number of ranks)."),
+    (("--batch-per-rank",), "batch_per_rank", {"type": int},
+     "Samples per step on each rank: the global batch becomes this x the number of ranks (--batch-size "
+     "given on the command line wins)."),
     (("--epochs",), "budget.epochs", {"type": float}, "Training length in epochs (one epoch = one pass over the "
                                                       "data set; for 1p-frac one image per class)."),
     (("--samples",), "budget.samples", {"type": int}, "Training length in samples (instead of --epochs)."),
     (("--steps",), "budget.steps", {"type": int}, "Training length in optimizer steps (instead of --epochs)."),
+    (("--epoch-mode",), "budget.epoch_mode", {"type": click.Choice(["exact", "drop-last"])},
+     "What an epoch is: exact = every sample once (an epoch may end inside a batch; ceil(N x epochs / batch) "
+     "steps); drop-last = floor(N / batch) whole batches of a fresh permutation (the released code's sampler)."),
     (("--opt",), "optim.opt", {}, "Optimizer (timm create_optimizer_v2 name)."),
     (("--lr",), "optim.lr", {"type": float}, "Learning rate at --lr-base-batch global samples per step."),
     (("--lr-base-batch",), "optim.lr_base_batch", {"type": int},
@@ -79,6 +87,10 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any], str]] = [
     (("--warmup-epochs",), "optim.warmup_epochs", {"type": float}, "Linear warm-up length, epochs."),
     (("--warmup-lr",), "optim.warmup_lr", {"type": float}, "Learning rate at the start of warm-up."),
     (("--min-lr",), "optim.min_lr", {"type": float}, "Learning rate at the end of the cosine."),
+    (("--scale-warmup-min-lr/--no-scale-warmup-min-lr",), "optim.scale_warmup_min_lr", {"default": None},
+     "Scale --warmup-lr and --min-lr by batch / --lr-base-batch like --lr."),
+    (("--lr-update",), "optim.lr_update", {"type": click.Choice(["step", "epoch"])},
+     "How often the lr changes: every optimizer step, or once per epoch (the released code)."),
     (("--clip-grad",), "optim.clip_grad", {"type": float}, "Clip the gradient norm to this (0: no clipping)."),
     (("--input-size",), "augment.input_size", {"type": int}, "Model input side, pixels."),
     (("--interpolation",), "augment.interpolation", {"type": click.Choice(["bicubic", "bilinear", "nearest"])},
@@ -102,8 +114,9 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any], str]] = [
     (("--seed",), "run.seed", {"type": int}, "Seed of the weights, the data order and every augmentation."),
     (("--device",), "run.device", {"type": click.Choice(["auto", "cpu", "cuda"])},
      "Where to train; auto: CUDA when available."),
-    (("--precision",), "run.precision", {"type": click.Choice(["auto", "bf16", "fp16", "fp32"])},
-     "Autocast dtype; auto: bf16 on CUDA, fp32 on the CPU."),
+    (("--precision",), "run.precision", {"type": click.Choice(["auto", "auto-fp16", "bf16", "fp16", "fp32"])},
+     "Autocast dtype; auto: bf16 on CUDA, fp32 on the CPU; auto-fp16: fp16 with a gradient scaler on CUDA, "
+     "fp32 on the CPU."),
     (("--compile/--no-compile",), "run.compile", {"default": None}, "torch.compile the model."),
     (("--workers",), "run.workers", {"type": int}, "DataLoader worker processes per rank. "
      "The GPU input path uses min(2, N) of them to plan the augmentation ahead; 0: all on the training thread. "
@@ -146,13 +159,18 @@ PROBE_OPTIONS = [
 ]
 
 
+def recipe_names(command: str) -> list[str]:
+    """The shipped recipes for ``command``."""
+    return [name for name in recipes.names() if recipes.load(name)["command"] == command]
+
+
 def _dest(flags: tuple[str, ...], path: str) -> str:
     return path.replace(".", "__")
 
 
 def train_options(command: str, extra: list) -> Callable:
     """Decorator adding every option of ``command`` with its default in the help."""
-    base = defaults(command)
+    base = recipe_defaults(command)
     table = list(extra) + TRAIN_OPTIONS
 
     def decorate(function: Callable) -> Callable:
@@ -176,21 +194,30 @@ def train_options(command: str, extra: list) -> Callable:
                                      "there is none); PATH = that checkpoint.")(function)
         function = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                                 help="YAML defaults, nested like a run's config.yaml; flags override them.")(function)
+        function = click.option("--recipe", "recipe", default=None, metavar="NAME",
+                                help=f"Named recipe to start from ({', '.join(recipe_names(command)) or 'none yet'}, "
+                                     "files in fractrain/recipes/); --config and flags override it. "
+                                     + (f"[default: {recipes.DEFAULT[command]}]" if recipes.DEFAULT.get(command)
+                                        else "[default: none]"))(function)
         return function
 
     return decorate
 
 
 def resolve(command: str, values: dict[str, Any]) -> TrainConfig:
-    """defaults(command) < --config file < flags."""
+    """defaults(command) < --recipe (or the command's default recipe) < --config file < flags."""
+    from .distributed import world_size_from_env
     from .model import resolve_name
 
-    cfg = defaults(command)
+    cfg = recipe_defaults(command, values.get("recipe"))
     if values.get("config_path"):
-        cfg = merge(cfg, load_yaml(values["config_path"]), f"--config {values['config_path']}")
+        payload = load_yaml(values["config_path"])
+        if "batch_size" in payload and "batch_per_rank" not in payload:
+            payload = {**payload, "batch_per_rank": None}  # a global batch in the file wins over the recipe's
+        cfg = merge(cfg, payload, f"--config {values['config_path']}")
     given: dict[str, Any] = {}
     for key, value in values.items():
-        if "__" not in key and key not in ("batch_size",):
+        if "__" not in key and key not in ("batch_size", "batch_per_rank"):
             continue
         if value is None or value == ():
             continue
@@ -202,6 +229,8 @@ def resolve(command: str, values: dict[str, Any]) -> TrainConfig:
         elif path == "optim.clip_grad" and value == 0:
             value = None
         given[path] = value
+    if "batch_size" in given:
+        given.setdefault("batch_per_rank", None)
     budgets = [p for p in ("budget.epochs", "budget.samples", "budget.steps") if p in given]
     if len(budgets) > 1:
         raise UserError(f"give one of --epochs, --samples, --steps (got {', '.join('--' + b.split('.')[1] for b in budgets)})")
@@ -224,7 +253,7 @@ def resolve(command: str, values: dict[str, Any]) -> TrainConfig:
     if values.get("aug_off"):
         names = [n.strip() for item in values["aug_off"] for n in item.split(",") if n.strip()]
         given["aug_off"] = tuple(dict.fromkeys(cfg.aug_off + check_switches(names)))
-    cfg = override(cfg, given)
+    cfg = resolve_batch(override(cfg, given), world_size_from_env())
     if cfg.model.name:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=resolve_name(cfg.model.name)))
     _validate(cfg)
@@ -241,6 +270,8 @@ def _validate(cfg: TrainConfig) -> None:
         (0 <= cfg.model.drop_path < 1, f"--drop-path must lie in [0, 1), got {cfg.model.drop_path}"),
         (cfg.optim.lr_base_batch is None or cfg.optim.lr_base_batch > 0, "--lr-base-batch must be >= 0"),
         (cfg.run.summary_every >= 0, "--summary-every must be >= 0"),
+        (cfg.budget.epoch_mode in EPOCH_MODES, f"epoch_mode must be {' or '.join(EPOCH_MODES)}"),
+        (cfg.optim.lr_update in LR_UPDATES, f"lr_update must be {' or '.join(LR_UPDATES)}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -268,8 +299,9 @@ def cli() -> None:
 @cli.command(context_settings=CONTEXT)
 @train_options("pretrain", PRETRAIN_OPTIONS)
 def pretrain(resume: str | None, **values: Any) -> None:
-    """Pre-train on a fracbuild data set with the paper's recipe (DeiT
-    augmentation, mean = std = 0.5, AdamW 1e-3 at batch 256, cosine)."""
+    """Pre-train on a fracbuild data set with the released code's recipe
+    (--recipe paper: DeiT augmentation, mean = std = 0.5, AdamW 1e-3 x batch
+    / 512, cosine updated per epoch, drop-last epochs, fp16 on CUDA)."""
     from . import pretrain as runner
 
     cfg = resolve("pretrain", values)

@@ -20,7 +20,7 @@ from .input_cpu import CpuPipeline
 from .loop import Job, check_resume, fit_in_folder
 from .pretrain import check_batch, default_workers, finished_summary, stderr_log
 from .runfolder import RunFolder, decide, default_out
-from .schedule import EpochSchedule
+from .schedule import make_schedule
 
 BuildModel = Callable[[TrainConfig, int, "dict[str, Any] | None"], nn.Module]
 
@@ -91,8 +91,8 @@ def _run(cfg: TrainConfig, ctx: dist.Context, build: BuildModel, resume, on_step
 
     torch.manual_seed(cfg.run.seed)
     net = build(cfg, data.num_classes, init).to(ctx.device)
-    schedule = EpochSchedule(len(data.train), cfg.batch_size, cfg.run.seed, ctx.world_size, ctx.rank)
-    total_steps = schedule.steps_for(cfg.total_samples(len(data.train)))
+    schedule = make_schedule(cfg, len(data.train), ctx.world_size, ctx.rank)
+    total_steps = cfg.total_steps(schedule)
     pipe = CpuPipeline(data.train, schedule, recipe, data.num_classes, ctx.device, cfg.run.seed, workers)
     evaluate = downstream.make_evaluator(data.val, recipe, cfg.data.crop_pct, schedule.local_batch, workers, ctx)
     log(f"{cfg.command}: {len(data.train)} training and {len(data.val)} validation images, {data.num_classes} classes; "

@@ -29,7 +29,7 @@ from . import checkpoint as ckpt
 from . import distributed as dist
 from .config import TrainConfig, differences, dump_yaml, to_dict
 from .errors import TrainFailure, UserError
-from .optim import create_optimizer, create_schedule, current_lr, describe
+from .optim import create_optimizer, create_schedule, current_lr, describe, lr_position
 from .pipeline import InputPipeline
 from .runfolder import RunFolder, remove_if_unused
 from .schedule import EpochSchedule, mix_seed
@@ -38,13 +38,22 @@ SUMMARY_MIN_STEPS = 100  # auto summary cadence: lines at least this many steps 
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    if requested not in ("auto", "bf16", "fp16", "fp32"):
-        raise UserError(f"--precision must be auto, bf16, fp16 or fp32, got {requested!r}")
-    if requested == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+    """auto: bf16 on CUDA; auto-fp16: fp16 (with a gradient scaler) on CUDA;
+    both fp32 on the CPU, where fp16 autocast is not offered."""
+    if requested not in ("auto", "auto-fp16", "bf16", "fp16", "fp32"):
+        raise UserError(f"--precision must be auto, auto-fp16, bf16, fp16 or fp32, got {requested!r}")
+    if requested in ("auto", "auto-fp16"):
+        return ("bf16" if requested == "auto" else "fp16") if device.type == "cuda" else "fp32"
     if requested == "fp16" and device.type != "cuda":
         raise UserError("--precision fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
     return requested
+
+
+def precision_note(requested: str, resolved: str) -> str:
+    """Why the resolved precision differs from an fp16 request, for the log."""
+    if requested == "auto-fp16" and resolved != "fp16":
+        return " (auto-fp16: fp16 autocast and its gradient scaler are CUDA-only, so fp32 without a scaler here)"
+    return ""
 
 
 class Stepper:
@@ -130,7 +139,7 @@ def summary_every(config: TrainConfig, schedule: EpochSchedule) -> float:
     """Epochs between summary lines (and evaluations)."""
     if config.run.summary_every > 0:
         return float(config.run.summary_every)
-    return float(max(1, math.ceil(SUMMARY_MIN_STEPS * schedule.global_batch / schedule.num_samples)))
+    return float(max(1, math.ceil(SUMMARY_MIN_STEPS / schedule.steps_per_epoch)))
 
 
 def _crossed(schedule: EpochSchedule, step: int, every: float) -> bool:
@@ -158,9 +167,9 @@ def fit(job: Job) -> dict[str, Any]:
     cfg, ctx, schedule = job.config, job.ctx, job.schedule
     model = job.model
     precision = resolve_precision(cfg.run.precision, ctx.device)
-    steps_per_epoch = schedule.num_samples / schedule.global_batch
     optimizer = create_optimizer(model, cfg.optim, schedule.global_batch)
-    scheduler = create_schedule(optimizer, cfg.optim, job.total_steps, steps_per_epoch)
+    scheduler = create_schedule(optimizer, cfg.optim, job.total_steps, schedule.steps_per_epoch,
+                                schedule.global_batch)
     from timm.loss import SoftTargetCrossEntropy
 
     start_step, best = 0, {}
@@ -195,8 +204,9 @@ def fit(job: Job) -> dict[str, Any]:
         job.log(f"{cfg.command}: {job.model_name}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M "
                 f"parameters, {job.num_classes} classes, {schedule.num_samples} samples per epoch")
         job.log(f"global batch {b} = {ctx.world_size} rank(s) x {schedule.local_batch}; {total} steps = "
-                f"{total * b} samples = {total * b / schedule.num_samples:.4g} epochs; "
-                f"{describe(cfg.optim, b)}; {precision} on {ctx.device.type}; input path {job.pipeline.name}"
+                f"{total * b} samples = {schedule.epoch_at(total):.4g} {schedule.mode} epochs; "
+                f"{describe(cfg.optim, b)}; {precision}{precision_note(cfg.run.precision, precision)} on "
+                f"{ctx.device.type}; input path {job.pipeline.name}"
                 + (f"; resuming at step {start_step} ({job.resume_path})" if job.resume is not None else ""))
     every_summary = summary_every(cfg, schedule)
 
@@ -229,7 +239,7 @@ def fit(job: Job) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats(ctx.device)
     model.train()
     for x, y in job.pipeline.batches(start_step, total):
-        scheduler.step_update(step)  # the lr of this step (a pure function of the step)
+        scheduler.step_update(lr_position(cfg.optim, schedule, step))  # a pure function of the step
         loss_sum += stepper(x, y)
         loss_count += 1
         step += 1
@@ -255,7 +265,7 @@ def fit(job: Job) -> dict[str, Any]:
             loss_sum.zero_()
             loss_count = 0
         if boundary:
-            line = (f"epoch {schedule.epoch_at(step):.6g}/{total * b / schedule.num_samples:.6g} step {step}/{total} "
+            line = (f"epoch {schedule.epoch_at(step):.6g}/{schedule.epoch_at(total):.6g} step {step}/{total} "
                     f"loss {last_loss:.4f} lr {current_lr(optimizer):.3e} {rate:,.0f} img/s "
                     f"elapsed {_clock(time.perf_counter() - started)}")
             if job.evaluate is not None:

@@ -18,7 +18,7 @@ from .errors import UserError
 from .input_cpu import ArraySource, CpuPipeline
 from .loop import Job, check_resume, fit_in_folder
 from .runfolder import SUMMARY, RunFolder, decide, default_out
-from .schedule import EpochSchedule
+from .schedule import make_schedule
 
 
 def check_batch(global_batch: int, world_size: int, mixes: bool) -> int:
@@ -76,8 +76,8 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     check_batch(cfg.batch_size, ctx.world_size, recipe.mixes)
     _location, manifest, manifest_sha = data.read_manifest(cfg.data.shards)
     num_classes, n = manifest["num_classes"], manifest["num_samples"]
-    schedule = EpochSchedule(n, cfg.batch_size, cfg.run.seed, ctx.world_size, ctx.rank)
-    total_steps = schedule.steps_for(cfg.total_samples(n))
+    schedule = make_schedule(cfg, n, ctx.world_size, ctx.rank)
+    total_steps = cfg.total_steps(schedule)
     out = cfg.run.out or default_out("pretrain", cfg.model.name, cfg.data.shards, cfg.run.seed)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=out))
     start = decide(out, resume)
@@ -117,7 +117,7 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     # live in GPU (or pinned) memory, and dropping this reference frees the
     # host copy (5.5 GB per rank at L = 21,000, 512 px).
     del dataset
-    if ctx.is_main and total_steps * cfg.batch_size != cfg.total_samples(n):
+    if ctx.is_main and schedule.mode == "exact" and total_steps * cfg.batch_size != cfg.total_samples(n):
         log(f"budget of {cfg.total_samples(n)} samples rounded up to {total_steps} whole global batches "
             f"({total_steps * cfg.batch_size} samples)")
 
