@@ -120,7 +120,10 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any], str]] = [
     (("--compile/--no-compile",), "run.compile", {"default": None}, "torch.compile the model."),
     (("--workers",), "run.workers", {"type": int}, "DataLoader worker processes per rank. "
      "The GPU input path uses min(2, N) of them to plan the augmentation ahead; 0: all on the training thread. "
-     "[default: min(8, CPUs per rank - 1)]"),
+     "[default: on a CPU device half the cores this rank may use (at most 8), on CUDA min(8, cores per rank - 1)]"),
+    (("--threads",), "run.threads", {"type": int}, "torch intra-op threads per rank; 0: torch's own count. "
+     "[default: on a CPU device the cores this rank may use minus the loader workers (or OMP_NUM_THREADS when "
+     "set); on CUDA torch's own]"),
     (("--ckpt-every",), "run.ckpt_every", {"type": float}, "Epochs between checkpoints (one is always written at the end)."),
     (("--keep-ckpts",), "run.keep_ckpts", {"type": int}, "Periodic checkpoints kept."),
     (("--log-every",), "run.log_every", {"type": int}, "Steps between metrics records and progress-bar updates."),

@@ -95,7 +95,8 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | auto-fp16 (fp16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32
     compile: bool = False  # torch.compile the model
-    workers: int | None = None  # DataLoader workers per rank; None: min(8, CPUs / local ranks)
+    workers: int | None = None  # DataLoader workers per rank; None: chosen from the cores (threads.py)
+    threads: int | None = None  # torch intra-op threads; None: chosen on a CPU device, 0: torch's own
     input_path: str = "auto"  # auto | cpu | gpu: where augmentation runs
     fuse_augment: bool | None = None  # compile the GPU augmentation's kernels; None: on CUDA
     gpu_augment_mode: str | None = None  # op-by-op | static | graph; None: graph on CUDA, else op-by-op
@@ -297,7 +298,7 @@ def dump_yaml(config: TrainConfig) -> str:
 
 # Keys that may differ between a checkpoint and the run resuming it: they
 # change how the run is executed or recorded, not what it computes.
-OPERATIONAL = ("run.out", "run.device", "run.workers", "run.progress", "run.log_every", "run.compile",
+OPERATIONAL = ("run.out", "run.device", "run.workers", "run.threads", "run.progress", "run.log_every", "run.compile",
                "run.keep_ckpts", "run.summary_every", "run.ckpt_every", "run.input_path",
                "run.fuse_augment", "run.gpu_augment_mode",
                "data.shards", "data.train", "data.val", "model.init",

@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from . import distributed as dist, downstream, model as models
+from . import distributed as dist, downstream, model as models, threads
 from .config import TrainConfig
 from .errors import UserError
 from .input_cpu import CpuPipeline
 from .loop import Job, check_resume, fit_in_folder
-from .pretrain import check_batch, default_workers, finished_summary, stderr_log
+from .pretrain import check_batch, finished_summary, stderr_log
 from .runfolder import RunFolder, decide, default_out
 from .schedule import make_schedule
 
@@ -87,7 +87,7 @@ def _run(cfg: TrainConfig, ctx: dist.Context, build: BuildModel, resume, on_step
     payload = ckpt.load(start.checkpoint) if start.checkpoint else None
     if payload is not None:
         check_resume(payload, start.checkpoint, cfg, cfg.model.name, data.num_classes, None)
-    workers = default_workers(ctx, cfg.run.workers)
+    workers = threads.for_run(ctx, cfg.run, log)
 
     torch.manual_seed(cfg.run.seed)
     net = build(cfg, data.num_classes, init).to(ctx.device)

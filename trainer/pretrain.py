@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 
 from . import checkpoint as ckpt
-from . import data, distributed as dist, model as models, pipeline as pipelines
+from . import data, distributed as dist, model as models, pipeline as pipelines, threads
 from .config import TrainConfig
 from .errors import UserError
 from .input_cpu import ArraySource, CpuPipeline
@@ -33,15 +33,6 @@ def check_batch(global_batch: int, world_size: int, mixes: bool) -> int:
         raise UserError(f"the batch per rank ({local}) must be even with Mixup/CutMix "
                         f"(--batch-size {global_batch} over {world_size} rank(s))")
     return local
-
-
-def default_workers(ctx: dist.Context, requested: int | None) -> int:
-    if requested is not None:
-        if requested < 0:
-            raise UserError(f"--workers must be >= 0, got {requested}")
-        return requested
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cpus // max(1, ctx.local_world_size) - 1))
 
 
 def stderr_log(ctx: dist.Context) -> Callable[[str], None]:
@@ -91,7 +82,7 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
         path = "gpu"
     else:
         path = pipelines.choose(cfg.run.input_path, ctx.device)
-    workers = default_workers(ctx, cfg.run.workers)
+    workers = threads.for_run(ctx, cfg.run, log)
 
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     net = models.create(cfg.model.name, num_classes, recipe.input_size, cfg.model.drop_path, cfg.model.kwargs)
