@@ -24,7 +24,7 @@ SEEDS=${SEEDS:-0}
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/transfer_check.XXXXXX")}
 MODEL=(--model vit_tiny --input-size 32 --model-arg patch_size=4 --model-arg depth=4 --model-arg embed_dim=96
        --model-arg num_heads=3)
-LIGHT=crop,mixup,cutmix,randaugment,erasing  # everything but the flips
+LIGHT=crop,mixup,cutmix,randaugment,erasing,color-jitter  # everything but the flips (jitter too: timm turns it on without RandAugment)
 export PYTHONUNBUFFERED=1
 
 echo "transfer_check: work folder $WORK; L=$L; $PRE_STEPS pre-training steps; $FT_EPOCHS fine-tuning epochs; seeds $SEEDS"

@@ -57,7 +57,8 @@ def load(path: str) -> dict[str, Any]:
     except IsADirectoryError:
         raise UserError(f"checkpoint {path} is a directory (pass the .pt file, or --resume auto with --out)") from None
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
-        raise UserError(f"cannot read checkpoint {path}: {str(error).splitlines()[0][:200]}") from None
+        detail = (str(error).splitlines() or [type(error).__name__])[0][:200]
+        raise UserError(f"{path} is not a fractrain checkpoint (torch cannot load it: {detail})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a fractrain checkpoint")
     return payload

@@ -218,7 +218,8 @@ def fit(job: Job) -> dict[str, Any]:
                 "scheduler": scheduler.state_dict(), "scaler": stepper.scaler.state_dict(),
                 "step": step, "epoch": schedule.epoch_at(step), "rng": states, "config": to_dict(cfg),
                 "manifest_sha256": job.manifest_sha256, "model_name": job.model_name,
-                "num_classes": job.num_classes, "world_size": ctx.world_size, "best": best, "final": final})
+                "num_classes": job.num_classes, "world_size": ctx.world_size, "best": best, "final": final,
+                "first_loss": first_loss})
             if not final:
                 ckpt.prune(job.folder.path, cfg.run.keep_ckpts)
 
@@ -234,7 +235,8 @@ def fit(job: Job) -> dict[str, Any]:
     window_start, window_step = started, start_step
     loss_sum = torch.zeros((), device=ctx.device)
     loss_count = 0
-    first_loss = last_loss = None
+    # The run's first logged loss, not this segment's: a resumed run keeps it.
+    first_loss, last_loss = (job.resume or {}).get("first_loss"), None
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
     model.train()
