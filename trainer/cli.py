@@ -153,8 +153,10 @@ DOWNSTREAM_OPTIONS = [
      "Checkpoint to start from (its head is dropped); its architecture is used."),
     (("--scratch",), "model.scratch", {"is_flag": True, "default": None},
      "Random initialisation, same recipe (architecture from --init or --model)."),
-    (("--train",), "data.train", {}, "Training set: ImageFolder tree (DIR/<class>/<image>) or WebDataset shards."),
-    (("--val",), "data.val", {}, "Validation set, same layout as --train."),
+    (("--train",), "data.train", {}, "Training set: ImageFolder tree (DIR/<class>/<image>), WebDataset shards, or "
+                                     "cifar10:DIR / cifar100:DIR (torchvision's files under DIR; the training split)."),
+    (("--val",), "data.val", {}, "Validation set, same layouts as --train (cifar10:DIR / cifar100:DIR: the test "
+                                 "split)."),
     (("--crop-pct",), "data.crop_pct", {"type": float}, "Evaluation: resize to input-size / crop-pct, centre-crop."),
 ]
 PROBE_OPTIONS = [

@@ -1,6 +1,6 @@
 """The training loop shared by pre-training, fine-tuning and probing.
 
-``fit(job)`` runs steps ``start .. total`` of the job's exact-epoch schedule:
+``fit(job)`` runs steps ``start .. total`` of the job's batch schedule:
 one optimizer step per global batch, the lr set from the schedule for that
 step, a metrics record every ``log_every`` steps (mean loss over all ranks,
 lr, images/s), a summary line (and, downstream, an evaluation) at epoch
