@@ -268,3 +268,20 @@ def test_paper_recipe_resumes_bit_exactly(tiny_dataset, tmp_path):
     assert len({lr[s] for s in range(1, 13, 2)}) == 6
     assert lr[1] == pytest.approx(1e-6 * 6 / 512)
     assert np.isfinite(whole["last_loss"])
+
+
+def test_auto_fp16_is_fp16_on_cuda_and_fp32_on_the_cpu():
+    from fractrain.loop import Stepper, precision_note, resolve_precision
+
+    assert resolve_precision("auto-fp16", torch.device("cuda")) == "fp16"
+    assert resolve_precision("auto-fp16", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert precision_note("auto-fp16", "fp32") and not precision_note("auto-fp16", "fp16")
+    # fp16 is what turns the gradient scaler on (Stepper builds it from the resolved precision).
+    from fractrain.distributed import Context
+
+    ctx = Context(rank=0, world_size=1, local_rank=0, local_world_size=1, device=torch.device("cpu"))
+    model = torch.nn.Linear(2, 2)
+    scalers = {p: Stepper(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.MSELoss(), ctx, p).scaler
+               for p in ("fp16", "fp32", "bf16")}
+    assert [scalers[p].is_enabled() for p in ("fp16", "fp32", "bf16")] == [True, False, False]
