@@ -340,6 +340,24 @@ def probe(resume: str | None, **values: Any) -> None:
     _print_result(summary)
 
 
+@cli.command(context_settings=CONTEXT)
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--work", type=click.Path(file_okay=False), default=None,
+              help="Folder for the experiment's data sets, runs and report. [default: runs/experiment-<name>]")
+def experiment(file: str, work: str | None) -> None:
+    """Run an experiment file end to end on one device: build each row's data
+    set (reused when its manifest matches), pre-train, fine-tune per seed (and
+    a scratch baseline), then write report.md and loss.png. Rerun the same
+    command to skip finished runs and resume a stopped one."""
+    from . import experiment as runner
+
+    def run_command(argv: list[str]) -> int:  # errors propagate: main() turns them into one line
+        cli.main(args=argv, prog_name="fractrain", standalone_mode=False)
+        return 0
+
+    click.echo(runner.run(file, work, run_command, _log))
+
+
 def _print_result(summary: dict[str, Any]) -> None:
     keys = ("command", "model", "blocks", "best_top1", "best_top5", "steps", "epochs", "scratch")
     if os.environ.get("RANK", "0") == "0":
