@@ -7,6 +7,7 @@ and exit code 2.
     fractrain finetune --init CKPT --train DIR --val DIR
     fractrain probe --init CKPT --blocks K --train DIR --val DIR
     fractrain bench --model vit_tiny --shards DIR
+    fractrain experiment FILE.yaml               a grid end to end, report.md
 """
 
 from __future__ import annotations
