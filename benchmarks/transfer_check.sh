@@ -24,20 +24,20 @@ SEEDS=${SEEDS:-0}
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/transfer_check.XXXXXX")}
 MODEL=(--model vit_tiny --input-size 32 --model-arg patch_size=4 --model-arg depth=4 --model-arg embed_dim=96
        --model-arg num_heads=3)
-LIGHT=crop,mixup,cutmix,randaugment,erasing  # everything but the flips
+LIGHT=crop,mixup,cutmix,randaugment,erasing,color-jitter  # everything but the flips (jitter too: timm turns it on without RandAugment)
 export PYTHONUNBUFFERED=1
 
 echo "transfer_check: work folder $WORK; L=$L; $PRE_STEPS pre-training steps; $FT_EPOCHS fine-tuning epochs; seeds $SEEDS"
 "$PY" -m fracbuild.cli render --L "$L" --size 64 --out "$WORK/shards" --no-progress > /dev/null
 "$PY" benchmarks/train_bench.py digits --out "$WORK/digits" --size 32 > /dev/null
-"$PY" -m fractrain --shards "$WORK/shards" "${MODEL[@]}" -b 64 --steps "$PRE_STEPS" --lr 1e-3 --lr-base-batch 0 \
+"$PY" -m fractrain --recipe exact-epochs --shards "$WORK/shards" "${MODEL[@]}" -b 64 --steps "$PRE_STEPS" --lr 1e-3 --lr-base-batch 0 \
     --device cpu --workers 0 --augment gpu --aug-off "$LIGHT" --no-progress --log-every 500 --out "$WORK/pre"
 
 for seed in ${SEEDS//,/ }; do
     for init in 1p-frac scratch; do
         extra=()
         [[ $init == scratch ]] && extra=(--scratch)
-        "$PY" -m fractrain finetune --init "$WORK/pre/final.pt" "${extra[@]}" --train "$WORK/digits/train" \
+        "$PY" -m fractrain finetune --recipe exact-epochs-finetune --init "$WORK/pre/final.pt" "${extra[@]}" --train "$WORK/digits/train" \
             --val "$WORK/digits/val" --input-size 32 --epochs "$FT_EPOCHS" --warmup-epochs 2 --crop-pct 1 \
             --device cpu --workers 0 --aug-off "$LIGHT" --seed "$seed" --no-progress \
             --out "$WORK/finetune-$init-s$seed" > /dev/null

@@ -33,12 +33,14 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def one_torch_thread():
+def one_torch_thread(monkeypatch):
     """Tiny tensors: on a small shared machine torch's threads only add
-    contention (the trainer tests use it)."""
+    contention (the trainer tests use it). OMP_NUM_THREADS tells the trainer
+    to keep that one thread rather than choose its own count."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     yield
     torch.set_num_threads(threads)

@@ -113,7 +113,7 @@ def test_resume_refuses_another_model_class_count_or_recipe(tiny_dataset, tmp_pa
     pretrain.run(tiny_config(tiny_dataset, out))
     final = str(out / "final.pt")
     base = ["--shards", str(tiny_dataset), *TINY_ARGS, "-b", "8", "--steps", "12", "--workers", "0",
-            "--no-progress", "--out", str(tmp_path / "again")]
+            "--no-progress", "--out", str(tmp_path / "again"), "--recipe", "exact-epochs"]
     assert main(base + ["--resume", final, "--model", "vit_small"]) == 2
     assert "is for model vit_tiny_patch16_224, not vit_small_patch16_224" in capsys.readouterr().err
     eight = tmp_path / "eight"

@@ -7,6 +7,7 @@ and exit code 2.
     fractrain finetune --init CKPT --train DIR --val DIR
     fractrain probe --init CKPT --blocks K --train DIR --val DIR
     fractrain bench --model vit_tiny --shards DIR
+    fractrain experiment FILE.yaml               a grid end to end, report.md
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any, Callable
 import click
 import yaml
 
-from . import __version__, interrupts
-from .config import TrainConfig, check_switches, defaults, load_yaml, merge, override
+from . import __version__, interrupts, recipes
+from .config import (EPOCH_MODES, LR_UPDATES, TrainConfig, check_switches, load_yaml, merge, override, recipe_defaults,
+                     resolve_batch)
 from .errors import ResumeMismatch, TrainFailure, UserError, run_cli
 from .recipe import SWITCHES
 
@@ -67,10 +69,16 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any], str]] = [
     (("--drop-path",), "model.drop_path", {"type": float}, "Stochastic depth rate."),
     (("--batch-size", "-b"), "batch_size", {"type": int},
      "Global batch: samples per optimizer step over all ranks (must divide by the number of ranks)."),
+    (("--batch-per-rank",), "batch_per_rank", {"type": int},
+     "Samples per step on each rank: the global batch becomes this x the number of ranks (--batch-size "
+     "given on the command line wins)."),
     (("--epochs",), "budget.epochs", {"type": float}, "Training length in epochs (one epoch = one pass over the "
                                                       "data set; for 1p-frac one image per class)."),
     (("--samples",), "budget.samples", {"type": int}, "Training length in samples (instead of --epochs)."),
     (("--steps",), "budget.steps", {"type": int}, "Training length in optimizer steps (instead of --epochs)."),
+    (("--epoch-mode",), "budget.epoch_mode", {"type": click.Choice(["exact", "drop-last"])},
+     "What an epoch is: exact = every sample once (an epoch may end inside a batch; ceil(N x epochs / batch) "
+     "steps); drop-last = floor(N / batch) whole batches of a fresh permutation (the released code's sampler)."),
     (("--opt",), "optim.opt", {}, "Optimizer (timm create_optimizer_v2 name)."),
     (("--lr",), "optim.lr", {"type": float}, "Learning rate at --lr-base-batch global samples per step."),
     (("--lr-base-batch",), "optim.lr_base_batch", {"type": int},
@@ -81,6 +89,10 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any], str]] = [
     (("--warmup-epochs",), "optim.warmup_epochs", {"type": float}, "Linear warm-up length, epochs."),
     (("--warmup-lr",), "optim.warmup_lr", {"type": float}, "Learning rate at the start of warm-up."),
     (("--min-lr",), "optim.min_lr", {"type": float}, "Learning rate at the end of the cosine."),
+    (("--scale-warmup-min-lr/--no-scale-warmup-min-lr",), "optim.scale_warmup_min_lr", {"default": None},
+     "Scale --warmup-lr and --min-lr by batch / --lr-base-batch like --lr."),
+    (("--lr-update",), "optim.lr_update", {"type": click.Choice(["step", "epoch"])},
+     "How often the lr changes: every optimizer step, or once per epoch (the released code)."),
     (("--clip-grad",), "optim.clip_grad", {"type": float}, "Clip the gradient norm to this (0: no clipping)."),
     (("--input-size",), "augment.input_size", {"type": int}, "Model input side, pixels."),
     (("--interpolation",), "augment.interpolation", {"type": click.Choice(["bicubic", "bilinear", "nearest"])},
@@ -104,12 +116,16 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any], str]] = [
     (("--seed",), "run.seed", {"type": int}, "Seed of the weights, the data order and every augmentation."),
     (("--device",), "run.device", {"type": click.Choice(["auto", "cpu", "cuda"])},
      "Where to train; auto: CUDA when available."),
-    (("--precision",), "run.precision", {"type": click.Choice(["auto", "bf16", "fp16", "fp32"])},
-     "Autocast dtype; auto: bf16 on CUDA, fp32 on the CPU."),
+    (("--precision",), "run.precision", {"type": click.Choice(["auto", "auto-fp16", "bf16", "fp16", "fp32"])},
+     "Autocast dtype; auto: bf16 on CUDA, fp32 on the CPU; auto-fp16: fp16 with a gradient scaler on CUDA, "
+     "fp32 on the CPU."),
     (("--compile/--no-compile",), "run.compile", {"default": None}, "torch.compile the model."),
     (("--workers",), "run.workers", {"type": int}, "DataLoader worker processes per rank. "
      "The GPU input path uses min(2, N) of them to plan the augmentation ahead; 0: all on the training thread. "
-     "[default: min(8, CPUs per rank - 1)]"),
+     "[default: on a CPU device half the cores this rank may use (at most 8), on CUDA min(8, cores per rank - 1)]"),
+    (("--threads",), "run.threads", {"type": int}, "torch intra-op threads per rank; 0: torch's own count. "
+     "[default: on a CPU device the cores this rank may use minus the loader workers (or OMP_NUM_THREADS when "
+     "set); on CUDA torch's own]"),
     (("--ckpt-every",), "run.ckpt_every", {"type": float}, "Epochs between checkpoints (one is always written at the end)."),
     (("--ckpt-minutes",), "run.ckpt_minutes", {"type": float},
      "Minutes of training between checkpoints, beside --ckpt-every (0: none by time). Ctrl-C and SIGTERM also "
@@ -152,8 +168,10 @@ DOWNSTREAM_OPTIONS = [
      "Checkpoint to start from (its head is dropped); its architecture is used."),
     (("--scratch",), "model.scratch", {"is_flag": True, "default": None},
      "Random initialisation, same recipe (architecture from --init or --model)."),
-    (("--train",), "data.train", {}, "Training set: ImageFolder tree (DIR/<class>/<image>) or WebDataset shards."),
-    (("--val",), "data.val", {}, "Validation set, same layout as --train."),
+    (("--train",), "data.train", {}, "Training set: ImageFolder tree (DIR/<class>/<image>), WebDataset shards, or "
+                                     "cifar10:DIR / cifar100:DIR (torchvision's files under DIR; the training split)."),
+    (("--val",), "data.val", {}, "Validation set, same layouts as --train (cifar10:DIR / cifar100:DIR: the test "
+                                 "split)."),
     (("--crop-pct",), "data.crop_pct", {"type": float}, "Evaluation: resize to input-size / crop-pct, centre-crop."),
 ]
 PROBE_OPTIONS = [
@@ -170,13 +188,18 @@ def flag_for(key: str) -> str:
     return named.get(key, key)
 
 
+def recipe_names(command: str) -> list[str]:
+    """The shipped recipes for ``command``."""
+    return [name for name in recipes.names() if recipes.load(name)["command"] == command]
+
+
 def _dest(flags: tuple[str, ...], path: str) -> str:
     return path.replace(".", "__")
 
 
 def train_options(command: str, extra: list) -> Callable:
     """Decorator adding every option of ``command`` with its default in the help."""
-    base = defaults(command)
+    base = recipe_defaults(command)
     table = list(extra) + TRAIN_OPTIONS
 
     def decorate(function: Callable) -> Callable:
@@ -204,21 +227,30 @@ def train_options(command: str, extra: list) -> Callable:
                                      "there is none); PATH = that checkpoint.")(function)
         function = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                                 help="YAML defaults, nested like a run's config.yaml; flags override them.")(function)
+        function = click.option("--recipe", "recipe", default=None, metavar="NAME",
+                                help=f"Named recipe to start from ({', '.join(recipe_names(command)) or 'none yet'}, "
+                                     "files in fractrain/recipes/); --config and flags override it. "
+                                     + (f"[default: {recipes.DEFAULT[command]}]" if recipes.DEFAULT.get(command)
+                                        else "[default: none]"))(function)
         return function
 
     return decorate
 
 
 def resolve(command: str, values: dict[str, Any]) -> TrainConfig:
-    """defaults(command) < --config file < flags."""
+    """defaults(command) < --recipe (or the command's default recipe) < --config file < flags."""
+    from .distributed import world_size_from_env
     from .model import resolve_name
 
-    cfg = defaults(command)
+    cfg = recipe_defaults(command, values.get("recipe"))
     if values.get("config_path"):
-        cfg = merge(cfg, load_yaml(values["config_path"]), f"--config {values['config_path']}")
+        payload = load_yaml(values["config_path"])
+        if "batch_size" in payload and "batch_per_rank" not in payload:
+            payload = {**payload, "batch_per_rank": None}  # a global batch in the file wins over the recipe's
+        cfg = merge(cfg, payload, f"--config {values['config_path']}")
     given: dict[str, Any] = {}
     for key, value in values.items():
-        if "__" not in key and key not in ("batch_size",):
+        if "__" not in key and key not in ("batch_size", "batch_per_rank"):
             continue
         if value is None or value == ():
             continue
@@ -230,6 +262,8 @@ def resolve(command: str, values: dict[str, Any]) -> TrainConfig:
         elif path == "optim.clip_grad" and value == 0:
             value = None
         given[path] = value
+    if "batch_size" in given:
+        given.setdefault("batch_per_rank", None)
     budgets = [p for p in ("budget.epochs", "budget.samples", "budget.steps") if p in given]
     if len(budgets) > 1:
         raise UserError(f"give one of --epochs, --samples, --steps (got {', '.join('--' + b.split('.')[1] for b in budgets)})")
@@ -252,7 +286,7 @@ def resolve(command: str, values: dict[str, Any]) -> TrainConfig:
     if values.get("aug_off"):
         names = [n.strip() for item in values["aug_off"] for n in item.split(",") if n.strip()]
         given["aug_off"] = tuple(dict.fromkeys(cfg.aug_off + check_switches(names)))
-    cfg = override(cfg, given)
+    cfg = resolve_batch(override(cfg, given), world_size_from_env())
     if cfg.model.name:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=resolve_name(cfg.model.name)))
     _validate(cfg)
@@ -273,6 +307,8 @@ def _validate(cfg: TrainConfig) -> None:
         (cfg.data.shuffle_buffer >= 1, f"--shuffle-buffer must be >= 1, got {cfg.data.shuffle_buffer}"),
         (cfg.data.memory_budget is None or cfg.data.memory_budget > 0,
          f"--memory-budget must be > 0 GB, got {cfg.data.memory_budget}"),
+        (cfg.budget.epoch_mode in EPOCH_MODES, f"epoch_mode must be {' or '.join(EPOCH_MODES)}"),
+        (cfg.optim.lr_update in LR_UPDATES, f"lr_update must be {' or '.join(LR_UPDATES)}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -300,8 +336,9 @@ def cli() -> None:
 @cli.command(context_settings=CONTEXT)
 @train_options("pretrain", PRETRAIN_OPTIONS)
 def pretrain(resume: str | None, **values: Any) -> None:
-    """Pre-train on a fracbuild data set with the paper's recipe (DeiT
-    augmentation, mean = std = 0.5, AdamW 1e-3 at batch 256, cosine)."""
+    """Pre-train on a fracbuild data set with the released code's recipe
+    (--recipe paper: DeiT augmentation, mean = std = 0.5, AdamW 1e-3 x batch
+    / 512, cosine updated per epoch, drop-last epochs, fp16 on CUDA)."""
     from . import pretrain as runner
 
     cfg = resolve("pretrain", values)
@@ -335,6 +372,24 @@ def probe(resume: str | None, **values: Any) -> None:
     _print_result(summary)
 
 
+@cli.command(context_settings=CONTEXT)
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--work", type=click.Path(file_okay=False), default=None,
+              help="Folder for the experiment's data sets, runs and report. [default: runs/experiment-<name>]")
+def experiment(file: str, work: str | None) -> None:
+    """Run an experiment file end to end on one device: build each row's data
+    set (reused when its manifest matches), pre-train, fine-tune per seed (and
+    a scratch baseline), then write report.md and loss.png. Rerun the same
+    command to skip finished runs and resume a stopped one."""
+    from . import experiment as runner
+
+    def run_command(argv: list[str]) -> int:  # errors propagate: main() turns them into one line
+        cli.main(args=argv, prog_name="fractrain", standalone_mode=False)
+        return 0
+
+    click.echo(runner.run(file, work, run_command, _log))
+
+
 def _print_result(summary: dict[str, Any]) -> None:
     keys = ("command", "model", "blocks", "best_top1", "best_top5", "steps", "epochs", "scratch")
     if os.environ.get("RANK", "0") == "0":
@@ -354,7 +409,7 @@ def _print_result(summary: dict[str, Any]) -> None:
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True,
               help="Autocast dtype; auto: bf16 on CUDA, fp32 on the CPU.")
 @click.option("--workers", type=int, default=None, help="DataLoader workers of the CPU path; the GPU paths use min(2, N) "
-              "to plan the augmentation ahead. [default: min(8, CPUs - 1), as pretrain]")
+              "to plan the augmentation ahead. [default: as pretrain's --workers on the timed device]")
 @click.option("--input-size", type=int, default=224, show_default=True, help="Model input side, pixels.")
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Extra create_model argument.")
 @click.option("--paths", default="model,gpu,cpu", show_default=True,
@@ -387,9 +442,13 @@ def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, win
     """Images/s of the training step: model-bound (synthetic input on the
     device), GPU-augmented and CPU-augmented, and their ratios."""
     from . import bench as runner
-    from .pretrain import cpu_default_workers
+    from . import threads
 
-    workers = cpu_default_workers() if workers is None else workers
+    if workers is None:
+        import torch
+
+        on_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+        workers = threads.plan("cuda" if on_cuda else "cpu", 1, None, None).workers
     for flag, value, least in (("--batch-size", batch_size, 1), ("--steps", steps, 1), ("--windows", windows, 1),
                                ("--warmup", warmup, 0), ("--workers", workers, 0),
                                ("--profile-steps", profile_steps, 0), ("--host-profile-steps", host_profile_steps, 0)):

@@ -1,8 +1,10 @@
 """The resolved configuration of a run: frozen dataclasses, one per concern.
 
-Precedence: the command's defaults (the paper's recipes, below) < a YAML
-file (``--config``, nested like the saved ``config.yaml``) < command-line
-flags. The resolved configuration is saved in the run folder as
+Precedence: the dataclasses' defaults (the ``exact-epochs`` recipes, below)
+< a named recipe (``--recipe``: ``recipes/NAME.yaml``; the command line's
+default is ``paper`` for pre-training and ``paper-finetune`` for
+fine-tuning) < a YAML file (``--config``, nested like the saved
+``config.yaml``) < command-line flags. The resolved configuration is saved in the run folder as
 ``config.yaml`` and inside every checkpoint; a saved ``config.yaml`` can be
 passed back with ``--config`` to repeat or resume a run.
 """
@@ -22,6 +24,8 @@ from .recipe import SWITCHES, AugmentRecipe
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 COMMANDS = ("pretrain", "finetune", "probe")
+EPOCH_MODES = ("exact", "drop-last")  # see schedule.py
+LR_UPDATES = ("step", "epoch")  # see optim.py
 
 
 @dataclass(frozen=True)
@@ -56,11 +60,22 @@ class OptimConfig:
     warmup_epochs: float = 5.0
     warmup_lr: float = 1e-6
     min_lr: float = 1e-5
+    scale_warmup_min_lr: bool = False  # also scale warmup_lr and min_lr by global batch / lr_base_batch
+    lr_update: str = "step"  # step: a new lr every step; epoch: once per epoch (the released code)
     clip_grad: float | None = None  # max gradient norm; None: no clipping
 
     def scaled_lr(self, global_batch: int) -> float:
         """The linear scaling rule: lr x global_batch / lr_base_batch."""
-        return self.lr * global_batch / self.lr_base_batch if self.lr_base_batch else self.lr
+        return self._scale(self.lr, global_batch)
+
+    def scaled_warmup_lr(self, global_batch: int) -> float:
+        return self._scale(self.warmup_lr, global_batch) if self.scale_warmup_min_lr else self.warmup_lr
+
+    def scaled_min_lr(self, global_batch: int) -> float:
+        return self._scale(self.min_lr, global_batch) if self.scale_warmup_min_lr else self.min_lr
+
+    def _scale(self, value: float, global_batch: int) -> float:
+        return value * global_batch / self.lr_base_batch if self.lr_base_batch else value
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,10 @@ class BudgetConfig:
     epochs: float | None = 80_000.0
     samples: int | None = None
     steps: int | None = None
+    # What an epoch is (schedule.EPOCH_MODES): exact = one pass over every
+    # sample, epochs may end inside a batch; drop-last = floor(N / B) whole
+    # batches of a fresh permutation, the rest unseen that epoch.
+    epoch_mode: str = "exact"
 
 
 @dataclass(frozen=True)
@@ -77,9 +96,10 @@ class RunConfig:
     out: str | None = None  # run folder; default runs/<command>-<model>-<data>-s<seed>
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | auto-fp16 (fp16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32
     compile: bool = False  # torch.compile the model
-    workers: int | None = None  # DataLoader workers per rank; None: min(8, CPUs / local ranks)
+    workers: int | None = None  # DataLoader workers per rank; None: chosen from the cores (threads.py)
+    threads: int | None = None  # torch intra-op threads; None: chosen on a CPU device, 0: torch's own
     input_path: str = "auto"  # auto | cpu | gpu: where augmentation runs
     fuse_augment: bool | None = None  # compile the GPU augmentation's kernels; None: on CUDA
     gpu_augment_mode: str | None = None  # op-by-op | static | graph; None: graph on CUDA, else op-by-op
@@ -99,6 +119,8 @@ class TrainConfig:
     augment: AugmentRecipe
     aug_off: tuple[str, ...] = ()
     batch_size: int = 256  # global: samples per optimizer step over all ranks
+    batch_per_rank: int | None = None  # when set, batch_size = this x world size (resolved at start)
+    recipe_name: str | None = None  # the named recipe the values started from (recipes/NAME.yaml)
     optim: OptimConfig = OptimConfig()
     budget: BudgetConfig = BudgetConfig()
     run: RunConfig = RunConfig()
@@ -115,6 +137,17 @@ class TrainConfig:
             return b.samples
         assert b.epochs is not None, "budget has neither steps, samples nor epochs"
         return math.ceil(b.epochs * samples_per_epoch)
+
+    def total_steps(self, schedule: Any) -> int:
+        """Optimizer steps of the budget on ``schedule`` (a schedule.EpochSchedule
+        in this run's epoch mode)."""
+        b = self.budget
+        if b.steps is not None:
+            return b.steps
+        if b.samples is not None:
+            return schedule.steps_for(b.samples)
+        assert b.epochs is not None, "budget has neither steps, samples nor epochs"
+        return schedule.steps_for_epochs(b.epochs)
 
 
 # --- the commands' defaults -----------------------------------------------
@@ -143,6 +176,32 @@ def defaults(command: str) -> TrainConfig:
             budget=BudgetConfig(epochs=90.0),
             run=RunConfig(ckpt_every=10.0, summary_every=1))
     raise ValueError(f"unknown command {command!r}")
+
+
+def recipe_defaults(command: str, name: str | None = None) -> TrainConfig:
+    """``defaults(command)`` with a named recipe (``recipes/NAME.yaml``)
+    applied: ``name``, or the command's default recipe when None."""
+    from . import recipes
+
+    name = name if name is not None else recipes.DEFAULT.get(command)
+    base = defaults(command)
+    if not name:
+        return base
+    payload = recipes.load(name)
+    if payload["command"] != command:
+        fitting = [n for n in recipes.names() if recipes.load(n)["command"] == command]
+        raise UserError(f"recipe {name!r} is for '{payload['command']}', not '{command}'"
+                        + (f" (recipes for {command}: {', '.join(fitting)})" if fitting else ""))
+    return dataclasses.replace(merge(base, payload, f"recipe {name}"), recipe_name=name)
+
+
+def resolve_batch(config: TrainConfig, world_size: int) -> TrainConfig:
+    """With ``batch_per_rank`` set, the global batch is that times the world size."""
+    if config.batch_per_rank is None:
+        return config
+    if config.batch_per_rank < 1:
+        raise UserError(f"--batch-per-rank must be >= 1, got {config.batch_per_rank}")
+    return dataclasses.replace(config, batch_size=config.batch_per_rank * world_size)
 
 
 # --- dict / YAML round trip -------------------------------------------------
@@ -243,10 +302,11 @@ def dump_yaml(config: TrainConfig) -> str:
 
 # Keys that may differ between a checkpoint and the run resuming it: they
 # change how the run is executed or recorded, not what it computes.
-OPERATIONAL = ("run.out", "run.device", "run.workers", "run.progress", "run.log_every", "run.compile",
+OPERATIONAL = ("run.out", "run.device", "run.workers", "run.threads", "run.progress", "run.log_every", "run.compile",
                "run.keep_ckpts", "run.summary_every", "run.ckpt_every", "run.ckpt_minutes", "run.input_path",
                "run.fuse_augment", "run.gpu_augment_mode",
-               "data.shards", "data.train", "data.val", "model.init", "data.input", "data.memory_budget")
+               "data.shards", "data.train", "data.val", "model.init", "data.input", "data.memory_budget",
+               "recipe_name")  # a label: the values it set are compared one by one
 
 
 def differences(recorded: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:

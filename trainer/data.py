@@ -93,6 +93,8 @@ class NodeGroup:
 def read_manifest(url: str) -> tuple[Location, dict[str, Any], str]:
     """(location, validated manifest, sha256 of its bytes); UserError when
     missing or invalid."""
+    if "://" not in url and not os.path.isdir(url):
+        raise UserError(f"--shards {url} " + ("is not a directory" if os.path.exists(url) else "does not exist"))
     location = Location(url)
     source = location.uri(MANIFEST_NAME)
     try:

@@ -1,14 +1,18 @@
 """Downstream data for fine-tuning and probing: an ImageFolder tree
-(``DIR/<class>/<image>``, the layout of CIFAR/ImageNet exports) or
-WebDataset shards (a fracbuild data set with its manifest, or plain tars
-whose samples carry an image field and a ``cls`` label), plus evaluation
-(top-1 / top-5 over all ranks)."""
+(``DIR/<class>/<image>``, the layout of CIFAR/ImageNet exports), WebDataset
+shards (a fracbuild data set with its manifest, or plain tars whose samples
+carry an image field and a ``cls`` label), or CIFAR-10/100 as torchvision
+keeps them on disk (``cifar10:DIR`` / ``cifar100:DIR``: the python pickles
+under ``DIR/cifar-10-batches-py`` or ``DIR/cifar-100-python``; the training
+split for --train, the test split for --val), plus evaluation (top-1 / top-5
+over all ranks)."""
 
 from __future__ import annotations
 
 import glob
 import io
 import os
+import pickle
 from dataclasses import dataclass
 from typing import Callable
 
@@ -91,8 +95,59 @@ def _read_tars(root: str) -> EncodedSource:
     return EncodedSource(blobs, labels)
 
 
-def open_source(location: str) -> ImageSource:
-    """An ImageFolder tree, a fracbuild data set (manifest.json) or a folder of tars."""
+# kind -> (torchvision's folder, training files, test files, label key, meta file, class-names key)
+CIFAR = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels",
+                "batches.meta", "label_names"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", "meta", "fine_label_names"),
+}
+
+
+def open_cifar(kind: str, root: str, split: str) -> ArraySource:
+    """CIFAR-10/100 from torchvision's python pickles (never downloaded):
+    ``root`` is the folder holding ``cifar-10-batches-py`` / ``cifar-100-python``
+    (or that folder itself); split: train | test. Images uint8 (N, 32, 32, 3)."""
+    folder_name, train_files, test_files, label_key, meta_name, names_key = CIFAR[kind]
+    folder = root if os.path.basename(os.path.normpath(root)) == folder_name else os.path.join(root, folder_name)
+    if not os.path.isdir(folder):
+        raise UserError(f"{kind}:{root}: no {folder_name} folder there (torchvision's {kind.upper()} layout; "
+                        "fractrain does not download it)")
+    images, labels = [], []
+    for name in train_files if split == "train" else test_files:
+        batch = _unpickle(os.path.join(folder, name), kind)
+        try:
+            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            labels.append(np.asarray(batch[label_key], dtype=np.int64))
+        except (KeyError, ValueError) as error:
+            raise UserError(f"{os.path.join(folder, name)} is not a {kind} batch ({error})") from None
+    meta_path = os.path.join(folder, meta_name)
+    classes = [str(c) for c in _unpickle(meta_path, kind).get(names_key, [])] if os.path.exists(meta_path) else []
+    source = ArraySource(np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels))
+    source.classes = classes or [str(c) for c in range(int(source.labels.max()) + 1)]  # type: ignore[attr-defined]
+    return source
+
+
+def _unpickle(path: str, kind: str) -> dict:
+    # The CIFAR pickles are data written by the data set's authors; they are
+    # read as they are distributed (latin1 keeps Python 2's byte strings).
+    try:
+        with open(path, "rb") as handle:
+            payload = pickle.load(handle, encoding="latin1")
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing ({kind} in torchvision's layout)") from None
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise UserError(f"{path} is not a {kind} batch: {error}") from None
+    if not isinstance(payload, dict):
+        raise UserError(f"{path} is not a {kind} batch")
+    return payload
+
+
+def open_source(location: str, split: str = "train") -> ImageSource:
+    """An ImageFolder tree, a fracbuild data set (manifest.json), a folder of
+    tars, or ``cifar10:DIR`` / ``cifar100:DIR`` (split: which CIFAR split)."""
+    kind, sep, root = location.partition(":")
+    if sep and kind in CIFAR:
+        return open_cifar(kind, root, split)
     if "://" in location or os.path.exists(os.path.join(location, "manifest.json")):
         dataset = data.load(location)
         source = ArraySource(dataset.images, dataset.labels)
@@ -115,7 +170,7 @@ class Downstream:
 def open_pair(train: str | None, val: str | None) -> Downstream:
     if not train or not val:
         raise UserError("--train and --val are both required (ImageFolder trees or WebDataset shards)")
-    train_source, val_source = open_source(train), open_source(val)
+    train_source, val_source = open_source(train, "train"), open_source(val, "test")
     train_classes, val_classes = train_source.classes, val_source.classes  # type: ignore[attr-defined]
     if isinstance(train_source, FolderSource) and isinstance(val_source, FolderSource):
         if train_classes != val_classes:

@@ -13,14 +13,14 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from . import distributed as dist, downstream, model as models
+from . import distributed as dist, downstream, model as models, threads
 from .config import TrainConfig
 from .errors import UserError
 from .input_cpu import CpuPipeline
 from .loop import Job, check_resume, fit_in_folder
-from .pretrain import check_batch, check_memory, default_workers, finished_summary, stderr_log
+from .pretrain import check_batch, check_memory, finished_summary, stderr_log
 from .runfolder import RunFolder, decide, default_out
-from .schedule import EpochSchedule
+from .schedule import make_schedule
 
 BuildModel = Callable[[TrainConfig, int, "dict[str, Any] | None"], nn.Module]
 
@@ -87,15 +87,15 @@ def _run(cfg: TrainConfig, ctx: dist.Context, build: BuildModel, resume, on_step
     payload = ckpt.load(start.checkpoint) if start.checkpoint else None
     if payload is not None:
         check_resume(payload, start.checkpoint, cfg, cfg.model.name, data.num_classes, None)
-    workers = default_workers(ctx, cfg.run.workers)
+    workers = threads.for_run(ctx, cfg.run, log)
 
     torch.manual_seed(cfg.run.seed)
     net = build(cfg, data.num_classes, init).to(ctx.device)
     check_memory(cfg, ctx, net, "cpu", workers)
     if ctx.is_main:
         log(f"run folder: {out}" + (f" (resuming from {os.path.basename(start.checkpoint)})" if start.checkpoint else ""))
-    schedule = EpochSchedule(len(data.train), cfg.batch_size, cfg.run.seed, ctx.world_size, ctx.rank)
-    total_steps = schedule.steps_for(cfg.total_samples(len(data.train)))
+    schedule = make_schedule(cfg, len(data.train), ctx.world_size, ctx.rank)
+    total_steps = cfg.total_steps(schedule)
     pipe = CpuPipeline(data.train, schedule, recipe, data.num_classes, ctx.device, cfg.run.seed, workers)
     evaluate = downstream.make_evaluator(data.val, recipe, cfg.data.crop_pct, schedule.local_batch, workers, ctx)
     log(f"{cfg.command}: {len(data.train)} training and {len(data.val)} validation images, {data.num_classes} classes; "

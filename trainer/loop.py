@@ -1,6 +1,6 @@
 """The training loop shared by pre-training, fine-tuning and probing.
 
-``fit(job)`` runs steps ``start .. total`` of the job's exact-epoch schedule:
+``fit(job)`` runs steps ``start .. total`` of the job's batch schedule:
 one optimizer step per global batch, the lr set from the schedule for that
 step, a metrics record every ``log_every`` steps (mean loss over all ranks,
 lr, images/s), a summary line (and, downstream, an evaluation) at epoch
@@ -33,7 +33,7 @@ from . import distributed as dist
 from . import interrupts
 from .config import TrainConfig, differences, dump_yaml, to_dict
 from .errors import ResumeMismatch, TrainFailure, UserError
-from .optim import create_optimizer, create_schedule, current_lr, describe
+from .optim import create_optimizer, create_schedule, current_lr, describe, lr_position
 from .pipeline import InputPipeline
 from .runfolder import RunFolder, remove_if_unused
 from .schedule import EpochSchedule, mix_seed
@@ -43,13 +43,22 @@ ESTIMATE_STEPS = 3  # steps timed, after the first, for the CPU's time forecast
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    if requested not in ("auto", "bf16", "fp16", "fp32"):
-        raise UserError(f"--precision must be auto, bf16, fp16 or fp32, got {requested!r}")
-    if requested == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+    """auto: bf16 on CUDA; auto-fp16: fp16 (with a gradient scaler) on CUDA;
+    both fp32 on the CPU, where fp16 autocast is not offered."""
+    if requested not in ("auto", "auto-fp16", "bf16", "fp16", "fp32"):
+        raise UserError(f"--precision must be auto, auto-fp16, bf16, fp16 or fp32, got {requested!r}")
+    if requested in ("auto", "auto-fp16"):
+        return ("bf16" if requested == "auto" else "fp16") if device.type == "cuda" else "fp32"
     if requested == "fp16" and device.type != "cuda":
         raise UserError("--precision fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
     return requested
+
+
+def precision_note(requested: str, resolved: str) -> str:
+    """Why the resolved precision differs from an fp16 request, for the log."""
+    if requested == "auto-fp16" and resolved != "fp16":
+        return " (auto-fp16: fp16 autocast and its gradient scaler are CUDA-only, so fp32 without a scaler here)"
+    return ""
 
 
 class Stepper:
@@ -133,7 +142,7 @@ def summary_every(config: TrainConfig, schedule: EpochSchedule) -> float:
     """Epochs between summary lines (and evaluations)."""
     if config.run.summary_every > 0:
         return float(config.run.summary_every)
-    return float(max(1, math.ceil(SUMMARY_MIN_STEPS * schedule.global_batch / schedule.num_samples)))
+    return float(max(1, math.ceil(SUMMARY_MIN_STEPS / schedule.steps_per_epoch)))
 
 
 def _crossed(schedule: EpochSchedule, step: int, every: float) -> bool:
@@ -194,9 +203,9 @@ def fit(job: Job) -> dict[str, Any]:
     cfg, ctx, schedule = job.config, job.ctx, job.schedule
     model = job.model
     precision = resolve_precision(cfg.run.precision, ctx.device)
-    steps_per_epoch = schedule.num_samples / schedule.global_batch
     optimizer = create_optimizer(model, cfg.optim, schedule.global_batch)
-    scheduler = create_schedule(optimizer, cfg.optim, job.total_steps, steps_per_epoch)
+    scheduler = create_schedule(optimizer, cfg.optim, job.total_steps, schedule.steps_per_epoch,
+                                schedule.global_batch)
     from timm.loss import SoftTargetCrossEntropy
 
     start_step, best = 0, {}
@@ -230,10 +239,12 @@ def fit(job: Job) -> dict[str, Any]:
     if ctx.is_main:
         job.log(f"{cfg.command}: {job.model_name}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M "
                 f"parameters, {job.num_classes} classes, {schedule.num_samples} samples per epoch")
-        epochs = total * b / schedule.num_samples
+        epochs = schedule.epoch_at(total)
         job.log(f"global batch {b} = {_count(ctx.world_size, 'rank')} x {schedule.local_batch}; "
-                f"{_count(total, 'step')} = {_count(total * b, 'sample')} = {epochs:.4g} epoch{'' if epochs == 1 else 's'}; "
-                f"{describe(cfg.optim, b)}; {precision} on {ctx.device.type}; input path {job.pipeline.name}"
+                f"{_count(total, 'step')} = {_count(total * b, 'sample')} = {epochs:.4g} {schedule.mode} "
+                f"epoch{'' if epochs == 1 else 's'}; {describe(cfg.optim, b)}; "
+                f"{precision}{precision_note(cfg.run.precision, precision)} on {ctx.device.type}; "
+                f"input path {job.pipeline.name}"
                 + (f"; resuming at step {start_step} ({job.resume_path})" if job.resume is not None else ""))
     every_summary = summary_every(cfg, schedule)
 
@@ -246,6 +257,7 @@ def fit(job: Job) -> dict[str, Any]:
                 "step": step, "epoch": schedule.epoch_at(step), "rng": states, "config": to_dict(cfg),
                 "manifest_sha256": job.manifest_sha256, "model_name": job.model_name,
                 "num_classes": job.num_classes, "world_size": ctx.world_size, "best": best, "final": final,
+                "first_loss": first_loss,
                 # The streamed input's position (stream_schedule.StreamSchedule.position), checked on resume.
                 **({"stream": job.pipeline.position(step)} if hasattr(job.pipeline, "position") else {})})
             if not final:
@@ -263,7 +275,8 @@ def fit(job: Job) -> dict[str, Any]:
     window_start, window_step = started, start_step
     loss_sum = torch.zeros((), device=ctx.device)
     loss_count = 0
-    first_loss = last_loss = None
+    # The run's first logged loss, not this segment's: a resumed run keeps it.
+    first_loss, last_loss = (job.resume or {}).get("first_loss"), None
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
     model.train()
@@ -272,7 +285,7 @@ def fit(job: Job) -> dict[str, Any]:
     # tqdm closes on the way out, so an error line is never followed by a bar.
     with interrupts.deferred() as stop, bar:
         for x, y in job.pipeline.batches(start_step, total):
-            scheduler.step_update(step)  # the lr of this step (a pure function of the step)
+            scheduler.step_update(lr_position(cfg.optim, schedule, step))  # a pure function of the step
             loss_sum += stepper(x, y)
             loss_count += 1
             step += 1
@@ -301,8 +314,8 @@ def fit(job: Job) -> dict[str, Any]:
                 loss_sum.zero_()
                 loss_count = 0
             if boundary:
-                epochs = f"{schedule.epoch_at(step):.6g}/{total * b / schedule.num_samples:.6g}"
-                line = (f"epoch {epochs} step {step}/{total} loss {last_loss:.4f} lr {current_lr(optimizer):.3e} {rate:,.0f} img/s "
+                line = (f"epoch {schedule.epoch_at(step):.6g}/{schedule.epoch_at(total):.6g} step {step}/{total} "
+                        f"loss {last_loss:.4f} lr {current_lr(optimizer):.3e} {rate:,.0f} img/s "
                         f"elapsed {_clock(time.perf_counter() - started)}")
                 if job.evaluate is not None:
                     metrics = job.evaluate(model, stepper.autocast)

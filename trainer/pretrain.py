@@ -12,13 +12,13 @@ from typing import Any, Callable
 import torch
 
 from . import checkpoint as ckpt
-from . import data, distributed as dist, model as models, pipeline as pipelines, resources, streaming
+from . import data, distributed as dist, model as models, pipeline as pipelines, resources, streaming, threads
 from .config import TrainConfig
 from .errors import UserError
 from .input_cpu import ArraySource, CpuPipeline
 from .loop import Job, check_resume, fit_in_folder, resolve_precision
 from .runfolder import SUMMARY, RunFolder, decide, default_out
-from .schedule import EpochSchedule
+from .schedule import make_schedule
 
 
 def check_batch(global_batch: int, world_size: int, mixes: bool) -> int:
@@ -33,20 +33,6 @@ def check_batch(global_batch: int, world_size: int, mixes: bool) -> int:
         raise UserError(f"the batch per rank ({local}) must be even with Mixup/CutMix "
                         f"(--batch-size {global_batch} over {world_size} rank(s))")
     return local
-
-
-def default_workers(ctx: dist.Context, requested: int | None) -> int:
-    if requested is not None:
-        if requested < 0:
-            raise UserError(f"--workers must be >= 0, got {requested}")
-        return requested
-    return cpu_default_workers(ctx.local_world_size)
-
-
-def cpu_default_workers(local_ranks: int = 1) -> int:
-    """min(8, this rank's share of the CPUs - 1): the training thread keeps one."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cpus // max(1, local_ranks) - 1))
 
 
 def stderr_log(ctx: dist.Context) -> Callable[[str], None]:
@@ -103,11 +89,14 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     budget = streaming.memory_budget(cfg.data.memory_budget)
     input_mode = streaming.choose_input(cfg.data.input, budget, location, manifest, log)
     if input_mode == "stream":
+        if cfg.budget.epoch_mode != "exact":
+            log(f"streamed from its shards, the set trains in exact epochs (--epoch-mode {cfg.budget.epoch_mode} "
+                f"applies to sets held in memory)")
         schedule = streaming.StreamSchedule.from_manifest(manifest, cfg.batch_size, cfg.run.seed, ctx.world_size,
                                                           ctx.rank, cfg.data.shuffle_buffer)
     else:
-        schedule = EpochSchedule(n, cfg.batch_size, cfg.run.seed, ctx.world_size, ctx.rank)
-    total_steps = schedule.steps_for(cfg.total_samples(n))
+        schedule = make_schedule(cfg, n, ctx.world_size, ctx.rank)
+    total_steps = cfg.total_steps(schedule)
     out = cfg.run.out or default_out("pretrain", cfg.model.name, cfg.data.shards, cfg.run.seed)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=out))
     start = decide(out, resume)
@@ -122,7 +111,7 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
         path = "gpu"
     else:
         path = pipelines.choose(cfg.run.input_path, ctx.device)
-    workers = default_workers(ctx, cfg.run.workers)
+    workers = threads.for_run(ctx, cfg.run, log)
 
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     net = models.create(cfg.model.name, num_classes, recipe.input_size, cfg.model.drop_path, cfg.model.kwargs)
@@ -161,7 +150,7 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     # live in GPU (or pinned) memory, and dropping this reference frees the
     # host copy (5.5 GB per rank at L = 21,000, 512 px).
     del dataset
-    if ctx.is_main and total_steps * cfg.batch_size != cfg.total_samples(n):
+    if ctx.is_main and schedule.mode == "exact" and total_steps * cfg.batch_size != cfg.total_samples(n):
         log(f"budget of {cfg.total_samples(n)} samples rounded up to {total_steps} whole global batches "
             f"({total_steps * cfg.batch_size} samples)")
 

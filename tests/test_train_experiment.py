@@ -1,0 +1,91 @@
+"""``fractrain experiment``: a tiny grid end to end (build, pre-train,
+fine-tune per seed, scratch), the report, the plot, and a rerun that skips
+what is finished."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from fractrain.cli import main
+
+TINY = ["--model", "vit_tiny", "--input-size", "32", "--model-arg", "patch_size=8", "--model-arg", "depth=1",
+        "--model-arg", "embed_dim=32", "--model-arg", "num_heads=2", "--workers", "0", "--no-progress",
+        "--device", "cpu"]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def tree(root: Path) -> Path:
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((16, 16), 50 * i + 30 * (label == "b"), np.uint8)).save(root / label / f"{i}.png")
+    return root
+
+
+def experiment_file(tmp_path: Path) -> Path:
+    images = tree(tmp_path / "images")
+    spec = {
+        "name": "tiny table 5",
+        "data": {"kind": "1p-frac", "seed": 0, "params": {"num_classes": 16, "size": 64, "pad": 2,
+                                                          "iterations": 5000}},
+        "pretrain": ["--recipe", "exact-epochs", *TINY, "-b", "8", "--steps", "3", "--log-every", "1"],
+        "finetune": ["--recipe", "exact-epochs-finetune", *TINY, "--train", str(images), "--val", str(images),
+                     "-b", "4", "--steps", "2"],
+        "seeds": [0, 1],
+        "rows": [{"name": "Δ 0.1", "params": {"delta": 0.1}, "paper": 84.2},
+                 {"name": "Δ 0.001", "params": {"delta": 0.001}, "paper": 1.2},
+                 {"name": "scratch", "scratch": True, "paper": 64.2}],
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True))
+    return path
+
+
+def test_experiment_runs_the_grid_writes_the_report_and_skips_finished_runs(tmp_path, capsys):
+    path, work = experiment_file(tmp_path), tmp_path / "work"
+    assert main(["experiment", str(path), "--work", str(work)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(work / "report.md")  # after each fine-tune's line
+    report = (work / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| Δ") or line.startswith("| scratch")]
+    assert [r.split("|")[1].strip() for r in rows] == ["Δ 0.1", "Δ 0.001", "scratch"]
+    assert [r.split("|")[4].strip() for r in rows] == ["84.2", "1.2", "64.2"]
+    assert all(len(r.split("|")[3].split("/")) == 2 for r in rows)  # one figure per seed
+    assert (work / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Two data sets, one per Δ, built with the row's parameter.
+    import json
+
+    deltas = [json.loads((work / "data" / d / "manifest.json").read_text())["params"]["delta"]
+              for d in ("delta_0.1", "delta_0.001")]
+    assert deltas == [0.1, 0.001]
+    scratch = json.loads((work / "finetune" / "scratch-s1" / "summary.json").read_text())
+    assert scratch["scratch"] is True and scratch["init"] is None
+    pre = json.loads((work / "finetune" / "delta_0.1-s0" / "summary.json").read_text())
+    assert pre["init"] == str(work / "pretrain" / "delta_0.1" / "final.pt")
+
+    # A rerun touches no finished run and reuses the data sets.
+    stamps = {p: p.stat().st_mtime_ns for p in work.rglob("summary.json")}
+    assert main(["experiment", str(path), "--work", str(work)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("summary.json")} == stamps
+    err = capsys.readouterr().err
+    assert err.count("reused (its manifest matches)") == 2 and "is finished; nothing to do" in err
+
+
+def test_experiment_file_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    for text, expected in (("rows: []\n", "rows must be a list"), ("colour: red\nrows: [{name: a}]\n", "unknown key"),
+                           ("rows: [{name: a, scratch: true}, {name: a, scratch: true}]\n", "two rows share a name")):
+        bad.write_text(text)
+        assert main(["experiment", str(bad), "--work", str(tmp_path / "w")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
+    assert main(["experiment", str(tmp_path / "none.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "w")
