@@ -165,12 +165,13 @@ def run_build(spec: BuildSpec, out_dir: str, *, workers: int = 1, resume: bool =
     # fails at once, and an unwritable out_dir fails before any work.
     with outlock.hold(out_dir):
         return _build_locked(spec, generator_cls, params, out_dir, workers=workers, resume=resume,
-                             overwrite=overwrite, system=system, progress=progress, log=log, on_shard=on_shard)
+                             overwrite=overwrite, system=system, progress=progress, log=log, on_shard=on_shard,
+                             distributed=distributed)
 
 
 def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: str, *, workers: int, resume: bool,
                   overwrite: bool, system: dict | None, progress: bool, log: Callable[[str], None],
-                  on_shard: Callable[[str, pool.ShardResult], None] | None) -> dict[str, Any]:
+                  on_shard: Callable[[str, pool.ShardResult], None] | None, distributed: Any) -> dict[str, Any]:
     state = check_output(out_dir, spec, resume, overwrite)
     if state and state.get("complete"):
         log(f"{out_dir} is already complete; nothing to do")
