@@ -46,9 +46,11 @@ def test_manifest_is_valid_and_complete(tiny_dataset):
     manifest = json.loads((tiny_dataset / "manifest.json").read_text())
     assert mf.validation_errors(manifest) == []
     assert manifest["num_classes"] == manifest["num_samples"] == 16
-    assert [s["index"] for s in manifest["samples"]] == list(range(16))
+    assert manifest["schema_version"] == mf.SCHEMA_VERSION == 2 and "samples" not in manifest
+    assert manifest["samples_per_class"] == 1 and len(manifest["classes"]) == 16  # a class is its one sample
     assert [s["count"] for s in manifest["shards"]] == [6, 6, 4]
-    assert all(s["attempts"] >= 1 and s["fill_rate"] > 0.05 for s in manifest["samples"])
+    assert [s["classes"] for s in manifest["shards"]] == [[0, 5], [6, 11], [12, 15]]
+    assert all(c["attempts"] >= 1 and c["fill_rate"] > 0.05 for c in manifest["classes"])
     assert set(manifest["streams"]) == {"search", "chaos", "class"}
     assert not (tiny_dataset / mf.BUILD_STATE_NAME).exists()
     assert not list(tiny_dataset.glob("*.partial"))
@@ -57,7 +59,7 @@ def test_manifest_is_valid_and_complete(tiny_dataset):
 def test_schema_rejects_a_broken_manifest(tiny_dataset):
     manifest = json.loads((tiny_dataset / "manifest.json").read_text())
     del manifest["shards"][0]["sha256"]
-    manifest["samples"][0].pop("epsilon")
+    manifest["classes"][0].pop("epsilon")
     problems = mf.validation_errors(manifest)
     assert any("sha256" in p for p in problems) and any("epsilon" in p for p in problems)
 
@@ -71,15 +73,15 @@ def test_recorded_epsilons_reproduce_each_class(tiny_dataset):
                                 np.asarray(manifest["system"]["probabilities"]))
     samples = {int(s["__key__"]): s for s in wds.WebDataset(
         [str(tiny_dataset / s["file"]) for s in manifest["shards"]], shardshuffle=False)}
-    for record in manifest["samples"][:5]:
-        rng = seeds.rng(manifest["seed"], seeds.SAMPLE, record["index"])
+    for index, record in enumerate(manifest["classes"][:5]):
+        rng = seeds.rng(manifest["seed"], seeds.SAMPLE, index)
         for _ in range(record["attempts"]):  # replay the class's stream up to its accepted attempt
             epsilon = perturb.draw_epsilon(rng, params.perturbation, params.delta, base.shape)
             codes = render.draw_mask_codes(rng, params.iterations)
         assert np.allclose(epsilon, record["epsilon"], rtol=0, atol=0)
         image = render.render_ifs(perturb.apply_epsilon(base, epsilon, params.perturbation), steps,
                                   params.size, params.pad, codes)
-        stored = np.asarray(Image.open(io.BytesIO(samples[record["index"]]["png"])))
+        stored = np.asarray(Image.open(io.BytesIO(samples[index]["png"])))
         assert np.array_equal(image, stored)
 
 
