@@ -476,7 +476,7 @@ def info(location: str, as_json: bool, endpoint_url: str | None, timeout: float 
     or manifest.json), and where its manifest contradicts itself."""
     manifest = Location(_data_set_folder(location), endpoint_url=endpoint_url, timeout=timeout).read_manifest()
     summary = _summary(manifest, location)
-    disagreements = verify_mod.manifest_disagreements(manifest)
+    disagreements = mf.disagreements(manifest)
     summary["manifest_problems"] = disagreements
     if as_json:
         click.echo(json.dumps(summary))

@@ -19,7 +19,6 @@ from . import manifest as mf
 from .errors import UserError
 from .generators import get_kind
 from .location import Location
-from .manifest import disagreements as manifest_disagreements  # noqa: F401 (cli's info reads it here)
 
 
 def verify(location: Location, deep: int = 0, seed: int = 0, progress: Callable[[int], None] = lambda n: None,
@@ -38,7 +37,7 @@ def verify(location: Location, deep: int = 0, seed: int = 0, progress: Callable[
     size = manifest["image_size"]
     expected = _expected_records(manifest)
     labels: Counter[int] = Counter()
-    problems += manifest_disagreements(manifest)
+    problems += mf.disagreements(manifest)
     for shard in manifest["shards"]:
         problems += _check_shard(location, shard, width, size, expected, labels)
         progress(shard["count"])
