@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 
 import pytest
@@ -51,3 +52,7 @@ def test_example_is_written_as_fracbuild_writes_json(path):
     with opener(path, "rt", encoding="utf-8") as handle:
         text = handle.read()
     assert text == mf.to_json_text(json.loads(text))
+    manifest = json.loads(text)  # and it records the _info.json its data set has
+    info = mf.to_json_text(mf.timm_info(manifest)).encode("utf-8")
+    assert manifest["timm_info"] == {"file": mf.TIMM_INFO_NAME, "bytes": len(info),
+                                     "sha256": hashlib.sha256(info).hexdigest()}
