@@ -147,17 +147,6 @@ def class_record(sample_record: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in sample_record.items() if key not in ("index", "label")}
 
 
-def class_records(manifest: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """Each class's record (its one sample's facts: 1p-frac's epsilon,
-    attempts and fill rate), by label; None where classes hold several
-    samples (their records are in the shards)."""
-    if "samples" in manifest:
-        if samples_per_class(manifest) != 1:
-            return None
-        return [class_record(r) for r in sorted(manifest["samples"], key=lambda r: r["index"])]
-    return manifest.get("classes")
-
-
 def shard_classes(first: int, count: int, per_class: int) -> list[int]:
     """[first label, last label] of the samples ``first .. first + count - 1``."""
     return [first // per_class, (first + count - 1) // per_class]
