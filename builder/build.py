@@ -124,7 +124,8 @@ def _remove_partials(out_dir: str) -> None:
             os.remove(os.path.join(out_dir, entry))
 
 
-def _existing_shard(out_dir: str, plan: shards.ShardPlan, prefix: str, width: int) -> pool.ShardResult | None:
+def _existing_shard(out_dir: str, plan: shards.ShardPlan, prefix: str, width: int,
+                    per_class: int) -> pool.ShardResult | None:
     """A complete shard left by an interrupted build, read back and checked;
     None (and the file removed) if it is not exactly what the plan says."""
     file = shards.shard_name(prefix, plan.index)
@@ -132,9 +133,11 @@ def _existing_shard(out_dir: str, plan: shards.ShardPlan, prefix: str, width: in
     if not os.path.exists(path):
         return None
     try:
-        records = [s.record for s in shards.read_shard(path)]
+        read = list(shards.read_shard(path))
+        records = [s.record for s in read]
         expected = [shards.sample_key(i, width) for i in range(plan.first, plan.first + plan.count)]
-        if [shards.sample_key(r["index"], width) for r in records] != expected:
+        if ([s.key for s in read] != expected or [shards.sample_key(r["index"], width) for r in records] != expected
+                or any(r["label"] != s.label or s.label != r["index"] // per_class for r, s in zip(records, read))):
             raise ValueError("unexpected samples")
     except (ValueError, KeyError, OSError):
         os.remove(path)
@@ -201,11 +204,12 @@ def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: st
     num_samples = generator.num_samples()
     width = shards.key_width(num_samples)
     plans = shards.plan_shards(num_samples, spec.shard_size)
+    tally = SampleTally(num_samples // generator.num_classes())
     results: dict[int, pool.ShardResult] = {}
     for plan in plans if state else ():
-        done = _existing_shard(out_dir, plan, spec.prefix, width)
+        done = _existing_shard(out_dir, plan, spec.prefix, width, tally.per_class)
         if done:
-            results[plan.index] = done
+            results[plan.index] = tally.take(done)
     if results:
         log(f"resume: {len(results)} of {len(plans)} shards already complete")
 
@@ -220,7 +224,7 @@ def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: st
                    desc=f"render {spec.kind}", disable=not progress, file=sys.stderr, dynamic_ncols=True)
 
     def landed(result: pool.ShardResult) -> None:
-        results[result.plan.index] = result
+        results[result.plan.index] = tally.take(result)
         bar.update(result.plan.count)
         bar.set_postfix_str(f"shards {len(results)}/{len(plans)}", refresh=False)
         if on_shard:
@@ -240,7 +244,7 @@ def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: st
     render_seconds = time.perf_counter() - started
 
     ordered = [results[p.index] for p in plans]
-    manifest = assemble(spec, generator, system, ordered, width,
+    manifest = assemble(spec, generator, system, ordered, width, tally,
                         {"search_seconds": search_seconds, "render_seconds": render_seconds,
                          "rendered_samples": sum(p.count for p in todo), "workers": workers})
     problems = mf.validation_errors(manifest)
@@ -266,12 +270,35 @@ def _write_json(path: str, payload: Any, resumable: bool = True) -> None:
         raise BuildFailure(f"cannot write {path}: {error.strerror or error}{hint}") from None
 
 
+class SampleTally:
+    """What the manifest keeps of the sample records as shards land: the
+    attempts in all, and each class's record where a class is one sample.
+    The records themselves stay in the shards, so the build holds
+    O(classes) of them, not O(samples)."""
+
+    def __init__(self, per_class: int):
+        self.per_class = per_class
+        self.attempts = 0
+        self.classes: dict[int, dict[str, Any]] = {}
+
+    def take(self, result: pool.ShardResult) -> pool.ShardResult:
+        """Tally ``result``'s records; returns it without them."""
+        for record in result.samples:
+            # Every kind numbers its samples class-major: the manifest's label rule.
+            assert record["label"] == record["index"] // self.per_class, \
+                f"sample {record['index']} has label {record['label']}, not index // {self.per_class}"
+            self.attempts += record.get("attempts", 1)
+            if self.per_class == 1:
+                self.classes[record["label"]] = mf.class_record(record)
+        return dataclasses.replace(result, samples=[])
+
+
 def assemble(spec: BuildSpec, generator, system: dict, results: list[pool.ShardResult], width: int,
-             timings: dict[str, Any]) -> dict[str, Any]:
-    samples = [record for result in results for record in result.samples]
-    attempts = sum(s.get("attempts", 1) for s in samples)
+             tally: SampleTally, timings: dict[str, Any]) -> dict[str, Any]:
     rendered = timings["rendered_samples"]
     seconds = timings["render_seconds"]
+    per_class = tally.per_class
+    classes = {"classes": [tally.classes[c] for c in range(generator.num_classes())]} if per_class == 1 else {}
     return {
         "schema_version": mf.SCHEMA_VERSION,
         "tool": mf.tool_record(),
@@ -280,18 +307,20 @@ def assemble(spec: BuildSpec, generator, system: dict, results: list[pool.ShardR
         "params": dataclasses.asdict(generator.params),
         "num_samples": generator.num_samples(),
         "num_classes": generator.num_classes(),
+        "samples_per_class": per_class,
         "image_size": generator.image_size(),
         "layout": {"prefix": spec.prefix, "shard_size": spec.shard_size, "key_width": width,
                    "shard_pattern": f"{spec.prefix}-%06d.tar",
                    "fields": {"png": "8-bit PNG (L or RGB)", "cls": "label, ASCII integer",
-                              "json": "the sample's record below"}},
+                              "json": mf.SAMPLE_JSON_FIELD}},
         "system": system,
         "streams": generator.streams(),
-        "samples": samples,
+        **classes,
         "shards": [{"file": r.file, "index": r.plan.index, "first": r.plan.first, "count": r.plan.count,
+                    "classes": mf.shard_classes(r.plan.first, r.plan.count, per_class),
                     "bytes": r.bytes, "sha256": r.sha256} for r in results],
         "timings": {**timings,
                     "samples_per_second": rendered / seconds if seconds > 0 and rendered else None,
-                    "attempts": attempts},
+                    "attempts": tally.attempts},
         "environment": mf.environment(),
     }

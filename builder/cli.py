@@ -248,9 +248,10 @@ def _summary(manifest: dict[str, Any], where: str) -> dict[str, Any]:
 def verify(location: str, deep: int, seed: int, progress: bool, endpoint_url: str | None, as_json: bool,
            timeout: float | None) -> None:
     """Check LOCATION (a directory or s3:// prefix) against its manifest:
-    schema, num_samples against the sample records and shards, shards'
-    sizes, sha256 and counts, decodable samples at the declared size, every
-    label present. Exit 1 and list problems on mismatch."""
+    schema, num_samples against the classes and shards, shards' sizes,
+    sha256 and counts, decodable samples at the declared size with their
+    labels and records, every label present. Exit 1 and list problems on
+    mismatch."""
     from tqdm import tqdm
 
     if deep < 0:
@@ -347,7 +348,7 @@ def info(location: str, as_json: bool, endpoint_url: str | None, timeout: float 
     or manifest.json), and where its manifest contradicts itself."""
     manifest = Location(_data_set_folder(location), endpoint_url=endpoint_url, timeout=timeout).read_manifest()
     summary = _summary(manifest, location)
-    disagreements = verify_mod.manifest_disagreements(manifest)
+    disagreements = mf.disagreements(manifest)
     summary["manifest_problems"] = disagreements
     if as_json:
         click.echo(json.dumps(summary))

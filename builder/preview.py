@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import encode, shards
+from . import manifest as mf
 from .atomic import check_writable
 from .location import Location
 
@@ -20,14 +21,8 @@ LABEL_HEIGHT = 14
 def first_of_each_class(location: Location, manifest: dict, count: int) -> list[tuple[int, np.ndarray]]:
     """(label, uint8 (H, W) grayscale image) of the first sample of each of
     the first ``count`` classes, reading only the shards that hold them."""
-    wanted: dict[int, int] = {}  # sample index -> label
-    labels: set[int] = set()
-    for record in manifest["samples"]:
-        if record["label"] not in labels:
-            labels.add(record["label"])
-            wanted[record["index"]] = record["label"]
-            if len(wanted) == count:
-                break
+    per_class = mf.samples_per_class(manifest)
+    wanted = {label * per_class: label for label in range(min(count, manifest["num_classes"]))}  # index -> label
     found: dict[int, np.ndarray] = {}
     for shard in manifest["shards"]:
         if not any(shard["first"] <= index < shard["first"] + shard["count"] for index in wanted):

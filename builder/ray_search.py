@@ -1,12 +1,12 @@
 """FractalDB's and OFDB's category search with candidate blocks as Ray tasks.
 
 The categories are the first accepted candidates in candidate order, as in
-:func:`fracbuild.fractaldb_search.search`: blocks of consecutive candidates
+:func:`fracbuild.generators.fractaldb.search.search`: blocks of consecutive candidates
 are evaluated anywhere on the cluster, and the driver reads their fills in
 block order, so the result does not depend on which block finishes first.
 A block evaluates each candidate with the local search's own functions
-(:func:`~fracbuild.fractaldb_search.seeded_candidate` and
-:func:`~fracbuild.fractaldb_search.candidate_fill`). Seeded candidates are
+(:func:`~fracbuild.generators.fractaldb.search.seeded_candidate` and
+:func:`~fracbuild.generators.fractaldb.search.candidate_fill`). Seeded candidates are
 drawn in the task from their own streams; legacy ones come from one
 sequential ``RandomState``, so the driver draws them in order and ships the
 draws with the block.
@@ -44,7 +44,7 @@ def evaluate_block(seed: int, first: int, count: int, iterations: int, size: int
 
 
 class RaySearch:
-    """:meth:`search` is a drop-in for :func:`fracbuild.fractaldb_search.search`.
+    """:meth:`search` is a drop-in for :func:`fracbuild.generators.fractaldb.search.search`.
     A block task that fails is run again up to ``max_retries`` times;
     ``evaluate`` is its body (:func:`evaluate_block`; tests inject faults)."""
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import manifest as mf
-from .errors import BuildFailure
+from .errors import BuildFailure, UserError
 from .location import Location
 
 SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256
@@ -35,8 +35,14 @@ RUN_FIELDS = ("timings", "environment", "tool")
 
 
 def content(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What a data set is (configuration, classes, samples, every shard's
-    sha256), without how long its build took or where it ran."""
+    """What a data set is (configuration, classes, every shard's sample
+    range and sha256), without how long its build took or where it ran, in
+    the current manifest version: a version 1 manifest of the same data set
+    has the same content."""
+    try:
+        manifest = mf.upgraded(manifest)
+    except (UserError, KeyError, TypeError):  # not a manifest of ours: compared as it is
+        pass
     return {key: value for key, value in manifest.items() if key not in RUN_FIELDS}
 
 

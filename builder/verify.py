@@ -1,6 +1,8 @@
 """Check a data set against its manifest: every shard present with its size,
 sha256 and count, every sample decodable at the declared size, every label
-where it belongs; optionally re-render some samples and compare pixels."""
+where it belongs and every sample record where the manifest has it (a class
+of one sample: its class record); optionally re-render some samples and
+compare pixels."""
 
 from __future__ import annotations
 
@@ -33,11 +35,11 @@ def verify(location: Location, deep: int = 0, seed: int = 0, progress: Callable[
     problems: list[str] = []
     width = manifest["layout"]["key_width"]
     size = manifest["image_size"]
-    records = {r["index"]: r for r in manifest["samples"]}
+    expected = _expected_records(manifest)
     labels: Counter[int] = Counter()
-    problems += manifest_disagreements(manifest)
+    problems += mf.disagreements(manifest)
     for shard in manifest["shards"]:
-        problems += _check_shard(location, shard, width, size, records, labels)
+        problems += _check_shard(location, shard, width, size, expected, labels)
         progress(shard["count"])
     problems += _check_labels(manifest, labels)
     problems += _check_timm_info(location, manifest)
@@ -46,32 +48,25 @@ def verify(location: Location, deep: int = 0, seed: int = 0, progress: Callable[
     return manifest, problems
 
 
-def manifest_disagreements(manifest: dict) -> list[str]:
-    """Where the manifest contradicts itself: ``num_samples`` against its
-    sample records and its shards' counts, records numbered other than
-    0..num_samples - 1 once each, shards not back to back."""
-    num_samples = manifest["num_samples"]
-    problems = []
-    if len(manifest["samples"]) != num_samples:
-        problems.append(f"manifest: num_samples is {num_samples} but it holds {len(manifest['samples'])} "
-                        "sample records")
-    covered = sum(s["count"] for s in manifest["shards"])
-    if covered != num_samples:
-        problems.append(f"manifest: num_samples is {num_samples} but its shards hold {covered} samples")
-    indices = sorted(r["index"] for r in manifest["samples"])
-    if indices != list(range(len(indices))):
-        problems.append("manifest: the sample records are not numbered 0..N-1 once each")
-    following = 0
-    for shard in sorted(manifest["shards"], key=lambda s: s["first"]):
-        if shard["first"] != following:
-            problems.append(f"manifest: shard {shard['file']} starts at sample {shard['first']}, expected {following}")
-            break
-        following += shard["count"]
-    return problems
+def _expected_records(manifest: dict) -> Callable[[int], tuple[int, dict | None]]:
+    """index -> (the label the manifest gives sample ``index``, its whole
+    record where the manifest holds it, else None)."""
+    if "samples" in manifest:  # version 1: every record listed
+        records = {r["index"]: r for r in manifest["samples"]}
+        return lambda index: (records[index]["label"], records[index]) if index in records else (None, None)
+    per_class, classes = manifest["samples_per_class"], manifest.get("classes")
+
+    def expected(index: int) -> tuple[int, dict | None]:
+        label = index // per_class
+        if classes is None or not 0 <= label < len(classes):
+            return label, None
+        return label, {"index": index, "label": label, **classes[label]}
+
+    return expected
 
 
-def _check_shard(location: Location, shard: dict, width: int, size: int, records: dict,
-                 labels: Counter) -> list[str]:
+def _check_shard(location: Location, shard: dict, width: int, size: int,
+                 expected_records: Callable[[int], tuple[int, dict | None]], labels: Counter) -> list[str]:
     name = shard["file"]
     try:
         data = location.read_bytes(name)
@@ -94,9 +89,14 @@ def _check_shard(location: Location, shard: dict, width: int, size: int, records
             image = encode.decode_png(sample.png)
             if image.shape[:2] != (size, size):
                 problems.append(f"{name}: sample {sample.key} is {image.shape[1]}x{image.shape[0]}, not {size}x{size}")
-            record = records.get(int(sample.key))
-            if record is not None and record.get("label") != sample.label:
-                problems.append(f"{name}: sample {sample.key} has label {sample.label}, manifest says {record['label']}")
+            label, record = expected_records(int(sample.key))
+            if label is not None and label != sample.label:
+                problems.append(f"{name}: sample {sample.key} has label {sample.label}, manifest says {label}")
+            elif (sample.record.get("index"), sample.record.get("label")) != (int(sample.key), sample.label):
+                problems.append(f"{name}: sample {sample.key}'s record says index {sample.record.get('index')}, "
+                                f"label {sample.record.get('label')}")
+            elif record is not None and sample.record != record:
+                problems.append(f"{name}: sample {sample.key}'s record differs from the manifest's")
     except (ValueError, OSError) as error:
         problems.append(f"{name}: unreadable after {len(seen)} samples ({error})")
         return problems

@@ -44,3 +44,26 @@ def one_torch_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     yield
     torch.set_num_threads(threads)
+
+
+def as_version_1(dataset: Path) -> dict:
+    """Rewrite ``dataset``'s manifest.json the way version 1 wrote it (every
+    sample's record, from the shards' json members, in ``samples``; no class
+    records); returns it. Readers must still accept such manifests."""
+    import json
+
+    from fracbuild import manifest as mf
+    from fracbuild import shards
+
+    manifest = json.loads((dataset / mf.MANIFEST_NAME).read_text())
+    records = [s.record for shard in manifest["shards"] for s in shards.read_shard(str(dataset / shard["file"]))]
+    old = {"schema_version": 1}
+    for key, value in manifest.items():
+        if key in ("schema_version", "samples_per_class", "classes"):
+            continue
+        if key == "shards":
+            old["samples"] = records
+            value = [{k: v for k, v in shard.items() if k != "classes"} for shard in value]
+        old[key] = value
+    (dataset / mf.MANIFEST_NAME).write_text(mf.to_json_text(old))
+    return old

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 from PIL import Image
 
+from conftest import as_version_1
 from fracbuild import manifest as mf
+from fracbuild import remote_commit
 from fracbuild.cli import main
 
 TINY = ["--L", "8", "--size", "64", "--pad", "2", "--iterations", "5000", "--no-progress"]
@@ -122,6 +125,20 @@ def test_rebuild_from_manifest_is_byte_identical(tmp_path, tiny_dataset):
     assert main(["render", "--manifest", str(tiny_dataset / "manifest.json"), "--out", str(out),
                  "--workers", "2", "--no-progress"]) == 0
     original = mf.read_manifest(str(tiny_dataset))
+    for shard in original["shards"]:
+        assert (out / shard["file"]).read_bytes() == (tiny_dataset / shard["file"]).read_bytes()
+
+
+def test_rebuild_from_a_version_1_manifest_writes_the_same_data_set_in_version_2(tmp_path, tiny_dataset):
+    old = tmp_path / "old"
+    shutil.copytree(tiny_dataset, old)
+    as_version_1(old)
+    out = tmp_path / "again"
+    assert main(["render", "--manifest", str(old / "manifest.json"), "--out", str(out), "--workers", "1",
+                 "--no-progress"]) == 0
+    rebuilt, original = mf.read_manifest(str(out)), mf.read_manifest(str(tiny_dataset))
+    assert rebuilt["schema_version"] == 2 and "samples" not in rebuilt
+    assert remote_commit.content(rebuilt) == remote_commit.content(original)
     for shard in original["shards"]:
         assert (out / shard["file"]).read_bytes() == (tiny_dataset / shard["file"]).read_bytes()
 

@@ -59,7 +59,7 @@ def test_killed_build_resumes_byte_identical(tmp_path, reference, workers):
     assert main(["render", *SLOW_ARGS, "--out", str(out), "--workers", workers, "--resume", "--no-progress"]) == 0
     resumed = json.loads((out / mf.MANIFEST_NAME).read_text())
     assert [s["sha256"] for s in resumed["shards"]] == [s["sha256"] for s in reference["shards"]]
-    assert resumed["samples"] == reference["samples"]
+    assert resumed["classes"] == reference["classes"]
     assert not list(out.glob("*.partial")) and not (out / mf.BUILD_STATE_NAME).exists()
 
 
@@ -246,7 +246,7 @@ def test_resume_replaces_a_wrong_shard_planted_under_a_final_name(tmp_path, plan
     assert "resume: 2 of 5 shards already complete" in log
     assert [s["sha256"] for s in resumed["shards"]] == [s["sha256"] for s in expected["shards"]]
     assert first.read_bytes() == (tmp_path / "reference" / first.name).read_bytes()
-    assert resumed["samples"] == expected["samples"]
+    assert resumed["classes"] == expected["classes"]
 
 
 # --- Ctrl-C -----------------------------------------------------------------

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fracbuild import ifs, render, seeds
+from fracbuild import ifs, render, seeds, shards
 from fracbuild import manifest as mf
 from fracbuild.build import BuildSpec, run_build
 from fracbuild.cli import main
@@ -87,9 +87,11 @@ def test_builds_verifies_deeply_and_is_deterministic(case, photo, tmp_path):
     assert not mf.validation_errors(first)
     manifest, problems = verify(Location(str(tmp_path / "a")), deep=first["num_samples"])
     assert problems == []
-    labels = [s["label"] for s in manifest["samples"]]
+    labels = [s.label for shard in manifest["shards"] for s in shards.read_shard(str(tmp_path / "a" / shard["file"]))]
     per_class = first["num_samples"] // first["num_classes"]
+    assert manifest["samples_per_class"] == per_class
     assert labels == [i // per_class for i in range(first["num_samples"])]  # category-major
+    assert ("classes" in manifest) == (per_class == 1)  # a class's record where a class is one sample
     assert manifest["kind"] == kind and manifest["streams"]
     assert build(kind, tmp_path / "c", params, seed=1)["shards"][0]["sha256"] != first["shards"][0]["sha256"]
 
@@ -128,11 +130,10 @@ def test_the_schema_requires_each_kinds_records(photo, tmp_path):
     manifest = build("fractaldb", tmp_path / "f", TINY["fractaldb"])
     broken = json.loads(json.dumps(manifest))
     del broken["system"]["categories"]
-    del broken["samples"][0]["flip"]
     problems = " ".join(mf.validation_errors(broken))
-    assert "categories" in problems and "flip" in problems
+    assert "categories" in problems
     lpce = build("rcdb", tmp_path / "r", TINY["rcdb-lpce"])
-    del lpce["samples"][0]["epsilon"]
+    del lpce["classes"][0]["epsilon"]
     assert any("epsilon" in p for p in mf.validation_errors(lpce))
 
 

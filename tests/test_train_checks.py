@@ -163,7 +163,7 @@ def test_transfer_checks_flips_only_recipe_has_nothing_but_flips():
 
     script = (REPO / "benchmarks" / "transfer_check.sh").read_text()
     light = re.search(r"^LIGHT=([\w,-]+)", script, re.M).group(1).split(",")
-    assert f'--aug-off "$LIGHT"' in script
+    assert '--aug-off "$LIGHT"' in script
     recipe = AugmentRecipe(input_size=32).without(light)
     assert recipe.hflip == 0.5 and recipe.vflip == 0.5
     assert recipe.auto_augment is None and recipe.color_jitter == 0.0 and recipe.reprob == 0.0

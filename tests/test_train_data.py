@@ -12,6 +12,8 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from conftest import as_version_1
+from fracbuild.shards import read_shard
 from fractrain import data
 from fractrain.errors import UserError
 from fractrain.input_cpu import ArraySource, CpuPipeline, StepBatches, train_transform
@@ -62,9 +64,19 @@ def test_load_decodes_every_sample_in_index_order(tiny_dataset):
     ds = data.load(str(tiny_dataset))
     manifest = json.loads((tiny_dataset / "manifest.json").read_text())
     assert ds.images.shape == (16, 64, 64) and ds.images.dtype == np.uint8
-    assert ds.labels.tolist() == [s["label"] for s in manifest["samples"]]
+    stored = [s.label for shard in manifest["shards"] for s in read_shard(str(tiny_dataset / shard["file"]))]
+    assert ds.labels.tolist() == stored == list(range(16))
     assert ds.num_classes == 16 and ds.images.reshape(16, -1).max(axis=1).min() > 0  # no blank rows
     assert ds.manifest_sha256 == __import__("hashlib").sha256((tiny_dataset / "manifest.json").read_bytes()).hexdigest()
+
+
+def test_a_version_1_manifest_listing_every_sample_loads_the_same(tmp_path, tiny_dataset):
+    root = tmp_path / "shards"
+    shutil.copytree(tiny_dataset, root)
+    as_version_1(root)
+    old, new = data.load(str(root)), data.load(str(tiny_dataset))
+    assert old.manifest["schema_version"] == 1 and np.array_equal(old.images, new.images)
+    assert old.labels.dtype == new.labels.dtype == np.int64 and old.labels.tolist() == new.labels.tolist()
 
 
 def test_load_falls_back_to_a_file_when_memory_is_short(tiny_dataset):

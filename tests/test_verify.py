@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from conftest import as_version_1
 from fracbuild import encode, shards
 from fracbuild.cli import main
 from fracbuild.location import Location
@@ -81,12 +82,12 @@ def test_missing_manifest_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "no manifest" in err
 
 
-def test_num_samples_that_disagrees_with_the_records_fails_and_info_reports_it(dataset, capsys):
+def test_num_samples_that_disagrees_with_the_classes_fails_and_info_reports_it(dataset, capsys):
     path = dataset / "manifest.json"
     manifest = json.loads(path.read_text())
-    manifest["num_samples"] = 17  # 16 sample records, shards holding 16
+    manifest["num_samples"] = 17  # 16 classes of one sample, shards holding 16
     path.write_text(json.dumps(manifest))
-    assert "manifest: num_samples is 17 but it holds 16 sample records" in _problems(dataset)
+    assert "manifest: num_samples is 17 but it holds 16 classes of 1 sample(s)" in _problems(dataset)
     assert main(["verify", str(dataset), "--no-progress", "--json"]) == 1
     captured = capsys.readouterr()
     result = json.loads(captured.out)
@@ -95,7 +96,36 @@ def test_num_samples_that_disagrees_with_the_records_fails_and_info_reports_it(d
     assert f"failed: {dataset}: {len(result['problems'])} problems found" in captured.err
     assert main(["info", str(dataset)]) == 0
     err = capsys.readouterr().err
-    assert "warning: manifest: num_samples is 17 but it holds 16 sample records" in err
+    assert "warning: manifest: num_samples is 17 but it holds 16 classes of 1 sample(s)" in err
+
+
+def test_a_version_1_manifest_listing_every_sample_is_still_verified(dataset):
+    manifest = as_version_1(dataset)
+    assert manifest["schema_version"] == 1 and len(manifest["samples"]) == 16
+    assert _problems(dataset, deep=2) == []
+    manifest["num_samples"] = 17
+    manifest["samples"][3]["label"] = 4
+    (dataset / "manifest.json").write_text(json.dumps(manifest))
+    problems = _problems(dataset)
+    assert "manifest: num_samples is 17 but it holds 16 sample records" in problems
+    assert "tiny-000000.tar: sample 000003 has label 3, manifest says 4" in problems
+
+
+@pytest.mark.parametrize("damage", ["class record", "shard classes", "class count"])
+def test_class_records_and_shard_classes_are_checked(dataset, damage):
+    path = dataset / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if damage == "class record":
+        manifest["classes"][7]["attempts"] += 1
+        expected = "tiny-000001.tar: sample 000007's record differs from the manifest's"
+    elif damage == "shard classes":
+        manifest["shards"][1]["classes"] = [6, 12]
+        expected = "manifest: shard tiny-000001.tar names classes [6, 12], its samples' are [6, 11]"
+    else:
+        del manifest["classes"][-1]
+        expected = "manifest: 16 classes but 15 class records"
+    path.write_text(json.dumps(manifest))
+    assert expected in _problems(dataset)
 
 
 def test_verify_json_and_bar_with_a_total(dataset, capsys):

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from fracbuild.encode import decode_png
 from fracbuild.location import Location
-from fracbuild.manifest import MANIFEST_NAME, parse_manifest
+from fracbuild.manifest import MANIFEST_NAME, disagreements, parse_manifest, sample_labels
 from fracbuild.shards import read_shard
 
 from .errors import UserError
@@ -107,21 +107,9 @@ def read_manifest(url: str) -> tuple[Location, dict[str, Any], str]:
     except UnicodeDecodeError as error:
         raise UserError(f"cannot read {source}: {error}") from None
     manifest = parse_manifest(text, source)
-    if manifest["num_samples"] != len(manifest["samples"]):
-        raise UserError(f"{source}: num_samples {manifest['num_samples']} but "
-                        f"{len(manifest['samples'])} sample records")
-    covered = sum(s["count"] for s in manifest["shards"])
-    if covered != manifest["num_samples"]:
-        raise UserError(f"{source}: shards hold {covered} samples, "
-                        f"num_samples says {manifest['num_samples']}")
-    following = 0  # shard k holds samples [first, first + count), right after shard k - 1's
-    for shard in sorted(manifest["shards"], key=lambda s: s["first"]):
-        if shard["first"] != following:
-            raise UserError(f"{source}: shard {shard['file']} starts at sample {shard['first']}, expected {following}")
-        following += shard["count"]
-    labels = {s["index"]: s["label"] for s in manifest["samples"]}
-    if sorted(labels) != list(range(manifest["num_samples"])):
-        raise UserError(f"{source}: the sample records do not number 0..{manifest['num_samples'] - 1} once each")
+    problems = disagreements(manifest)
+    if problems:
+        raise UserError(f"{source}: {problems[0].removeprefix('manifest: ')}")
     return location, manifest, hashlib.sha256(raw).hexdigest()
 
 
@@ -141,8 +129,7 @@ def load(url: str, *, threads: int = 8, log: Callable[[str], None] = lambda m: N
     channels = probe_channels(location, manifest["shards"][0])
     shape = (n, size, size) if channels == 1 else (n, size, size, channels)
     nbytes = int(np.prod(shape))
-    labels = np.array([label for _, label in sorted((s["index"], s["label"]) for s in manifest["samples"])],
-                      dtype=np.int64)
+    labels = sample_labels(manifest)
     started = time.monotonic()
     shards = manifest["shards"]
     images, how = None, ""
@@ -167,7 +154,7 @@ def load(url: str, *, threads: int = 8, log: Callable[[str], None] = lambda m: N
 def _decode_into(location: Location, manifest: dict[str, Any], shards: list[dict[str, Any]], images: np.ndarray,
                  threads: int, progress: bool = False) -> None:
     """Verify and decode ``shards`` into their rows of ``images``."""
-    expected = {s["index"]: s["label"] for s in manifest["samples"]}
+    expected = sample_labels(manifest)
     width = manifest["layout"]["key_width"]
     size = manifest["image_size"]
     channels = 1 if images.ndim == 3 else images.shape[3]
@@ -266,7 +253,7 @@ def read_verified(location: Location, shard: dict[str, Any]) -> bytes:
     return data
 
 
-def _load_shard(location: Location, shard: dict[str, Any], images: np.ndarray, expected: dict[int, int],
+def _load_shard(location: Location, shard: dict[str, Any], images: np.ndarray, expected: np.ndarray,
                 width: int, size: int, channels: int) -> None:
     """Decode one verified shard into its rows of ``images``; every sample of
     its range must be there once, with the manifest's label."""
@@ -282,9 +269,9 @@ def _load_shard(location: Location, shard: dict[str, Any], images: np.ndarray, e
                                 f"{wanted.start}..{wanted.stop - 1}")
             if index in seen:
                 raise UserError(f"shard {where} holds sample {index} twice")
-            if sample.label != expected.get(index):
+            if sample.label != expected[index]:
                 raise UserError(f"shard {where}: sample {index} has label {sample.label}, the manifest says "
-                                f"{expected.get(index)}")
+                                f"{expected[index]}")
             pixels = decode_png(sample.png)
             want = (size, size) if channels == 1 else (size, size, channels)
             if pixels.shape != want or pixels.dtype != np.uint8:

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fracbuild.encode import decode_png
 from fracbuild.location import Location
+from fracbuild.manifest import sample_labels
 
 from . import data, resources
 from .errors import UserError
@@ -136,8 +137,7 @@ class ShardFeed:
                  ahead: int = 1):
         self.location = location
         self.shards = sorted(manifest["shards"], key=lambda s: s["first"])
-        self.labels = np.array([label for _, label in sorted((s["index"], s["label"]) for s in manifest["samples"])],
-                               dtype=np.int64)
+        self.labels = sample_labels(manifest)  # int64 (num_samples,)
         self.width = manifest["layout"]["key_width"]
         self.schedule = schedule
         self.readers = max(0, readers)
