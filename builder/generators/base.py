@@ -32,8 +32,9 @@ class Sample:
 
     image: uint8 (H, W) grayscale or (H, W, 3) RGB.
     label: the class index in [0, num_classes).
-    record: JSON-able facts for the manifest and the sample's ``json`` field
-        (epsilon, attempts, fill rate, ...).
+    record: JSON-able facts for the sample's ``json`` field in its shard
+        (epsilon, attempts, fill rate, ...); where a class is one image, the
+        manifest's per-class record too.
     """
 
     image: np.ndarray
