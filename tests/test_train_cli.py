@@ -255,7 +255,7 @@ def test_help_defaults_written_one_way_and_no_arguments_prints_the_help(capsys):
     assert "one pass over the --train set" in text and "one image per class" not in text
     assert main(["bench", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "[default: min(8, CPUs - 1), as pretrain]" in text and "[default: no-compile]" not in text
+    assert "[default: as pretrain's --workers on the timed device]" in text and "[default: no-compile]" not in text
     assert main([]) == 2
     err = capsys.readouterr().err
     assert err.startswith("Usage: fractrain") and "error:" not in err
@@ -269,7 +269,7 @@ def test_one_epoch_run_draws_its_final_bar_once_and_says_1_step(tiny_dataset, tm
     assert main(["--shards", str(tiny_dataset), *argv, "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     assert err.count("1/1 [") == 1, err
-    assert "1 rank x 16; 1 step = 16 samples = 1 epoch;" in err and "done: 1 step in" in err
+    assert "1 rank x 16; 1 step = 16 samples = 1 drop-last epoch;" in err and "done: 1 step in" in err
     final_bar = err.index("1/1 [")
     assert final_bar < err.index("epoch 1/1 step 1/1")  # above the last lines, never below them
 

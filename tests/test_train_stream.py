@@ -209,7 +209,8 @@ def test_resume_refuses_another_input_mode(uneven, tmp_path, capsys):
     out = tmp_path / "run"
     pretrain.run(tiny_config(uneven, out, **{"budget.steps": 3}))
     base = ["--shards", str(uneven), *TINY_ARGS, "-b", "6", "--steps", "3", "--workers", "0", "--no-progress",
-            "--shuffle-buffer", "4", "--out", str(tmp_path / "again"), "--resume", str(out / "final.pt")]
+            "--shuffle-buffer", "4", "--out", str(tmp_path / "again"), "--resume", str(out / "final.pt"),
+            "--recipe", "exact-epochs"]  # the recipe of config.defaults, which made the run
     assert main(base + ["--input", "memory"]) == 2
     assert "was trained streaming the shards; resume it with --input stream" in capsys.readouterr().err
     assert main(base + ["--input", "stream", "--shuffle-buffer", "5"]) == 2

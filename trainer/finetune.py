@@ -87,13 +87,13 @@ def _run(cfg: TrainConfig, ctx: dist.Context, build: BuildModel, resume, on_step
     payload = ckpt.load(start.checkpoint) if start.checkpoint else None
     if payload is not None:
         check_resume(payload, start.checkpoint, cfg, cfg.model.name, data.num_classes, None)
+    if ctx.is_main:
+        log(f"run folder: {out}" + (f" (resuming from {os.path.basename(start.checkpoint)})" if start.checkpoint else ""))
     workers = threads.for_run(ctx, cfg.run, log)
 
     torch.manual_seed(cfg.run.seed)
     net = build(cfg, data.num_classes, init).to(ctx.device)
     check_memory(cfg, ctx, net, "cpu", workers)
-    if ctx.is_main:
-        log(f"run folder: {out}" + (f" (resuming from {os.path.basename(start.checkpoint)})" if start.checkpoint else ""))
     schedule = make_schedule(cfg, len(data.train), ctx.world_size, ctx.rank)
     total_steps = cfg.total_steps(schedule)
     pipe = CpuPipeline(data.train, schedule, recipe, data.num_classes, ctx.device, cfg.run.seed, workers)

@@ -111,6 +111,8 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
         path = "gpu"
     else:
         path = pipelines.choose(cfg.run.input_path, ctx.device)
+    if ctx.is_main:
+        log(f"run folder: {out}" + (f" (resuming from {os.path.basename(start.checkpoint)})" if start.checkpoint else ""))
     workers = threads.for_run(ctx, cfg.run, log)
 
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
@@ -120,8 +122,6 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     # Streamed, the host holds a shuffle window per rank instead of the whole set.
     held = cfg.data.shuffle_buffer * ctx.local_world_size if input_mode == "stream" else n
     check_memory(cfg, ctx, net, path, workers, min(n, held) * manifest["image_size"] ** 2 * channels)
-    if ctx.is_main:
-        log(f"run folder: {out}" + (f" (resuming from {os.path.basename(start.checkpoint)})" if start.checkpoint else ""))
 
     dataset = None if input_mode == "stream" else data.load(
         cfg.data.shards, log=log, group=dist.node_group(ctx), memory_limit=budget,
