@@ -221,9 +221,9 @@ def test_taps_resize_is_the_fp32_resize():
 
 def test_tf32_matmuls_are_switched_on_only_inside():
     before = torch.get_float32_matmul_precision()
-    with ga.crop._tf32_matmuls(True):
+    with ga.crop.tf32_matmuls(True):
         assert torch.get_float32_matmul_precision() == "high"
-    with ga.crop._tf32_matmuls(False):
+    with ga.crop.tf32_matmuls(False):
         assert torch.get_float32_matmul_precision() == before
     assert torch.get_float32_matmul_precision() == before
 
@@ -308,12 +308,12 @@ def test_value_ops_match_pil_exactly(c):
 def test_histogram_counts_every_pixel_once(height, width):
     # The histogram counts into 32 copies per plane (pixel p into copy p % 32)
     # and sums them: sizes below, at and off a multiple of 32 pixels.
-    from fractrain.gpu_augment.pixel_ops import _histogram
+    from fractrain.gpu_augment.pixel_ops import channel_histogram
 
     rng = np.random.default_rng(height * 100 + width)
     arr = rng.integers(0, 256, size=(5, 3, height, width))
     arr[0] = 0  # a black image: every count in bin 0
-    hist = _histogram(torch.from_numpy(arr).float())
+    hist = channel_histogram(torch.from_numpy(arr).float())
     assert hist.shape == (5, 3, 256) and hist.dtype == torch.int64
     expected = np.stack([[np.bincount(plane.ravel(), minlength=256) for plane in image] for image in arr])
     assert np.array_equal(hist.numpy(), expected)
