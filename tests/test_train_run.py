@@ -305,3 +305,31 @@ def test_bench_step_stream_is_a_high_priority_cuda_stream_or_nothing():
             stream = torch.cuda.current_stream()
             assert stream != default and stream.priority == min(torch.cuda.Stream.priority_range())
         assert torch.cuda.current_stream() == default
+
+
+def test_bench_builds_its_model_and_optimizer_from_the_pretrain_config(tiny_dataset, monkeypatch):
+    import dataclasses
+
+    from fractrain import bench, config as configs
+
+    seen = {}
+    create_model, create_optimizer = bench.models.create, bench.create_optimizer
+
+    def model_spy(name, num_classes, input_size, drop_path, kwargs):
+        seen["model"] = (name, input_size, drop_path, kwargs)
+        return create_model(name, num_classes, input_size, drop_path, kwargs)
+
+    def optimizer_spy(net, optim, batch_size):
+        seen["optim"] = (optim, batch_size)
+        return create_optimizer(net, optim, batch_size)
+
+    monkeypatch.setattr(bench.models, "create", model_spy)
+    monkeypatch.setattr(bench, "create_optimizer", optimizer_spy)
+    cfg = configs.override(configs.defaults("pretrain"), {
+        "model.name": "vit_tiny_patch16_224", "model.drop_path": 0.25, "model.kwargs": {"depth": 1},
+        "data.shards": str(tiny_dataset), "augment.input_size": 32, "batch_size": 8, "optim.lr": 0.5,
+        "run.device": "cpu", "run.workers": 0})
+    result = bench.run(cfg, steps=1, warmup=0, windows=1, paths=("model",))
+    assert result["batch_size"] == 8 and result["input_size"] == 32
+    assert seen["model"] == ("vit_tiny_patch16_224", 32, 0.25, {"depth": 1})
+    assert seen["optim"] == (dataclasses.replace(configs.defaults("pretrain").optim, lr=0.5), 8)
