@@ -323,9 +323,6 @@ class DevicePipeline:
             images = images[:, None]
         return self.augment.apply(images, self.labels.index_select(0, indices), plan.augment)
 
-    def batch(self, step: int) -> tuple[Tensor, Tensor]:
-        return self.run(self.planner[step])
-
     def batches(self, start_step: int, stop_step: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         steps = range(start_step, stop_step) if stop_step is not None else itertools.count(start_step)
         plans = self.plans(steps)
