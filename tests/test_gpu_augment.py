@@ -1172,7 +1172,7 @@ def test_plan_workers_give_the_same_batches_in_step_order():
     import itertools
     import pickle
 
-    from fractrain.pipeline import DevicePipeline
+    from fractrain.inputs.device import DevicePipeline
     from fractrain.schedule import EpochSchedule
 
     images = fractal_like(40, 48, seed=4)
@@ -1216,7 +1216,7 @@ def test_plan_workers_get_consecutive_steps_in_chunks():
     import itertools
 
     from fractrain.errors import UserError
-    from fractrain.pipeline import DevicePipeline, _StepChunks
+    from fractrain.inputs.device import DevicePipeline, _StepChunks
     from fractrain.schedule import EpochSchedule
 
     assert list(_StepChunks(range(3, 10), 3)) == [(3, 4, 5), (6, 7, 8), (9,)]
@@ -1233,7 +1233,7 @@ def test_plan_workers_get_consecutive_steps_in_chunks():
 def test_cuda_side_stream_gives_the_same_batches(tmp_path):
     """DevicePipeline with and without the side stream, with the cache on the
     GPU or in pinned host memory: the same batches."""
-    from fractrain.pipeline import DevicePipeline
+    from fractrain.inputs.device import DevicePipeline
     from fractrain.schedule import EpochSchedule
 
     images = fractal_like(40, 48, seed=9)

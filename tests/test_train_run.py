@@ -72,9 +72,13 @@ def test_run_folder_holds_config_metrics_events_and_checkpoints(tiny_dataset, tm
             "model_name", "num_classes"} <= set(final)
     assert final["step"] == 12 and final["num_classes"] == 16 and final["model_name"] == "vit_tiny_patch16_224"
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in final["model"])  # unwrapped
-    # The saved config.yaml resolves back to the same configuration.
+    # The saved config.yaml resolves back to the same configuration, with the
+    # input settings left to their defaults as decided (on the CPU: no fused
+    # kernels, op-by-op), not null.
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert from_dict(saved) == tiny_config(tiny_dataset, out)
+    assert from_dict(saved) == tiny_config(tiny_dataset, out, **{"run.fuse_augment": False,
+                                                                 "run.gpu_augment_mode": "op-by-op"})
+    assert None not in (saved["run"]["workers"], saved["run"]["fuse_augment"], saved["run"]["gpu_augment_mode"])
 
 
 def test_stop_and_resume_gives_the_same_weights(tiny_dataset, tmp_path):
@@ -156,7 +160,7 @@ def test_gpu_input_path_adapter_with_a_stand_in(tiny_dataset, tmp_path):
 
 
 def test_gpu_input_path_with_the_real_augmentation_on_cpu(tiny_dataset, tmp_path):
-    from fractrain.pipeline import gpu_augment_class
+    from fractrain.inputs.defaults import gpu_augment_class
 
     if gpu_augment_class() is None:
         pytest.skip("fractrain.gpu_augment is not available")

@@ -17,7 +17,8 @@ from fractrain import data, pretrain, streaming
 from fractrain.cli import main
 from fractrain.config import defaults, override
 from fractrain.input_cpu import ArraySource, CpuPipeline
-from fractrain.pipeline import DevicePipeline, gpu_augment_class
+from fractrain.inputs.defaults import gpu_augment_class
+from fractrain.inputs.device import DevicePipeline
 from fractrain.recipe import AugmentRecipe
 from fractrain.stream_schedule import StreamSchedule
 

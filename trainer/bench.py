@@ -18,6 +18,7 @@ workers work ahead, is timed after them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 import statistics
@@ -27,9 +28,12 @@ from typing import Any, Callable
 
 import torch
 
-from . import data, distributed as dist, model as models, pipeline as pipelines, step_profile
+from . import data, distributed as dist, inputs, model as models, step_profile
 from .config import TrainConfig
 from .input_cpu import ArraySource, CpuPipeline
+from .inputs import defaults
+from .inputs.device import DevicePipeline
+from .inputs.synthetic import SyntheticPipeline
 from .loop import Stepper, resolve_precision
 from .optim import create_optimizer
 from .schedule import EpochSchedule
@@ -183,17 +187,19 @@ def run(config: TrainConfig, *, steps: int = 20, warmup: int = 10, windows: int 
     target = torch.device("cuda", torch.cuda.current_device()) if kind == "cuda" else torch.device("cpu")
     ctx = dist.Context(rank=0, world_size=1, local_rank=0, local_world_size=1, device=target)
     precision = resolve_precision(config.run.precision, ctx.device)
-    fuse = pipelines.fuse_default(config.run.fuse_augment, ctx.device)
-    mode = pipelines.augment_mode_default(config.run.gpu_augment_mode, ctx.device)
-    workers = config.run.workers
-    assert workers is not None, "bench needs config.run.workers resolved"
+    assert config.run.workers is not None, "bench needs config.run.workers resolved"
+    gpu_cls = defaults.gpu_augment_class()
+    # The bench times each path it is asked for: the device path's settings
+    # are those pretrain decides for it.
+    choice = inputs.choose_input(dataclasses.replace(config.run, input_path="gpu" if gpu_cls else "cpu"),
+                                 ctx.device, config.run.workers, gpu_cls)
+    fuse, mode, workers = choice.fuse_augment, choice.gpu_augment_mode, choice.workers
     dataset = data.load(config.data.shards, log=log)
     num_classes = dataset.num_classes
     recipe = config.recipe()
     batch_size, input_size, compile = config.batch_size, recipe.input_size, config.run.compile
     schedule = EpochSchedule(dataset.num_samples, batch_size, seed=0)
     name = models.resolve_name(config.model.name)
-    gpu_cls = pipelines.gpu_augment_class()
     augment_options: dict[str, Any] = {"fuse": fuse}
     if resize_precision is not None:
         augment_options["resize_precision"] = resize_precision
@@ -210,7 +216,7 @@ def run(config: TrainConfig, *, steps: int = 20, warmup: int = 10, windows: int 
     results: dict[str, Any] = {
         "model": name, "device": str(ctx.device), "batch_size": batch_size, "input_size": input_size,
         "compile": compile, "fuse_augment": fuse, "gpu_augment_mode": mode, "gpu_resize": resize_precision,
-        "plan_workers": pipelines.plan_workers_for(workers), "high_priority_step": high_priority_step,
+        "plan_workers": choice.plan_workers, "high_priority_step": high_priority_step,
         "precision": precision, "workers": workers, "num_samples": dataset.num_samples,
         "image_size": dataset.image_size,
         "model_images_per_s": None, "gpu_augment_images_per_s": None, "cpu_augment_images_per_s": None,
@@ -231,16 +237,15 @@ def run(config: TrainConfig, *, steps: int = 20, warmup: int = 10, windows: int 
         entries = []
         for path in group:
             if path == "model":
-                source = pipelines.SyntheticPipeline(batch_size, input_size, num_classes, ctx.device)
+                source = SyntheticPipeline(batch_size, input_size, num_classes, ctx.device)
             elif path in ("gpu", "gpu-serial"):
                 if gpu_cls is None:
                     log("bench: GPU augmentation not available; skipped")
                     continue
-                source = pipelines.DevicePipeline(dataset.images, dataset.labels, schedule, recipe, num_classes,
-                                                  ctx.device, seed=0, augment_cls=gpu_cls, log=log,
-                                                  overlap=path == "gpu",
-                                                  plan_workers=pipelines.plan_workers_for(workers),
-                                                  augment_options=augment_options, augment_mode=mode)
+                source = DevicePipeline(dataset.images, dataset.labels, schedule, recipe, num_classes, ctx.device,
+                                        seed=0, augment_cls=gpu_cls, log=log, overlap=path == "gpu",
+                                        plan_workers=choice.plan_workers, augment_options=augment_options,
+                                        augment_mode=mode)
                 results["gpu_resize"] = source.augment.resize_precision  # the one in use
             elif path == "cpu":
                 source = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,

@@ -34,7 +34,7 @@ from . import interrupts
 from .config import TrainConfig, differences, dump_yaml, to_dict
 from .errors import ResumeMismatch, TrainFailure, UserError
 from .optim import create_optimizer, create_schedule, current_lr, describe
-from .pipeline import InputPipeline
+from .inputs.protocol import InputPipeline
 from .runfolder import RunFolder, remove_if_unused
 from .schedule import EpochSchedule, mix_seed
 

@@ -42,7 +42,8 @@ from fracbuild.location import Location
 from . import data, resources
 from .errors import UserError
 from .input_cpu import BatchTargets, seeded, train_transform
-from .pipeline import DevicePipeline, StepPlan, gpu_augment_class
+from .inputs.defaults import gpu_augment_class
+from .inputs.device import DevicePipeline, StepPlan
 from .recipe import AugmentRecipe
 from .schedule import mix_seed
 from .shard_reader import read_samples
