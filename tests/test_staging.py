@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fractrain.staging import PinnedRing
+from fractrain.inputs.staging import PinnedRing
 
 
 class FakeEvent:

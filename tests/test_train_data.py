@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 
 from fractrain import data
 from fractrain.errors import UserError
-from fractrain.input_cpu import ArraySource, CpuPipeline, StepBatches, train_transform
+from fractrain.inputs.cpu import ArraySource, CpuPipeline, StepBatches, train_transform
 from fractrain.recipe import SWITCHES, AugmentRecipe
 from fractrain.schedule import EpochSchedule
 

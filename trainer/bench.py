@@ -30,7 +30,7 @@ import torch
 
 from . import data, distributed as dist, inputs, model as models, step_profile
 from .config import TrainConfig
-from .input_cpu import ArraySource, CpuPipeline
+from .inputs.cpu import ArraySource, CpuPipeline
 from .inputs import defaults
 from .inputs.device import DevicePipeline
 from .inputs.synthetic import SyntheticPipeline

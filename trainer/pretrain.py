@@ -12,7 +12,8 @@ from typing import Any, Callable
 import torch
 
 from . import checkpoint as ckpt
-from . import data, distributed as dist, inputs, model as models, resources, streaming
+from . import data, distributed as dist, inputs, model as models, resources
+from .inputs import streaming
 from .config import TrainConfig
 from .errors import UserError
 from .loop import Job, check_resume, fit_in_folder, resolve_precision

@@ -14,11 +14,12 @@ from typing import Any, Callable
 import torch
 
 from ..config import RunConfig
-from ..input_cpu import ArraySource, CpuPipeline
+from .cpu import ArraySource, CpuPipeline
 from ..recipe import AugmentRecipe
 from .defaults import augment_mode_default, choose, fuse_default, plan_workers_for
 from .device import DevicePipeline
 from .protocol import InputPipeline
+from .streaming import build_pipeline
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,6 @@ def create_pipeline(choice: InputChoice, dataset: Any, schedule: Any, device: to
     images and labels) or, with ``stream`` = (location, manifest), over the
     shards read as the StreamSchedule ``schedule`` goes."""
     if stream is not None:
-        # Imported here: streaming.py imports device.py, which runs this
-        # package first, before streaming.py has its names.
-        from ..streaming import build_pipeline
-
         location, manifest = stream
         return build_pipeline(choice.path, location, manifest, schedule, recipe, num_classes, device, seed,
                               choice.workers, augment_cls=augment_cls,

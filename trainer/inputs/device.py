@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..interrupts import ignore_in_worker
 from ..recipe import AugmentRecipe
 from ..schedule import EpochSchedule, mix_seed
-from ..staging import PinnedRing
+from .staging import PinnedRing
 from .defaults import check_augment_mode, gpu_augment_class
 
 

@@ -1,5 +1,5 @@
 """The input path behind one small interface, so that the CPU path (timm
-transforms in DataLoader workers, ``input_cpu.py``) and the device path
+transforms in DataLoader workers, ``cpu.py``) and the device path
 (``gpu_augment.GpuAugment`` on a batch of cached uint8 images) are
 interchangeable:
 

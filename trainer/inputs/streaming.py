@@ -39,13 +39,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from fracbuild.encode import decode_png
 from fracbuild.location import Location
 
-from . import data, resources
-from .errors import UserError
-from .input_cpu import BatchTargets, seeded, train_transform
-from .inputs.defaults import gpu_augment_class
-from .inputs.device import DevicePipeline, StepPlan
-from .recipe import AugmentRecipe
-from .schedule import mix_seed
+from .. import data, resources
+from ..errors import UserError
+from .cpu import BatchTargets, seeded, train_transform
+from .defaults import gpu_augment_class
+from .device import DevicePipeline, StepPlan
+from ..recipe import AugmentRecipe
+from ..schedule import mix_seed
 from .shard_reader import read_samples
 from .staging import PinnedRing
 from .stream_schedule import StreamSchedule
