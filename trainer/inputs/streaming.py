@@ -371,9 +371,6 @@ class StreamDevicePipeline(DevicePipeline):
         labels = step.labels.to(self.device, non_blocking=True)
         return self.augment.apply(images, labels, step.plan.augment)
 
-    def batch(self, step: int) -> tuple[Tensor, Tensor]:
-        return next(self.batches(step, step + 1))
-
 
 def build_pipeline(path: str, location: Location, manifest: dict[str, Any], schedule: StreamSchedule,
                    recipe: AugmentRecipe, num_classes: int, device: torch.device, seed: int, workers: int, *,
