@@ -50,8 +50,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=1024, help="shuffle window, samples")
     args = parser.parse_args()
     from fractrain import data
-    from fractrain.stream_schedule import StreamSchedule
-    from fractrain.streaming import ShardFeed
+    from fractrain.inputs.stream_schedule import StreamSchedule
+    from fractrain.inputs.streaming import ShardFeed
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:

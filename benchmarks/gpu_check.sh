@@ -144,7 +144,7 @@ if wanted environment; then
 import torch, timm, fractrain, fracbuild
 print("torch", torch.__version__, "timm", timm.__version__, "cuda", torch.cuda.is_available(),
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
-from fractrain.pipeline import gpu_augment_class
+from fractrain.inputs.defaults import gpu_augment_class
 print("GPU augmentation available:", gpu_augment_class() is not None)'
 fi
 # Correctness first: the timings below mean little if these fail.

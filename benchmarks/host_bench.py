@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           "static (default: op-by-op)")
     args = parser.parse_args(argv)
     sys.path.insert(0, REPO)
-    from fractrain.pipeline import DevicePipeline
+    from fractrain.inputs.device import DevicePipeline
     from fractrain.recipe import AugmentRecipe
     from fractrain.schedule import EpochSchedule
 

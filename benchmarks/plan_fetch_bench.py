@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="measurements per setting (default: 5)")
     args = parser.parse_args(argv)
     sys.path.insert(0, REPO)
-    from fractrain.pipeline import DevicePipeline
+    from fractrain.inputs.device import DevicePipeline
     from fractrain.recipe import AugmentRecipe
     from fractrain.schedule import EpochSchedule
 

@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 from fractrain.schedule import EpochSchedule
-from fractrain.stream_schedule import StreamSchedule
+from fractrain.inputs.stream_schedule import StreamSchedule
 
 
 def main() -> None:

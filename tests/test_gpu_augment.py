@@ -221,9 +221,9 @@ def test_taps_resize_is_the_fp32_resize():
 
 def test_tf32_matmuls_are_switched_on_only_inside():
     before = torch.get_float32_matmul_precision()
-    with ga.crop._tf32_matmuls(True):
+    with ga.crop.tf32_matmuls(True):
         assert torch.get_float32_matmul_precision() == "high"
-    with ga.crop._tf32_matmuls(False):
+    with ga.crop.tf32_matmuls(False):
         assert torch.get_float32_matmul_precision() == before
     assert torch.get_float32_matmul_precision() == before
 
@@ -308,12 +308,12 @@ def test_value_ops_match_pil_exactly(c):
 def test_histogram_counts_every_pixel_once(height, width):
     # The histogram counts into 32 copies per plane (pixel p into copy p % 32)
     # and sums them: sizes below, at and off a multiple of 32 pixels.
-    from fractrain.gpu_augment.pixel_ops import _histogram
+    from fractrain.gpu_augment.pixel_ops import channel_histogram
 
     rng = np.random.default_rng(height * 100 + width)
     arr = rng.integers(0, 256, size=(5, 3, height, width))
     arr[0] = 0  # a black image: every count in bin 0
-    hist = _histogram(torch.from_numpy(arr).float())
+    hist = channel_histogram(torch.from_numpy(arr).float())
     assert hist.shape == (5, 3, 256) and hist.dtype == torch.int64
     expected = np.stack([[np.bincount(plane.ravel(), minlength=256) for plane in image] for image in arr])
     assert np.array_equal(hist.numpy(), expected)
@@ -1172,7 +1172,7 @@ def test_plan_workers_give_the_same_batches_in_step_order():
     import itertools
     import pickle
 
-    from fractrain.pipeline import DevicePipeline
+    from fractrain.inputs.device import DevicePipeline
     from fractrain.schedule import EpochSchedule
 
     images = fractal_like(40, 48, seed=4)
@@ -1216,7 +1216,7 @@ def test_plan_workers_get_consecutive_steps_in_chunks():
     import itertools
 
     from fractrain.errors import UserError
-    from fractrain.pipeline import DevicePipeline, _StepChunks
+    from fractrain.inputs.device import DevicePipeline, _StepChunks
     from fractrain.schedule import EpochSchedule
 
     assert list(_StepChunks(range(3, 10), 3)) == [(3, 4, 5), (6, 7, 8), (9,)]
@@ -1233,7 +1233,7 @@ def test_plan_workers_get_consecutive_steps_in_chunks():
 def test_cuda_side_stream_gives_the_same_batches(tmp_path):
     """DevicePipeline with and without the side stream, with the cache on the
     GPU or in pinned host memory: the same batches."""
-    from fractrain.pipeline import DevicePipeline
+    from fractrain.inputs.device import DevicePipeline
     from fractrain.schedule import EpochSchedule
 
     images = fractal_like(40, 48, seed=9)

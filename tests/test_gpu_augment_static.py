@@ -359,7 +359,8 @@ def test_graphed_augment_that_cannot_capture_warns_once_and_steps_aside():
 
 def test_pipeline_modes_give_the_same_batches_and_graph_needs_cuda():
     from fractrain.errors import UserError
-    from fractrain.pipeline import DevicePipeline, augment_mode_default
+    from fractrain.inputs.defaults import augment_mode_default
+    from fractrain.inputs.device import DevicePipeline
     from fractrain.schedule import EpochSchedule
 
     images, labels = dots(40, 48)[:, 0].numpy(), np.arange(40) % 10
@@ -386,7 +387,7 @@ def test_cuda_graph_mode_gives_the_op_by_op_batches():
     """On the GPU: the captured graphs (with and without the side stream,
     slots reused) give the batches of the op-by-op layout, up to float
     rounding ties of the fused kernels."""
-    from fractrain.pipeline import DevicePipeline
+    from fractrain.inputs.device import DevicePipeline
     from fractrain.schedule import EpochSchedule
 
     images, labels = dots(64, 64)[:, 0].numpy(), np.arange(64) % 10

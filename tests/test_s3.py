@@ -563,7 +563,7 @@ def test_fractrain_on_a_missing_bucket_gives_one_line(capsys, tmp_path, s3_endpo
 
 
 def test_trainer_streams_verified_shards_from_s3(tiny_dataset, s3, bucket, s3_endpoint, monkeypatch, tmp_path):
-    from fractrain import streaming
+    from fractrain.inputs import streaming
     from fractrain import pretrain
     from fractrain.config import defaults, override
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fractrain.staging import PinnedRing
+from fractrain.inputs.staging import PinnedRing
 
 
 class FakeEvent:
@@ -83,7 +83,7 @@ def test_a_slot_grows_for_a_larger_plan():
 def test_device_pipeline_through_a_ring_gives_the_same_batches(planners):
     """DevicePipeline with its plans staged through a (CPU, 2-slot) ring: the
     same batches as without, and every plan's slot is marked once queued."""
-    from fractrain.pipeline import DevicePipeline
+    from fractrain.inputs.device import DevicePipeline
     from fractrain.recipe import AugmentRecipe
     from fractrain.schedule import EpochSchedule
 

@@ -27,8 +27,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("mode, batch", [("exact", 6), ("drop-last", 6), ("exact", 16)])
 @pytest.mark.parametrize("path", ["gpu", "cpu"])
 def test_input_paths_pair_each_image_with_its_true_label(tiny_dataset, mode, batch, path):
-    from fractrain.input_cpu import ArraySource, CpuPipeline
-    from fractrain.pipeline import DevicePipeline, gpu_augment_class
+    from fractrain.inputs.cpu import ArraySource, CpuPipeline
+    from fractrain.inputs.defaults import gpu_augment_class
+    from fractrain.inputs.device import DevicePipeline
     from fractrain.recipe import AugmentRecipe
     from fractrain.schedule import EpochSchedule
 
@@ -158,7 +159,7 @@ def test_first_loss_after_a_resume_is_the_runs_first(tiny_dataset, tmp_path):
 
 # --- transfer_check.sh's "flips only" ------------------------------------------------
 def test_transfer_checks_flips_only_recipe_has_nothing_but_flips():
-    from fractrain.input_cpu import train_transform
+    from fractrain.inputs.cpu import train_transform
     from fractrain.recipe import AugmentRecipe
 
     script = (REPO / "benchmarks" / "transfer_check.sh").read_text()

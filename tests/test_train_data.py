@@ -16,7 +16,7 @@ from conftest import as_version_1
 from fracbuild.shards import read_shard
 from fractrain import data
 from fractrain.errors import UserError
-from fractrain.input_cpu import ArraySource, CpuPipeline, StepBatches, train_transform
+from fractrain.inputs.cpu import ArraySource, CpuPipeline, StepBatches, train_transform
 from fractrain.recipe import SWITCHES, AugmentRecipe
 from fractrain.schedule import EpochSchedule
 

@@ -72,9 +72,13 @@ def test_run_folder_holds_config_metrics_events_and_checkpoints(tiny_dataset, tm
             "model_name", "num_classes"} <= set(final)
     assert final["step"] == 12 and final["num_classes"] == 16 and final["model_name"] == "vit_tiny_patch16_224"
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in final["model"])  # unwrapped
-    # The saved config.yaml resolves back to the same configuration.
+    # The saved config.yaml resolves back to the same configuration, with the
+    # input settings left to their defaults as decided (on the CPU: no fused
+    # kernels, op-by-op), not null.
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert from_dict(saved) == tiny_config(tiny_dataset, out)
+    assert from_dict(saved) == tiny_config(tiny_dataset, out, **{"run.fuse_augment": False,
+                                                                 "run.gpu_augment_mode": "op-by-op"})
+    assert None not in (saved["run"]["workers"], saved["run"]["fuse_augment"], saved["run"]["gpu_augment_mode"])
 
 
 def test_stop_and_resume_gives_the_same_weights(tiny_dataset, tmp_path):
@@ -156,7 +160,7 @@ def test_gpu_input_path_adapter_with_a_stand_in(tiny_dataset, tmp_path):
 
 
 def test_gpu_input_path_with_the_real_augmentation_on_cpu(tiny_dataset, tmp_path):
-    from fractrain.pipeline import gpu_augment_class
+    from fractrain.inputs.defaults import gpu_augment_class
 
     if gpu_augment_class() is None:
         pytest.skip("fractrain.gpu_augment is not available")
@@ -305,3 +309,31 @@ def test_bench_step_stream_is_a_high_priority_cuda_stream_or_nothing():
             stream = torch.cuda.current_stream()
             assert stream != default and stream.priority == min(torch.cuda.Stream.priority_range())
         assert torch.cuda.current_stream() == default
+
+
+def test_bench_builds_its_model_and_optimizer_from_the_pretrain_config(tiny_dataset, monkeypatch):
+    import dataclasses
+
+    from fractrain import bench, config as configs
+
+    seen = {}
+    create_model, create_optimizer = bench.models.create, bench.create_optimizer
+
+    def model_spy(name, num_classes, input_size, drop_path, kwargs):
+        seen["model"] = (name, input_size, drop_path, kwargs)
+        return create_model(name, num_classes, input_size, drop_path, kwargs)
+
+    def optimizer_spy(net, optim, batch_size):
+        seen["optim"] = (optim, batch_size)
+        return create_optimizer(net, optim, batch_size)
+
+    monkeypatch.setattr(bench.models, "create", model_spy)
+    monkeypatch.setattr(bench, "create_optimizer", optimizer_spy)
+    cfg = configs.override(configs.defaults("pretrain"), {
+        "model.name": "vit_tiny_patch16_224", "model.drop_path": 0.25, "model.kwargs": {"depth": 1},
+        "data.shards": str(tiny_dataset), "augment.input_size": 32, "batch_size": 8, "optim.lr": 0.5,
+        "run.device": "cpu", "run.workers": 0})
+    result = bench.run(cfg, steps=1, warmup=0, windows=1, paths=("model",))
+    assert result["batch_size"] == 8 and result["input_size"] == 32
+    assert seen["model"] == ("vit_tiny_patch16_224", 32, 0.25, {"depth": 1})
+    assert seen["optim"] == (dataclasses.replace(configs.defaults("pretrain").optim, lr=0.5), 8)

@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from fractrain import data, pretrain, streaming
+from fractrain import data, pretrain
+from fractrain.inputs import streaming
 from fractrain.cli import main
 from fractrain.config import defaults, override
-from fractrain.input_cpu import ArraySource, CpuPipeline
-from fractrain.pipeline import DevicePipeline, gpu_augment_class
+from fractrain.inputs.cpu import ArraySource, CpuPipeline
+from fractrain.inputs.defaults import gpu_augment_class
+from fractrain.inputs.device import DevicePipeline
 from fractrain.recipe import AugmentRecipe
-from fractrain.stream_schedule import StreamSchedule
+from fractrain.inputs.stream_schedule import StreamSchedule
 
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import build_tiny  # noqa: E402

@@ -18,6 +18,7 @@ workers work ahead, is timed after them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 import statistics
@@ -27,12 +28,14 @@ from typing import Any, Callable
 
 import torch
 
-from . import data, distributed as dist, model as models, pipeline as pipelines, step_profile
-from .config import OptimConfig
-from .input_cpu import ArraySource, CpuPipeline
+from . import data, distributed as dist, inputs, model as models, step_profile
+from .config import TrainConfig
+from .inputs.cpu import ArraySource, CpuPipeline
+from .inputs import defaults
+from .inputs.device import DevicePipeline
+from .inputs.synthetic import SyntheticPipeline
 from .loop import Stepper, resolve_precision
 from .optim import create_optimizer
-from .recipe import AugmentRecipe
 from .schedule import EpochSchedule
 
 PATHS = ("model", "gpu", "gpu-serial", "cpu")
@@ -166,41 +169,46 @@ def _profile_path(results: dict[str, Any], timed: _TimedPath, device: torch.devi
             log(line)
 
 
-def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20, warmup: int = 10,
-        windows: int = 3, compile: bool = False, device: str = "auto", workers: int = 8, input_size: int = 224,
-        model_kwargs: dict[str, Any] | None = None, precision: str = "auto", paths: tuple[str, ...] = ("model", "gpu", "cpu"),
-        fuse_augment: bool | None = None, augment_mode: str | None = None, resize_precision: str | None = None,
-        profile_steps: int = 0,
-        trace_dir: str | None = None, host_profile_steps: int = 0, high_priority_step: bool = False,
-        log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    """Time each of ``paths``; returns the result dict (images/s per path, the
-    ratios, each window's rate). profile_steps: after the timed windows,
-    profile that many more steps of each path (step_profile; summaries under
-    "profile", chrome traces in trace_dir when given). host_profile_steps: then
-    that many under cProfile (step_profile.host_profile; under "host_profile").
-    high_priority_step: on CUDA, run the steps on a stream of the highest
-    priority (step_stream). resize_precision: GpuAugment's (None: its default)."""
-    kind = dist.resolve_device(device)
+def run(config: TrainConfig, *, steps: int = 20, warmup: int = 10, windows: int = 3,
+        paths: tuple[str, ...] = ("model", "gpu", "cpu"), resize_precision: str | None = None,
+        profile_steps: int = 0, trace_dir: str | None = None, host_profile_steps: int = 0,
+        high_priority_step: bool = False, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """Time each of ``paths`` for the pre-training run ``config`` describes
+    (its data set, model, optimizer, recipe, batch size, device, precision,
+    compile, workers and GPU augmentation settings); returns the result dict
+    (images/s per path, the ratios, each window's rate). profile_steps: after
+    the timed windows, profile that many more steps of each path
+    (step_profile; summaries under "profile", chrome traces in trace_dir when
+    given). host_profile_steps: then that many under cProfile
+    (step_profile.host_profile; under "host_profile"). high_priority_step: on
+    CUDA, run the steps on a stream of the highest priority (step_stream).
+    resize_precision: GpuAugment's (None: its default)."""
+    kind = dist.resolve_device(config.run.device)
     target = torch.device("cuda", torch.cuda.current_device()) if kind == "cuda" else torch.device("cpu")
     ctx = dist.Context(rank=0, world_size=1, local_rank=0, local_world_size=1, device=target)
-    precision = resolve_precision(precision, ctx.device)
-    fuse = pipelines.fuse_default(fuse_augment, ctx.device)
-    mode = pipelines.augment_mode_default(augment_mode, ctx.device)
-    dataset = data.load(shards, log=log)
+    precision = resolve_precision(config.run.precision, ctx.device)
+    assert config.run.workers is not None, "bench needs config.run.workers resolved"
+    gpu_cls = defaults.gpu_augment_class()
+    # The bench times each path it is asked for: the device path's settings
+    # are those pretrain decides for it.
+    choice = inputs.choose_input(dataclasses.replace(config.run, input_path="gpu" if gpu_cls else "cpu"),
+                                 ctx.device, config.run.workers, gpu_cls)
+    fuse, mode, workers = choice.fuse_augment, choice.gpu_augment_mode, choice.workers
+    dataset = data.load(config.data.shards, log=log)
     num_classes = dataset.num_classes
-    recipe = AugmentRecipe(input_size=input_size)
+    recipe = config.recipe()
+    batch_size, input_size, compile = config.batch_size, recipe.input_size, config.run.compile
     schedule = EpochSchedule(dataset.num_samples, batch_size, seed=0)
-    name = models.resolve_name(model_name)
-    gpu_cls = pipelines.gpu_augment_class()
+    name = models.resolve_name(config.model.name)
     augment_options: dict[str, Any] = {"fuse": fuse}
     if resize_precision is not None:
         augment_options["resize_precision"] = resize_precision
 
     def stepper_for() -> Stepper:
         torch.manual_seed(0)
-        net = models.create(name, num_classes, input_size, 0.1, model_kwargs).to(ctx.device)
-        net.train()
-        optimizer = create_optimizer(net, OptimConfig(), batch_size)
+        net = models.create(name, num_classes, input_size, config.model.drop_path, config.model.kwargs)
+        net.to(ctx.device).train()
+        optimizer = create_optimizer(net, config.optim, batch_size)
         from timm.loss import SoftTargetCrossEntropy
 
         return Stepper(net, optimizer, SoftTargetCrossEntropy(), ctx, precision, compile=compile)
@@ -208,7 +216,7 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
     results: dict[str, Any] = {
         "model": name, "device": str(ctx.device), "batch_size": batch_size, "input_size": input_size,
         "compile": compile, "fuse_augment": fuse, "gpu_augment_mode": mode, "gpu_resize": resize_precision,
-        "plan_workers": pipelines.plan_workers_for(workers), "high_priority_step": high_priority_step,
+        "plan_workers": choice.plan_workers, "high_priority_step": high_priority_step,
         "precision": precision, "workers": workers, "num_samples": dataset.num_samples,
         "image_size": dataset.image_size,
         "model_images_per_s": None, "gpu_augment_images_per_s": None, "cpu_augment_images_per_s": None,
@@ -229,16 +237,15 @@ def run(*, model_name: str, shards: str, batch_size: int = 256, steps: int = 20,
         entries = []
         for path in group:
             if path == "model":
-                source = pipelines.SyntheticPipeline(batch_size, input_size, num_classes, ctx.device)
+                source = SyntheticPipeline(batch_size, input_size, num_classes, ctx.device)
             elif path in ("gpu", "gpu-serial"):
                 if gpu_cls is None:
                     log("bench: GPU augmentation not available; skipped")
                     continue
-                source = pipelines.DevicePipeline(dataset.images, dataset.labels, schedule, recipe, num_classes,
-                                                  ctx.device, seed=0, augment_cls=gpu_cls, log=log,
-                                                  overlap=path == "gpu",
-                                                  plan_workers=pipelines.plan_workers_for(workers),
-                                                  augment_options=augment_options, augment_mode=mode)
+                source = DevicePipeline(dataset.images, dataset.labels, schedule, recipe, num_classes, ctx.device,
+                                        seed=0, augment_cls=gpu_cls, log=log, overlap=path == "gpu",
+                                        plan_workers=choice.plan_workers, augment_options=augment_options,
+                                        augment_mode=mode)
                 results["gpu_resize"] = source.augment.resize_precision  # the one in use
             elif path == "cpu":
                 source = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,

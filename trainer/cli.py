@@ -462,12 +462,14 @@ def bench(model: str, shards: str, batch_size: int, steps: int, warmup: int, win
     unknown = sorted(set(chosen) - set(runner.PATHS))
     if unknown or not chosen:
         raise UserError(f"--paths takes {', '.join(runner.PATHS)}; got {paths!r}")
-    kwargs = resolve("pretrain", {"model_args": model_args})
-    result = runner.run(model_name=model, shards=shards, batch_size=batch_size, steps=steps, warmup=warmup,
-                        windows=windows, compile=compile, device=device, workers=workers, input_size=input_size,
-                        model_kwargs=kwargs.model.kwargs, precision=precision, paths=chosen,
-                        fuse_augment=fuse_augment, augment_mode=gpu_augment_mode, resize_precision=gpu_resize,
-                        profile_steps=profile_steps,
+    # The model, optimizer and recipe of a pre-training run with these flags.
+    config = resolve("pretrain", {
+        "model_args": model_args, "model__name": model, "data__shards": shards, "batch_size": batch_size,
+        "augment__input_size": input_size, "run__device": device, "run__precision": precision,
+        "run__compile": compile, "run__workers": workers, "run__fuse_augment": fuse_augment,
+        "run__gpu_augment_mode": gpu_augment_mode})
+    result = runner.run(config, steps=steps, warmup=warmup, windows=windows, paths=chosen,
+                        resize_precision=gpu_resize, profile_steps=profile_steps,
                         trace_dir=trace_dir, host_profile_steps=host_profile_steps,
                         high_priority_step=high_priority_step, log=_log)
     if as_json:

@@ -26,7 +26,7 @@ from fracbuild.shards import read_samples
 
 from . import data, distributed as dist
 from .errors import UserError
-from .input_cpu import ArraySource, ImageSource
+from .inputs.cpu import ArraySource, ImageSource
 from .recipe import AugmentRecipe
 
 IMAGE_FIELDS = ("png", "jpg", "jpeg", "webp", "ppm", "bmp")

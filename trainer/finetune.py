@@ -16,7 +16,7 @@ from . import checkpoint as ckpt
 from . import distributed as dist, downstream, model as models, threads
 from .config import TrainConfig
 from .errors import UserError
-from .input_cpu import CpuPipeline
+from .inputs.cpu import CpuPipeline
 from .loop import Job, check_resume, fit_in_folder
 from .pretrain import check_batch, check_memory, finished_summary, stderr_log
 from .runfolder import RunFolder, decide, default_out

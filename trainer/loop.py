@@ -33,8 +33,8 @@ from . import distributed as dist
 from . import interrupts
 from .config import TrainConfig, differences, dump_yaml, to_dict
 from .errors import ResumeMismatch, TrainFailure, UserError
+from .inputs.protocol import InputPipeline
 from .optim import create_optimizer, create_schedule, current_lr, describe, lr_position
-from .pipeline import InputPipeline
 from .runfolder import RunFolder, remove_if_unused
 from .schedule import EpochSchedule, mix_seed
 

@@ -12,10 +12,10 @@ from typing import Any, Callable
 import torch
 
 from . import checkpoint as ckpt
-from . import data, distributed as dist, model as models, pipeline as pipelines, resources, streaming, threads
+from . import data, distributed as dist, inputs, model as models, resources, threads
+from .inputs import streaming
 from .config import TrainConfig
 from .errors import UserError
-from .input_cpu import ArraySource, CpuPipeline
 from .loop import Job, check_resume, fit_in_folder, resolve_precision
 from .runfolder import SUMMARY, RunFolder, decide, default_out
 from .schedule import make_schedule
@@ -107,13 +107,11 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     if payload is not None:
         check_resume(payload, start.checkpoint, cfg, cfg.model.name, num_classes, manifest_sha)
         streaming.check_resume(payload, start.checkpoint, input_mode, schedule, ctx.world_size)
-    if augment_cls is not None and cfg.run.input_path != "cpu":
-        path = "gpu"
-    else:
-        path = pipelines.choose(cfg.run.input_path, ctx.device)
     if ctx.is_main:
         log(f"run folder: {out}" + (f" (resuming from {os.path.basename(start.checkpoint)})" if start.checkpoint else ""))
-    workers = threads.for_run(ctx, cfg.run, log)
+    choice = inputs.choose_input(cfg.run, ctx.device, threads.for_run(ctx, cfg.run, log), augment_cls)
+    path, workers = choice.path, choice.workers
+    cfg = dataclasses.replace(cfg, run=choice.recorded(cfg.run))  # config.yaml says what ran
 
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     net = models.create(cfg.model.name, num_classes, recipe.input_size, cfg.model.drop_path, cfg.model.kwargs)
@@ -128,24 +126,14 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
         progress=cfg.run.progress and ctx.is_main)
     if dataset is not None and dataset.manifest_sha256 != manifest_sha:
         raise UserError(f"{cfg.data.shards}: the manifest changed while the run started")
-    if input_mode == "stream":
-        pipe = streaming.build_pipeline(
-            path, location, manifest, schedule, recipe, num_classes, ctx.device, cfg.run.seed, workers,
-            augment_cls=augment_cls, augment_options={"fuse": pipelines.fuse_default(cfg.run.fuse_augment, ctx.device)},
-            augment_mode=pipelines.augment_mode_default(cfg.run.gpu_augment_mode, ctx.device), log=log)
-    elif path == "gpu":
-        planners, fuse = pipelines.plan_workers_for(workers), pipelines.fuse_default(cfg.run.fuse_augment, ctx.device)
-        mode = pipelines.augment_mode_default(cfg.run.gpu_augment_mode, ctx.device)
-        pipe = pipelines.DevicePipeline(dataset.images, dataset.labels, schedule, recipe, num_classes, ctx.device,
-                                        cfg.run.seed, augment_cls=augment_cls, log=log, plan_workers=planners,
-                                        augment_options={"fuse": fuse}, augment_mode=mode)
-        if ctx.is_main:
-            log(f"GPU augmentation ({mode}): batches planned "
-                f"{f'ahead by {planners} workers' if planners else 'inline'}"
-                f"{'; fused kernels, compiled during the first steps' if fuse else ''}")
-    else:
-        pipe = CpuPipeline(ArraySource(dataset.images, dataset.labels), schedule, recipe, num_classes,
-                           ctx.device, cfg.run.seed, workers)
+    pipe = inputs.create_pipeline(choice, dataset, schedule, ctx.device, recipe, num_classes, cfg.run.seed,
+                                  stream=(location, manifest) if input_mode == "stream" else None,
+                                  augment_cls=augment_cls, log=log)
+    if ctx.is_main and path == "gpu" and input_mode != "stream":
+        planners, mode = choice.plan_workers, choice.gpu_augment_mode
+        log(f"GPU augmentation ({mode}): batches planned "
+            f"{f'ahead by {planners} workers' if planners else 'inline'}"
+            f"{'; fused kernels, compiled during the first steps' if choice.fuse_augment else ''}")
     # The pipeline holds what it needs: on the GPU path the decoded images now
     # live in GPU (or pinned) memory, and dropping this reference frees the
     # host copy (5.5 GB per rank at L = 21,000, 512 px).

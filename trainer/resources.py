@@ -33,7 +33,7 @@ from .errors import UserError
 BACKWARD_FACTOR = 1.3
 HEADROOM = 0.85  # of the available memory: the allocator's fragmentation, the interpreter, the page cache
 OPTIMIZER_COPIES = 4  # weights, gradients and two AdamW moments, float32 each
-PREFETCH = 4  # batches each CPU-path DataLoader worker keeps ready (input_cpu.CpuPipeline)
+PREFETCH = 4  # batches each CPU-path DataLoader worker keeps ready (inputs.cpu.CpuPipeline)
 WORKER_BYTES = 300 << 20  # a DataLoader worker's own memory (its interpreter and transforms)
 GB = 1e9
 

@@ -8,9 +8,9 @@ from torch import Tensor
 
 from ..recipe import AugmentRecipe
 from .color_jitter import color_jitter, sample_color_jitter
-from .crop import (RESIZE_PRECISIONS, _two_pass_resize, axis_weights, resize_order, sample_crop_boxes,
+from .crop import (RESIZE_PRECISIONS, two_pass_resize, axis_weights, resize_order, sample_crop_boxes,
                    sample_flips)
-from .draws import _rand
+from .draws import draw_rand
 from . import fusion
 from .erasing import random_erasing, sample_erasing_boxes
 from .mixing import mix_batch, mix_choice, sample_cutmix_box, sample_mix_params, smoothed_targets
@@ -113,7 +113,10 @@ class GpuAugment:
         self.static = bool(static)
         self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
         # One object for the run: the compiled static graph specialises on its values.
-        self.static_config = static_layout.StaticConfig.of(self)
+        self.static_config = static_layout.StaticConfig.of(
+            recipe, self.rand_augment, size=self.size, expand_to_rgb=self._channels_after_expand(1) == 3,
+            precision=self.resize_precision, fill=self.fill, jitter=self.color_jitter is not None,
+            num_classes=self.num_classes)
 
     def __getstate__(self) -> dict:
         # Picklable for DataLoader workers that plan ahead: the per-device
@@ -124,7 +127,7 @@ class GpuAugment:
         """Bicubic (True) or bilinear: one bool for the batch, or with 'random'
         (timm's per-call coin flip) bool (batch,), one per sample."""
         if self.interpolation == "random":
-            return _rand((batch,), generator) < 0.5
+            return draw_rand((batch,), generator) < 0.5
         return self.interpolation == "bicubic"
 
     def _channels_after_expand(self, channels: int) -> int:
@@ -188,7 +191,7 @@ class GpuAugment:
         thousand elements."""
         draws = self.draw(shape, generator)
         if self.static:
-            plan = static_layout.plan(self, draws)
+            plan = static_layout.plan(draws, self.size, self.rand_augment)
             if plan is not None:
                 return plan
         return self._subset_plan(draws)
@@ -256,7 +259,7 @@ class GpuAugment:
             wx = [m[:, None] for m in axis_weights(start[:b], length[:b], width, s, x_cubic, reverse[:b], precision)]
             wy = [m[:, None] for m in axis_weights(start[b:], length[b:], height, s, y_cubic, reverse[b:], precision)]
 
-        out = _two_pass_resize(images, wx, wy, k)
+        out = two_pass_resize(images, wx, wy, k)
         out = out.index_select(0, dev["crop.inverse"]) if 0 < k < b else out
         # Grayscale becomes RGB after the crop, not before: the crop treats
         # every channel alike, so this is the same image for a third of the
@@ -277,7 +280,8 @@ class GpuAugment:
         if images.dim() == 3:
             images = images[:, None]
         if isinstance(plan, StaticPlan):
-            return static_layout.apply(self, images, targets, plan.to(images.device).tensors)
+            return static_layout.apply(self.static_config, images, targets, plan.to(images.device).tensors,
+                                       *self._mean_std(images.device))
         dev = plan.to(images.device).tensors
 
         x = self._crop(images, plan, dev)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .draws import _channels, _rand
-from .pixel_ops import _brightness_lut, _col, _contrast_lut, _levels, _luma_mean, apply_lut, color
+from .draws import channel_constants, draw_rand
+from .pixel_ops import brightness_lut, sample_column, contrast_lut, lut_levels, luma_mean, apply_lut, color
 
 
 def sample_color_jitter(
@@ -18,10 +18,10 @@ def sample_color_jitter(
     and the order int64 (N, 3): a uniformly random permutation of (0, 1, 2)
     (torchvision permutes four ops, hue included; with hue off that leaves a
     uniform order of the other three)."""
-    lo = _channels([max(0.0, 1 - s) for s in strength], generator.device)
-    hi = _channels([1 + s for s in strength], generator.device)
-    factors = lo + (hi - lo) * _rand((batch, 3), generator)
-    order = _rand((batch, 3), generator).argsort(dim=1)
+    lo = channel_constants([max(0.0, 1 - s) for s in strength], generator.device)
+    hi = channel_constants([1 + s for s in strength], generator.device)
+    factors = lo + (hi - lo) * draw_rand((batch, 3), generator)
+    order = draw_rand((batch, 3), generator).argsort(dim=1)
     return factors, order
 
 
@@ -35,11 +35,11 @@ def color_jitter(x: Tensor, factors: Tensor, order: Tensor) -> Tensor:
         # Brightness and contrast are value maps: one table for both.
         lut = torch.where(
             (which == 0)[:, None, None],
-            _brightness_lut(f),
-            torch.where((which == 1)[:, None, None], _contrast_lut(f, _luma_mean(x)), _levels(x.shape[0], x.device)),
+            brightness_lut(f),
+            torch.where((which == 1)[:, None, None], contrast_lut(f, luma_mean(x)), lut_levels(x.shape[0], x.device)),
         )
         out = apply_lut(x, lut)
         if x.shape[1] > 1:
-            out = torch.where(_col(which == 2, 4), color(x, f), out)
+            out = torch.where(sample_column(which == 2, 4), color(x, f), out)
         x = out
     return x

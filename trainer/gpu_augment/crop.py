@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from .draws import _rand, _randint_inclusive, _uniform
+from .draws import draw_rand, draw_randint_inclusive, draw_uniform
 from .fusion import fused
 
 
@@ -53,9 +53,9 @@ def sample_crop_boxes(
     Returns int64 tensors ``(top, left, h, w)``, each ``(batch,)``.
     """
     area = height * width
-    target_area = _uniform((batch, tries), scale[0], scale[1], generator) * area
+    target_area = draw_uniform((batch, tries), scale[0], scale[1], generator) * area
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(_uniform((batch, tries), log_lo, log_hi, generator))
+    aspect = torch.exp(draw_uniform((batch, tries), log_lo, log_hi, generator))
     # torch.round is round-half-to-even, as is Python's round() that timm uses.
     w = torch.round(torch.sqrt(target_area * aspect)).to(torch.int64)
     h = torch.round(torch.sqrt(target_area / aspect)).to(torch.int64)
@@ -76,8 +76,8 @@ def sample_crop_boxes(
         fw, fh = width, height
     w = torch.where(any_fits, w, torch.full_like(w, fw))
     h = torch.where(any_fits, h, torch.full_like(h, fh))
-    top = _randint_inclusive(0, height - h, generator)
-    left = _randint_inclusive(0, width - w, generator)
+    top = draw_randint_inclusive(0, height - h, generator)
+    left = draw_randint_inclusive(0, width - w, generator)
     top = torch.where(any_fits, top, torch.full_like(top, (height - fh) // 2))
     left = torch.where(any_fits, left, torch.full_like(left, (width - fw) // 2))
     return top, left, h, w
@@ -224,7 +224,7 @@ def _resample_taps(start: Tensor, length: Tensor, in_size: int, out_size: int, c
 
 def axis_weights(start: Tensor, length: Tensor, in_size: int, out_size: int, cubic: Tensor | bool,
                  reverse: Tensor | None = None, precision: str = "fp32") -> list:
-    """One resize axis as _two_pass_resize takes it: [Taps] for precision
+    """One resize axis as two_pass_resize takes it: [Taps] for precision
     "taps", else _resample_weights' matrices. Same arguments."""
     if precision == "taps":
         return [Taps(*_resample_taps(start, length, in_size, out_size, cubic, reverse))]
@@ -248,7 +248,7 @@ def _tf32_parts(w: Tensor) -> list[Tensor]:
 
 
 @contextlib.contextmanager
-def _tf32_matmuls(on: bool) -> Iterator[None]:
+def tf32_matmuls(on: bool) -> Iterator[None]:
     """Let CUDA float32 matmuls use TF32 tensor cores inside (when ``on``),
     restoring the caller's setting after (torch's own switch, which both of
     its TF32 APIs follow)."""
@@ -269,7 +269,7 @@ def _product(weights: list[Tensor], values: Tensor, weights_first: bool) -> Tens
     matrices _resample_weights returns (the weights, or two TF32-exact parts
     that sum to them); ``values``: integers in [0, 255].
 
-    With two parts (precision 'tf32x2', run inside _tf32_matmuls on CUDA)
+    With two parts (precision 'tf32x2', run inside tf32_matmuls on CUDA)
     both operands of each product are exact in TF32 (integers below 2**11,
     and the parts), so TF32 tensor cores, which multiply exactly and add in
     float32, give the float32 product up to rounding, several times faster
@@ -315,7 +315,7 @@ def _taps_pass(weight: Tensor, first: Tensor, values: Tensor, axis: int) -> Tens
     return out.transpose(2, 3) if axis == -2 else out
 
 
-def _two_pass_resize(x: Tensor, wx: list[Tensor], wy: list[Tensor], rows_first: int,
+def two_pass_resize(x: Tensor, wx: list[Tensor], wy: list[Tensor], rows_first: int,
                      switch_tf32: bool = True) -> Tensor:
     """PIL's separable resize as two passes (batched matrix products, or
     _taps_pass for Taps), each rounded to uint8 as PIL does. x (N, C, H, W)
@@ -343,7 +343,7 @@ def _two_pass_resize(x: Tensor, wx: list[Tensor], wy: list[Tensor], rows_first: 
     n, k = x.shape[0], rows_first
     first, rest = slice(0, k), slice(k, n)
     parts = []
-    with _tf32_matmuls(switch_tf32 and len(wx) > 1 and x.is_cuda):
+    with tf32_matmuls(switch_tf32 and len(wx) > 1 and x.is_cuda):
         if k > 0:
             parts.append(vertical(horizontal(x[first], rows(wx, first)), rows(wy, first)))
         if k < n:
@@ -393,7 +393,7 @@ def resized_crop(
     wx = [m[perm, None] for m in axis_weights(left, w, width, size, cubic, hflip, precision)]  # (N, 1, S, W)
     wy = [m[perm, None] for m in axis_weights(top, h, height, size, cubic, vflip, precision)]  # (N, 1, S, H)
     rows_first = n - int(vertical_first.sum())
-    out = _two_pass_resize(x[perm], wx, wy, rows_first)
+    out = two_pass_resize(x[perm], wx, wy, rows_first)
     return out.index_select(0, torch.argsort(perm))
 
 
@@ -402,5 +402,5 @@ def resized_crop(
 
 def sample_flips(batch: int, hflip: float, vflip: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Per-sample flip decisions as torchvision draws them (flip if U < p). Bool (N,) each."""
-    u = _rand((2, batch), generator)
+    u = draw_rand((2, batch), generator)
     return u[0] < hflip, u[1] < vflip

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from .draws import _rand, _randint_inclusive, _uniform, hashed_normal
+from .draws import draw_rand, draw_randint_inclusive, draw_uniform, hashed_normal
 
 
 def sample_erasing_boxes(
@@ -35,14 +35,14 @@ def sample_erasing_boxes(
     """
     max_aspect = max_aspect or 1 / min_aspect
     k = max(min_count, max_count)
-    erase = _rand((batch,), generator) <= probability  # timm skips when random() > p
+    erase = draw_rand((batch,), generator) <= probability  # timm skips when random() > p
     if min_count == max_count:
         count = torch.full((batch,), min_count, dtype=torch.int64, device=generator.device)
     else:
-        count = _randint_inclusive(min_count, torch.full((batch,), max_count, device=generator.device), generator)
-    target_area = _uniform((batch, k, tries), min_area, max_area, generator) * (height * width)
+        count = draw_randint_inclusive(min_count, torch.full((batch,), max_count, device=generator.device), generator)
+    target_area = draw_uniform((batch, k, tries), min_area, max_area, generator) * (height * width)
     target_area = target_area / count[:, None, None].to(torch.float32)
-    aspect = torch.exp(_uniform((batch, k, tries), math.log(min_aspect), math.log(max_aspect), generator))
+    aspect = torch.exp(draw_uniform((batch, k, tries), math.log(min_aspect), math.log(max_aspect), generator))
     h = torch.round(torch.sqrt(target_area * aspect)).to(torch.int64)
     w = torch.round(torch.sqrt(target_area / aspect)).to(torch.int64)
     fits = (w < width) & (h < height)
@@ -53,8 +53,8 @@ def sample_erasing_boxes(
     active = erase[:, None] & (slot < count[:, None]) & fits.any(-1)
     h = torch.where(active, h, torch.zeros_like(h))
     w = torch.where(active, w, torch.zeros_like(w))
-    top = _randint_inclusive(0, height - h, generator)
-    left = _randint_inclusive(0, width - w, generator)
+    top = draw_randint_inclusive(0, height - h, generator)
+    left = draw_randint_inclusive(0, width - w, generator)
     return top, left, h, w, active
 
 

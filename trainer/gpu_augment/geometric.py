@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .draws import _channels
+from .draws import channel_constants
 from .fusion import fused
 
 
@@ -151,4 +151,4 @@ def affine(x: Tensor, matrix: Tensor, fill: tuple[float, ...], cubic: Tensor | b
     out = out.clamp_(0, 255).floor_()  # PIL truncates
     if len(set(fill)) == 1:  # one number: no per-channel tensor to make
         return out.masked_fill_(outside, float(fill[0]))
-    return torch.where(outside, _channels(fill, x.device).view(1, -1, 1, 1), out)
+    return torch.where(outside, channel_constants(fill, x.device).view(1, -1, 1, 1), out)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from .draws import _rand, _randn
+from .draws import draw_rand, draw_randn
 from .fusion import fused
 
 
@@ -21,14 +21,14 @@ def _sample_gamma(alpha: float, shape: tuple[int, ...], generator: torch.Generat
     a = alpha + 1 if boost else alpha
     d = a - 1.0 / 3.0
     c = 1.0 / math.sqrt(9.0 * d)
-    z = _randn((*shape, tries), generator, dtype=torch.float64)
-    u = _rand((*shape, tries), generator, dtype=torch.float64)
+    z = draw_randn((*shape, tries), generator, dtype=torch.float64)
+    u = draw_rand((*shape, tries), generator, dtype=torch.float64)
     v = (1 + c * z) ** 3
     accept = (v > 0) & (torch.log(u) < 0.5 * z * z + d - d * v + d * torch.log(v.clamp(min=1e-300)))
     first = accept.to(torch.uint8).argmax(-1, keepdim=True)
     g = d * v.gather(-1, first).squeeze(-1).clamp(min=0)
     if boost:
-        g = g * _rand(shape, generator, dtype=torch.float64) ** (1.0 / alpha)
+        g = g * draw_rand(shape, generator, dtype=torch.float64) ** (1.0 / alpha)
     return g
 
 
@@ -52,7 +52,7 @@ def sample_mix_params(
     generator's device, so nothing waits for the host. lam = 1 and
     use_cutmix = False where the batch is not mixed (P = 1 - mix_prob)."""
     device = generator.device
-    u = _rand((2, *shape), generator)
+    u = draw_rand((2, *shape), generator)
     mix = u[0] < mix_prob
     if mixup_alpha > 0 and cutmix_alpha > 0:
         use_cutmix = u[1] < switch_prob
@@ -81,7 +81,7 @@ def sample_cutmix_box(
     ratio = torch.sqrt((1 - lam.to(torch.float64)).clamp(min=0))
     cut_h = torch.floor(height * ratio).to(torch.int64)
     cut_w = torch.floor(width * ratio).to(torch.int64)
-    u = _rand((2, *lam.shape), generator, dtype=torch.float64)
+    u = draw_rand((2, *lam.shape), generator, dtype=torch.float64)
     cy = torch.floor(u[0] * height).to(torch.int64).clamp(max=height - 1)
     cx = torch.floor(u[1] * width).to(torch.int64).clamp(max=width - 1)
     yl = (cy - cut_h // 2).clamp(0, height)

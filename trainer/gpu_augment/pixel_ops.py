@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .draws import _channels
+from .draws import channel_constants
 from .fusion import fused
 
 
@@ -24,7 +24,7 @@ from .fusion import fused
 # per-sample table, so a whole RandAugment layer of them costs one gather.
 
 
-def _levels(n: int, device) -> Tensor:
+def lut_levels(n: int, device) -> Tensor:
     return torch.arange(256, device=device, dtype=torch.float32).expand(n, 1, 256)
 
 
@@ -43,45 +43,45 @@ def _blend(degenerate: Tensor, image: Tensor, factor: Tensor) -> Tensor:
     return (degenerate + factor * (image - degenerate)).clamp_(0, 255).floor_()
 
 
-def _col(v: Tensor, dims: int) -> Tensor:
+def sample_column(v: Tensor, dims: int) -> Tensor:
     """A per-sample (N,) tensor shaped to broadcast against an N-first tensor of ``dims`` dims."""
     return v.reshape(-1, *([1] * (dims - 1)))
 
 
-def _invert_lut(n: int, device) -> Tensor:
-    return 255.0 - _levels(n, device)
+def invert_lut(n: int, device) -> Tensor:
+    return 255.0 - lut_levels(n, device)
 
 
-def _posterize_lut(bits: Tensor) -> Tensor:
+def posterize_lut(bits: Tensor) -> Tensor:
     # PIL keeps the top `bits` bits: i & ~(2**(8 - bits) - 1). bits = 0 keeps
     # none, i.e. black (Pillow 13 raises for 0 bits; timm's inc1 mapping asks
     # for it at magnitude 10). bits >= 8 is the identity, as in timm.
     q = torch.pow(2.0, 8 - bits.clamp(0, 8))
-    i = _levels(bits.shape[0], bits.device)
-    return torch.floor(i / _col(q, 3)) * _col(q, 3)
+    i = lut_levels(bits.shape[0], bits.device)
+    return torch.floor(i / sample_column(q, 3)) * sample_column(q, 3)
 
 
-def _solarize_lut(thresh: Tensor) -> Tensor:
-    i = _levels(thresh.shape[0], thresh.device)
-    return torch.where(i < _col(thresh, 3), i, 255.0 - i)
+def solarize_lut(thresh: Tensor) -> Tensor:
+    i = lut_levels(thresh.shape[0], thresh.device)
+    return torch.where(i < sample_column(thresh, 3), i, 255.0 - i)
 
 
-def _solarize_add_lut(add: Tensor, thresh: float = 128) -> Tensor:
-    i = _levels(add.shape[0], add.device)
-    return torch.where(i < thresh, (i + _col(add, 3)).clamp(max=255), i)
+def solarize_add_lut(add: Tensor, thresh: float = 128) -> Tensor:
+    i = lut_levels(add.shape[0], add.device)
+    return torch.where(i < thresh, (i + sample_column(add, 3)).clamp(max=255), i)
 
 
-def _brightness_lut(factor: Tensor) -> Tensor:
+def brightness_lut(factor: Tensor) -> Tensor:
     # ImageEnhance.Brightness blends with a black image.
-    i = _levels(factor.shape[0], factor.device)
-    return _blend(torch.zeros_like(i), i, _col(factor, 3))
+    i = lut_levels(factor.shape[0], factor.device)
+    return _blend(torch.zeros_like(i), i, sample_column(factor, 3))
 
 
-def _contrast_lut(factor: Tensor, mean: Tensor) -> Tensor:
+def contrast_lut(factor: Tensor, mean: Tensor) -> Tensor:
     # ImageEnhance.Contrast blends with a flat image of the (rounded) mean of
     # the L image; mean: float (N,) integer-valued.
-    i = _levels(factor.shape[0], factor.device)
-    return _blend(_col(mean, 3).expand_as(i), i, _col(factor, 3))
+    i = lut_levels(factor.shape[0], factor.device)
+    return _blend(sample_column(mean, 3).expand_as(i), i, sample_column(factor, 3))
 
 
 # Copies of each histogram that neighbouring pixels count into (pixel p into
@@ -91,7 +91,7 @@ def _contrast_lut(factor: Tensor, mean: Tensor) -> Tensor:
 _HISTOGRAM_COPIES = 32
 
 
-def _histogram(x: Tensor) -> Tensor:
+def channel_histogram(x: Tensor) -> Tensor:
     """Per (sample, channel) histogram of an integer-valued [0, 255] image: int64 (N, C, 256).
     One scatter_add over the batch, each (n, c) offset into its own _HISTOGRAM_COPIES x 256
     bins (see _HISTOGRAM_COPIES), then the copies summed."""
@@ -107,7 +107,7 @@ def _histogram(x: Tensor) -> Tensor:
 
 
 @fused
-def _auto_contrast_lut(hist: Tensor) -> Tensor:
+def auto_contrast_lut(hist: Tensor) -> Tensor:
     # ImageOps.autocontrast (cutoff 0): stretch [lo, hi] of each channel to
     # [0, 255] with lut[i] = int(i * scale + offset), clipped; identity where
     # hi <= lo. Float64 on the 256-entry table reproduces PIL's Python floats.
@@ -125,7 +125,7 @@ def _auto_contrast_lut(hist: Tensor) -> Tensor:
 
 
 @fused
-def _equalize_lut(hist: Tensor) -> Tensor:
+def equalize_lut(hist: Tensor) -> Tensor:
     # ImageOps.equalize: step = (total - count of the last non-empty bin) // 255;
     # lut[i] = (step // 2 + number of pixels below i) // step, which PIL's
     # point() clips to 255; identity with <= 1 non-empty bin or step == 0.
@@ -148,7 +148,7 @@ def _luma(x: Tensor) -> Tensor:
     return torch.floor((r * 19595 + g * 38470 + b * 7471 + 32768) / 65536)
 
 
-def _luma_mean(x: Tensor) -> Tensor:
+def luma_mean(x: Tensor) -> Tensor:
     # ImageEnhance.Contrast: int(mean of the L image + 0.5). Summed in float64
     # so that big images still sum exactly.
     n = x.shape[0]
@@ -161,42 +161,42 @@ def _luma_mean(x: Tensor) -> Tensor:
 
 def invert(x: Tensor) -> Tensor:
     """ImageOps.invert: 255 - x. x float32 (N, C, H, W) of integers in [0, 255]."""
-    return apply_lut(x, _invert_lut(x.shape[0], x.device))
+    return apply_lut(x, invert_lut(x.shape[0], x.device))
 
 
 def posterize(x: Tensor, bits: Tensor) -> Tensor:
     """Keep the top ``bits`` (N,) bits of each value; 0 bits gives black."""
-    return apply_lut(x, _posterize_lut(bits.to(torch.float32)))
+    return apply_lut(x, posterize_lut(bits.to(torch.float32)))
 
 
 def solarize(x: Tensor, thresh: Tensor) -> Tensor:
     """ImageOps.solarize: values >= thresh (N,) are inverted."""
-    return apply_lut(x, _solarize_lut(thresh.to(torch.float32)))
+    return apply_lut(x, solarize_lut(thresh.to(torch.float32)))
 
 
 def solarize_add(x: Tensor, add: Tensor, thresh: float = 128) -> Tensor:
     """timm's solarize_add: values < thresh get ``add`` (N,) added, clipped to 255."""
-    return apply_lut(x, _solarize_add_lut(add.to(torch.float32), thresh))
+    return apply_lut(x, solarize_add_lut(add.to(torch.float32), thresh))
 
 
 def auto_contrast(x: Tensor) -> Tensor:
     """ImageOps.autocontrast, per sample and channel."""
-    return apply_lut(x, _auto_contrast_lut(_histogram(x)))
+    return apply_lut(x, auto_contrast_lut(channel_histogram(x)))
 
 
 def equalize(x: Tensor) -> Tensor:
     """ImageOps.equalize, per sample and channel."""
-    return apply_lut(x, _equalize_lut(_histogram(x)))
+    return apply_lut(x, equalize_lut(channel_histogram(x)))
 
 
 def brightness(x: Tensor, factor: Tensor) -> Tensor:
     """ImageEnhance.Brightness with a per-sample factor (N,)."""
-    return apply_lut(x, _brightness_lut(factor.to(torch.float32)))
+    return apply_lut(x, brightness_lut(factor.to(torch.float32)))
 
 
 def contrast(x: Tensor, factor: Tensor) -> Tensor:
     """ImageEnhance.Contrast with a per-sample factor (N,)."""
-    return apply_lut(x, _contrast_lut(factor.to(torch.float32), _luma_mean(x)))
+    return apply_lut(x, contrast_lut(factor.to(torch.float32), luma_mean(x)))
 
 
 @fused
@@ -205,7 +205,7 @@ def color(x: Tensor, factor: Tensor) -> Tensor:
     (and for gray RGB images, whose L is the image itself)."""
     if x.shape[1] == 1:
         return x
-    return _blend(_luma(x), x, _col(factor.to(torch.float32), 4))
+    return _blend(_luma(x), x, sample_column(factor.to(torch.float32), 4))
 
 
 @fused
@@ -223,7 +223,7 @@ def sharpness(x: Tensor, factor: Tensor) -> Tensor:
     inner = torch.floor(total / 13 + 0.5).view(n, c, h - 2, w - 2)
     degenerate = x.clone()
     degenerate[:, :, 1:-1, 1:-1] = inner
-    return _blend(degenerate, x, _col(factor.to(torch.float32), 4))
+    return _blend(degenerate, x, sample_column(factor.to(torch.float32), 4))
 
 
 # Normalisation
@@ -234,8 +234,8 @@ def normalize(x: Tensor, mean: tuple[float, ...] | Tensor, std: tuple[float, ...
     """ToTensor + Normalize: x float (N, C, H, W) in [0, 255] (C = 1 expanded to 3)
     -> float32 (N, 3, H, W) of (x / 255 - mean) / std. mean/std: per-channel
     numbers, or float32 (C,) tensors on x's device (made once by the caller)."""
-    m = mean if isinstance(mean, Tensor) else _channels(mean, x.device)
-    s = std if isinstance(std, Tensor) else _channels(std, x.device)
+    m = mean if isinstance(mean, Tensor) else channel_constants(mean, x.device)
+    s = std if isinstance(std, Tensor) else channel_constants(std, x.device)
     if x.shape[1] == 1:
         x = x.expand(-1, m.shape[0], -1, -1)
     return (x / 255.0 - m.view(1, -1, 1, 1)) / s.view(1, -1, 1, 1)

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .draws import _rand, _randn
+from .draws import draw_rand, draw_randn
 from .geometric import affine, rotate_matrix, shear_x_matrix, shear_y_matrix, translate_x_matrix, translate_y_matrix
-from .pixel_ops import (_auto_contrast_lut, _brightness_lut, _contrast_lut, _equalize_lut, _histogram, _invert_lut,
-                        _levels, _luma_mean, _posterize_lut, _solarize_add_lut, _solarize_lut, apply_lut, color,
+from .pixel_ops import (auto_contrast_lut, brightness_lut, contrast_lut, equalize_lut, channel_histogram, invert_lut,
+                        lut_levels, luma_mean, posterize_lut, solarize_add_lut, solarize_lut, apply_lut, color,
                         sharpness)
 from .transfer import to_device
 
@@ -60,14 +60,14 @@ _LEVEL_DENOM = 10.0  # timm: magnitude M maps to the fraction M / 10 of each op'
 _TRANSLATE_PCT = 0.45  # timm's default hparams['translate_pct'] for the *Rel translations
 
 # Kinds of op, by how they are batched (see plan_rand_augment_layer).
-_LUT_OPS = {
+LUT_OPS = {
     "AutoContrast", "Equalize", "Invert", "Posterize", "PosterizeIncreasing", "Solarize",
     "SolarizeIncreasing", "SolarizeAdd", "Contrast", "ContrastIncreasing", "Brightness",
     "BrightnessIncreasing",
 }
-_AFFINE_OPS = {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"}
-_COLOR_OPS = {"Color", "ColorIncreasing"}
-_SHARPNESS_OPS = {"Sharpness", "SharpnessIncreasing"}
+AFFINE_OPS = {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"}
+COLOR_OPS = {"Color", "ColorIncreasing"}
+SHARPNESS_OPS = {"Sharpness", "SharpnessIncreasing"}
 
 
 @dataclass(frozen=True)
@@ -126,13 +126,13 @@ def sample_rand_augment_layer(
     timm randomly negates.
     """
     op = torch.randint(len(cfg.ops), (batch,), generator=generator, device=generator.device)
-    u = _rand((2, batch), generator)
+    u = draw_rand((2, batch), generator)
     apply = u[0] <= cfg.prob  # timm skips the op when random() > prob
     sign = torch.where(u[1] > 0.5, -1.0, 1.0)  # timm negates when random() > 0.5
     if cfg.magnitude_std == float("inf"):
-        magnitude = _rand((batch,), generator) * cfg.magnitude
+        magnitude = draw_rand((batch,), generator) * cfg.magnitude
     elif cfg.magnitude_std > 0:
-        magnitude = cfg.magnitude + cfg.magnitude_std * _randn((batch,), generator)
+        magnitude = cfg.magnitude + cfg.magnitude_std * draw_randn((batch,), generator)
     else:
         magnitude = torch.full((batch,), cfg.magnitude, device=generator.device)
     magnitude = magnitude.clamp(0.0, cfg.magnitude_max)
@@ -176,7 +176,7 @@ def level_to_arg(name: str, magnitude: Tensor, sign: Tensor) -> Tensor:
     return arg.to(torch.float32)
 
 
-def _affine_matrix(name: str, arg: Tensor, height: int, width: int) -> Tensor:
+def affine_matrix(name: str, arg: Tensor, height: int, width: int) -> Tensor:
     if name == "Rotate":
         return rotate_matrix(arg, height, width)
     if name == "ShearX":
@@ -268,7 +268,7 @@ class LayerKinds:
 
 
 # The value-mapping ops whose table needs the image, in the order of stats_counts.
-_STATS_OPS = {"AutoContrast": 0, "Equalize": 1, "Contrast": 2, "ContrastIncreasing": 2}
+STATS_OPS = {"AutoContrast": 0, "Equalize": 1, "Contrast": 2, "ContrastIncreasing": 2}
 
 
 def value_table(name: str, arg: Tensor) -> Tensor:
@@ -276,15 +276,15 @@ def value_table(name: str, arg: Tensor) -> Tensor:
     depends on its argument alone (not AutoContrast, Equalize, Contrast),
     for k samples' arguments arg (k,) (level_to_arg's)."""
     if name == "Invert":
-        return _invert_lut(arg.shape[0], arg.device)
+        return invert_lut(arg.shape[0], arg.device)
     if name.startswith("Posterize"):
-        return _posterize_lut(arg)
+        return posterize_lut(arg)
     if name.startswith("SolarizeAdd"):
-        return _solarize_add_lut(arg)
+        return solarize_add_lut(arg)
     if name.startswith("Solarize"):
-        return _solarize_lut(arg)
+        return solarize_lut(arg)
     if name.startswith("Brightness"):
-        return _brightness_lut(arg)
+        return brightness_lut(arg)
     raise ValueError(f"{name!r} has no argument-only table")
 
 
@@ -305,7 +305,7 @@ def plan_rand_augment_layer(
     n = op.shape[0]
     if isinstance(cubic, bool):
         cubic = torch.full((n,), cubic, dtype=torch.bool)
-    lut = _levels(n, op.device).clone()
+    lut = lut_levels(n, op.device).clone()
     uses_lut = False
     stats: list[list[tuple[Tensor, Tensor]]] = [[], [], []]
     affine_parts: dict[bool, list[tuple[Tensor, Tensor]]] = {}
@@ -321,22 +321,22 @@ def plan_rand_augment_layer(
             continue
         index = order[starts[k] : starts[k] + counts[k]]
         arg = level_to_arg(name, magnitude[index], sign[index])
-        if name in _STATS_OPS:
-            stats[_STATS_OPS[name]].append((index, arg))
+        if name in STATS_OPS:
+            stats[STATS_OPS[name]].append((index, arg))
             uses_lut = True
-        elif name in _LUT_OPS:
+        elif name in LUT_OPS:
             lut[index] = value_table(name, arg)
             uses_lut = True
-        elif name in _AFFINE_OPS:
-            matrix = _affine_matrix(name, arg, height, width)
+        elif name in AFFINE_OPS:
+            matrix = affine_matrix(name, arg, height, width)
             for c in (True, False):
                 pick = cubic[index] == c
                 if bool(pick.any()):
                     affine_parts.setdefault(c, []).append((index[pick], matrix[pick]))
-        elif name in _COLOR_OPS:
+        elif name in COLOR_OPS:
             if channels > 1:  # colour is the identity on one grey channel
                 color_group = (index, arg)
-        elif name in _SHARPNESS_OPS:
+        elif name in SHARPNESS_OPS:
             sharpness_group = (index, arg)
         else:
             raise ValueError(f"unknown RandAugment op {name!r}")
@@ -370,14 +370,14 @@ def apply_rand_augment_layer(x: Tensor, plan: LayerPlan, fill: tuple[float, ...]
         part = x.index_select(0, index)
         tables = []
         if autocontrast + equalize:
-            hist = _histogram(part[: autocontrast + equalize])
+            hist = channel_histogram(part[: autocontrast + equalize])
             if autocontrast:
-                tables.append(_auto_contrast_lut(hist[:autocontrast]))
+                tables.append(auto_contrast_lut(hist[:autocontrast]))
             if equalize:
-                tables.append(_equalize_lut(hist[autocontrast:]))
+                tables.append(equalize_lut(hist[autocontrast:]))
         if contrast:  # blend with the mean of the L image
             last = autocontrast + equalize
-            tables.append(_contrast_lut(factor[last:], _luma_mean(part[last:])).expand(-1, c, -1))
+            tables.append(contrast_lut(factor[last:], luma_mean(part[last:])).expand(-1, c, -1))
         lut = lut.expand(n, c, 256).clone()
         lut.index_copy_(0, index, tables[0] if len(tables) == 1 else torch.cat(tables))
     out = apply_lut(x, lut) if plan.uses_lut else x

@@ -54,27 +54,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
+from ..recipe import AugmentRecipe
 from . import fusion
 from .color_jitter import color_jitter
-from .crop import _tf32_matmuls, _two_pass_resize, axis_weights, resize_order
+from .crop import tf32_matmuls, two_pass_resize, axis_weights, resize_order
 from .erasing import random_erasing
 from .geometric import affine
 from .mixing import smoothed_targets
-from .pixel_ops import (_auto_contrast_lut, _brightness_lut, _contrast_lut, _equalize_lut, _histogram, _invert_lut,
-                        _levels, _luma_mean, _posterize_lut, _solarize_add_lut, _solarize_lut, apply_lut, color,
+from .pixel_ops import (auto_contrast_lut, brightness_lut, contrast_lut, equalize_lut, channel_histogram, invert_lut,
+                        lut_levels, luma_mean, posterize_lut, solarize_add_lut, solarize_lut, apply_lut, color,
                         normalize, sharpness)
 from .plans import BatchDraws, StaticPlan
-from .rand_augment import (_AFFINE_OPS, _COLOR_OPS, _LUT_OPS, _SHARPNESS_OPS, _STATS_OPS, RandAugmentConfig,
-                           _affine_matrix, level_to_arg)
+from .rand_augment import (AFFINE_OPS, COLOR_OPS, LUT_OPS, SHARPNESS_OPS, STATS_OPS, RandAugmentConfig,
+                           affine_matrix, level_to_arg)
 from .transfer import pack
-
-if TYPE_CHECKING:
-    from .augment import GpuAugment
 
 
 def _op_slots(batch: int, cfg: RandAugmentConfig, kinds) -> int:
@@ -90,14 +86,14 @@ def _op_slots(batch: int, cfg: RandAugmentConfig, kinds) -> int:
 
 def affine_slots(batch: int, cfg: RandAugmentConfig) -> int:
     """Slots for the geometric ops per layer (their resampling is the layer's dearest work)."""
-    return _op_slots(batch, cfg, _AFFINE_OPS)
+    return _op_slots(batch, cfg, AFFINE_OPS)
 
 
 def stats_slots(batch: int, cfg: RandAugmentConfig) -> int:
     """Slots for the ops that read image statistics (AutoContrast, Equalize:
     a histogram; Contrast: the mean) per layer: a histogram of every sample
     can cost more than the rest of a layer (its atomic adds contend)."""
-    return _op_slots(batch, cfg, _STATS_OPS)
+    return _op_slots(batch, cfg, STATS_OPS)
 
 
 # -- host: lay the draws out ---------------------------------------------------
@@ -123,9 +119,9 @@ def _value_tables(op: Tensor, arg: Tensor) -> Tensor:
     kind computed for every sample and picked per sample."""
     n = op.shape[0]
     pick = op.view(n, 1, 1)
-    tables = (_invert_lut(n, op.device), _posterize_lut(arg), _solarize_add_lut(arg), _solarize_lut(arg),
-              _brightness_lut(arg))
-    lut = _levels(n, op.device)
+    tables = (invert_lut(n, op.device), posterize_lut(arg), solarize_add_lut(arg), solarize_lut(arg),
+              brightness_lut(arg))
+    lut = lut_levels(n, op.device)
     for k, table in enumerate(tables):
         lut = torch.where(pick == k + 1, table, lut)
     return lut
@@ -165,18 +161,18 @@ def _plan_layer(op: Tensor, apply: Tensor, magnitude: Tensor, sign: Tensor, cubi
         if index.numel() == 0:
             continue
         arg = level_to_arg(name, magnitude[index], sign[index])
-        if name in _STATS_OPS:
-            stats[index] = _STATS_OPS[name] + 1
+        if name in STATS_OPS:
+            stats[index] = STATS_OPS[name] + 1
             factors["contrast"][index] = arg
-        elif name in _LUT_OPS:
+        elif name in LUT_OPS:
             value_op[index] = _value_op(name) + 1
             value_arg[index] = arg
-        elif name in _AFFINE_OPS:
-            matrix[index] = _affine_matrix(name, arg, size, size)
+        elif name in AFFINE_OPS:
+            matrix[index] = affine_matrix(name, arg, size, size)
             geometric[index] = True
-        elif name in _COLOR_OPS:
+        elif name in COLOR_OPS:
             factors["color"][index] = arg
-        elif name in _SHARPNESS_OPS:
+        elif name in SHARPNESS_OPS:
             factors["sharpness"][index] = arg
         else:
             raise ValueError(f"unknown RandAugment op {name!r}")
@@ -190,15 +186,16 @@ def _plan_layer(op: Tensor, apply: Tensor, magnitude: Tensor, sign: Tensor, cubi
             "affine.index": index, "affine.matrix": matrix[index], "affine.cubic": cubic[index]}
 
 
-def plan(aug: "GpuAugment", d: BatchDraws) -> StaticPlan | None:
-    """The draws as a StaticPlan, or None where the static layout cannot hold
-    this batch (non-square images; more geometric ops than slots)."""
+def plan(d: BatchDraws, size: int, rand_augment: RandAugmentConfig | None) -> StaticPlan | None:
+    """The draws as a StaticPlan for output images ``size`` x ``size`` and the
+    run's RandAugment (None: none), or None where the static layout cannot
+    hold this batch (non-square images; more geometric ops than slots)."""
     b, c, height, width = d.shape
     if height != width:
         return None
     top, left, h, w = d.crop
     t: dict[str, Tensor] = {}
-    transpose = resize_order(h, w, aug.size)
+    transpose = resize_order(h, w, size)
 
     def first_then_second(x_axis: Tensor, y_axis: Tensor) -> Tensor:
         # The first pass runs along the (possibly transposed) image's rows.
@@ -211,10 +208,10 @@ def plan(aug: "GpuAugment", d: BatchDraws) -> StaticPlan | None:
         t["crop.cubic"] = torch.cat([d.cubic, d.cubic])
     t["crop.transpose"] = transpose
     if d.layers:
-        cfg = aug.rand_augment
+        cfg = rand_augment
         slots, stat_slots = affine_slots(b, cfg), stats_slots(b, cfg)
         for k, (op, apply, magnitude, sign, cubic) in enumerate(d.layers):
-            layer = _plan_layer(op, apply, magnitude, sign, cubic, cfg.ops, aug.size, slots, stat_slots)
+            layer = _plan_layer(op, apply, magnitude, sign, cubic, cfg.ops, size, slots, stat_slots)
             if layer is None:
                 return None
             t.update({f"layer{k}.{name}": v for name, v in layer.items()})
@@ -256,15 +253,18 @@ class StaticConfig:
     smoothing: float
 
     @classmethod
-    def of(cls, aug: "GpuAugment") -> "StaticConfig":
-        r, ops = aug.recipe, aug.rand_augment.ops if aug.rand_augment else ()
+    def of(cls, recipe: AugmentRecipe, rand_augment: RandAugmentConfig | None, *, size: int, expand_to_rgb: bool,
+           precision: str, fill: tuple[float, ...], jitter: bool, num_classes: int) -> "StaticConfig":
+        """The configuration of a run of ``recipe`` with its parsed ``rand_augment``
+        (None: none) and the values GpuAugment resolved from it."""
+        ops = rand_augment.ops if rand_augment else ()
         return cls(
-            size=aug.size, expand_to_rgb=aug._channels_after_expand(1) == 3, cubic=aug.interpolation == "bicubic",
-            precision=aug.resize_precision, fill=aug.fill, layers=aug.rand_augment.num_layers if ops else 0,
-            stats=any(op in _STATS_OPS for op in ops), geometric=any(op in _AFFINE_OPS for op in ops),
-            sharpness=any(op in _SHARPNESS_OPS for op in ops), color=any(op in _COLOR_OPS for op in ops),
-            jitter=aug.color_jitter is not None, erase_mode=r.remode if r.reprob > 0 else None, mixes=r.mixes,
-            num_classes=aug.num_classes, smoothing=r.label_smoothing)
+            size=size, expand_to_rgb=expand_to_rgb, cubic=recipe.interpolation == "bicubic", precision=precision,
+            fill=fill, layers=rand_augment.num_layers if ops else 0,
+            stats=any(op in STATS_OPS for op in ops), geometric=any(op in AFFINE_OPS for op in ops),
+            sharpness=any(op in SHARPNESS_OPS for op in ops), color=any(op in COLOR_OPS for op in ops),
+            jitter=jitter, erase_mode=recipe.remode if recipe.reprob > 0 else None, mixes=recipe.mixes,
+            num_classes=num_classes, smoothing=recipe.label_smoothing)
 
 
 def _crop(cfg: StaticConfig, images: Tensor, t: dict[str, Tensor]) -> Tensor:
@@ -277,7 +277,7 @@ def _crop(cfg: StaticConfig, images: Tensor, t: dict[str, Tensor]) -> Tensor:
     weights = axis_weights(t["crop.start"], t["crop.length"], width, cfg.size, cubic, t["crop.reverse"],
                            cfg.precision)
     first, second = [m[:b, None] for m in weights], [m[b:, None] for m in weights]
-    out = _two_pass_resize(x, first, second, rows_first=b, switch_tf32=False)
+    out = two_pass_resize(x, first, second, rows_first=b, switch_tf32=False)
     out = torch.where(transpose, out.transpose(2, 3), out)
     # Grayscale becomes RGB after the crop (which treats channels alike): a
     # third of the crop's work. A view: nothing below writes in place.
@@ -295,11 +295,11 @@ def _layer(cfg: StaticConfig, x: Tensor, t: dict[str, Tensor], prefix: str) -> T
         every = index.shape[0] == n  # then the slots are the samples in order
         kind = t[f"{prefix}.stats.kind"].view(-1, 1, 1)
         part = x if every else x.index_select(0, index)
-        hist = _histogram(part)
+        hist = channel_histogram(part)
         tables = lut if every else lut.index_select(0, index)
-        tables = torch.where(kind == 1, _auto_contrast_lut(hist), tables)
-        tables = torch.where(kind == 2, _equalize_lut(hist), tables)
-        contrast = _contrast_lut(t[f"{prefix}.stats.contrast"], _luma_mean(part)).expand(-1, c, 256)
+        tables = torch.where(kind == 1, auto_contrast_lut(hist), tables)
+        tables = torch.where(kind == 2, equalize_lut(hist), tables)
+        contrast = contrast_lut(t[f"{prefix}.stats.contrast"], luma_mean(part)).expand(-1, c, 256)
         tables = torch.where(kind == 3, contrast, tables)
         lut = tables if every else lut.contiguous().index_copy(0, index, tables)
     y = apply_lut(x, lut)
@@ -353,9 +353,9 @@ def blend_with_reverse(x: Tensor, weight: Tensor, box: Tensor) -> Tensor:
     return x * a + x.flip(0) * (1.0 - a)
 
 
-def apply(aug: "GpuAugment", images: Tensor, targets: Tensor, t: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """GpuAugment.apply for a StaticPlan whose tensors ``t`` are on the images' device."""
-    cfg = aug.static_config
-    mean, std = aug._mean_std(images.device)
-    with _tf32_matmuls(cfg.precision == "tf32x2" and images.is_cuda):
+def apply(cfg: StaticConfig, images: Tensor, targets: Tensor, t: dict[str, Tensor], mean: Tensor,
+          std: Tensor) -> tuple[Tensor, Tensor]:
+    """GpuAugment.apply for a StaticPlan whose tensors ``t`` are on the images'
+    device; mean/std float32 (3,) on that device."""
+    with tf32_matmuls(cfg.precision == "tf32x2" and images.is_cuda):
         return augment(cfg, images, targets, t, mean, std)

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .schedule import EpochSchedule, mix_seed
+from ..schedule import EpochSchedule, mix_seed
 
 DEFAULT_WINDOW = 8192  # samples per shuffle window (the buffer's size)
 

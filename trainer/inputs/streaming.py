@@ -40,12 +40,13 @@ from fracbuild.encode import decode_png
 from fracbuild.location import Location
 from fracbuild.manifest import sample_labels
 
-from . import data, resources
-from .errors import UserError
-from .input_cpu import BatchTargets, seeded, train_transform
-from .pipeline import DevicePipeline, StepPlan, gpu_augment_class
-from .recipe import AugmentRecipe
-from .schedule import mix_seed
+from .. import data, resources
+from ..errors import UserError
+from .cpu import BatchTargets, seeded, train_transform
+from .defaults import gpu_augment_class
+from .device import DevicePipeline, StepPlan
+from ..recipe import AugmentRecipe
+from ..schedule import mix_seed
 from .shard_reader import read_samples
 from .staging import PinnedRing
 from .stream_schedule import StreamSchedule
@@ -369,9 +370,6 @@ class StreamDevicePipeline(DevicePipeline):
         images = step.images.to(self.device, non_blocking=True)
         labels = step.labels.to(self.device, non_blocking=True)
         return self.augment.apply(images, labels, step.plan.augment)
-
-    def batch(self, step: int) -> tuple[Tensor, Tensor]:
-        return next(self.batches(step, step + 1))
 
 
 def build_pipeline(path: str, location: Location, manifest: dict[str, Any], schedule: StreamSchedule,

@@ -13,8 +13,8 @@ import numpy as np
 from fracbuild.location import Location
 from fracbuild.shards import read_shard
 
-from . import data
-from .errors import UserError
+from .. import data
+from ..errors import UserError
 
 _locations: dict[str, Location] = {}  # one per data set per process: s3 clients are costly to make
 

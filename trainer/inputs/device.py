@@ -1,65 +1,24 @@
-"""The input path behind one small interface, so that the CPU path (timm
-transforms in DataLoader workers, ``input_cpu.py``) and the device path
-(``gpu_augment.GpuAugment`` on a batch of cached uint8 images) are
-interchangeable:
-
-    pipeline.batches(start_step, stop_step=None)
-        -> iterator of (images float32 (b, 3, S, S) on the device,
-                        soft targets float32 (b, C) on the device)
-
-Both index the same exact-epoch schedule, so the data order is the same
-whichever path runs; the augmentation draws differ (different generators).
-"""
+"""The device input path: the decoded data set cached as uint8 on the
+device, each step planned on the host (its indices and augmentation draws,
+``StepPlan``, sent from plan workers in a compact wire format) and
+augmented there by ``gpu_augment.GpuAugment``."""
 
 from __future__ import annotations
 
-import importlib
 import itertools
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import UserError
-from .interrupts import ignore_in_worker
-from .recipe import AugmentRecipe
-from .schedule import EpochSchedule, mix_seed
+from ..errors import UserError
+from ..interrupts import ignore_in_worker
+from ..recipe import AugmentRecipe
+from ..schedule import EpochSchedule, mix_seed
 from .staging import PinnedRing
-
-
-class InputPipeline(Protocol):
-    name: str
-
-    def batches(self, start_step: int, stop_step: int | None = None) -> Iterator[tuple[Tensor, Tensor]]: ...
-
-
-def gpu_augment_class() -> Any | None:
-    """``GpuAugment`` from ``fractrain.gpu_augment``, or None if that module
-    is absent or broken."""
-    try:
-        module = importlib.import_module(f"{__package__}.gpu_augment")
-    except Exception:  # noqa: BLE001 - an absent or broken optional module means "not available"
-        return None
-    return getattr(module, "GpuAugment", None)
-
-
-def choose(requested: str, device: torch.device) -> str:
-    """'auto' | 'cpu' | 'gpu' -> 'cpu' or 'gpu'. auto: gpu when the device is
-    CUDA and the GPU augmentation imports. 'gpu' on a CPU device runs the
-    same batched code on the CPU (slow; for tests and comparisons)."""
-    if requested not in ("auto", "cpu", "gpu"):
-        raise UserError(f"--augment must be auto, cpu or gpu, got {requested!r}")
-    if requested == "cpu":
-        return "cpu"
-    available = gpu_augment_class() is not None
-    if requested == "gpu":
-        if not available:
-            raise UserError("--augment gpu: the GPU augmentation (fractrain.gpu_augment) is not available; "
-                            "use --augment cpu")
-        return "gpu"
-    return "gpu" if available and device.type == "cuda" else "cpu"
+from .defaults import check_augment_mode, gpu_augment_class
 
 
 @dataclass
@@ -148,44 +107,6 @@ class _StepChunks:
             yield chunk
 
 
-def plan_workers_for(workers: int) -> int:
-    """Plan-ahead workers of the device path, given the run's --workers: two
-    keep ahead of any model (a plan of 256 at 512 -> 224 px takes ~7 ms of
-    one core; four give no more images/s than two), and the
-    rest of the CPUs are not needed."""
-    return min(2, workers)
-
-
-def fuse_default(requested: bool | None, device: torch.device) -> bool:
-    """--fuse-augment: as asked, else on for CUDA (where the fused kernels cut
-    the augmentation's memory traffic) and off on the CPU (where compiling
-    costs more than it saves)."""
-    return requested if requested is not None else device.type == "cuda"
-
-
-AUGMENT_MODES = ("op-by-op", "static", "graph")
-
-
-def _check_augment_mode(mode: str, device: torch.device) -> str:
-    """``mode`` if it is one of AUGMENT_MODES that ``device`` can run, else a UserError."""
-    if mode not in AUGMENT_MODES:
-        raise UserError(f"GPU augment mode must be one of {', '.join(AUGMENT_MODES)}, got {mode!r}")
-    if mode == "graph" and device.type != "cuda":
-        raise UserError("GPU augment mode 'graph' needs a CUDA device (use static or op-by-op)")
-    return mode
-
-
-def augment_mode_default(requested: str | None, device: torch.device) -> str:
-    """--gpu-augment-mode: as asked, else graph on CUDA (the host launches one
-    captured graph per batch instead of ~400 kernels; its CUDA tests give
-    the op-by-op batches, tests/test_gpu_augment_static.py) and op-by-op
-    on the CPU (where computing every op on every sample costs more than it
-    saves, and there are no CUDA graphs)."""
-    if requested is not None:
-        return _check_augment_mode(requested, device)
-    return "graph" if device.type == "cuda" else "op-by-op"
-
-
 class DevicePipeline:
     """The GPU path: the decoded data set cached as uint8 on the device (or
     in pinned host memory when it does not fit), batches gathered by the
@@ -262,7 +183,7 @@ class DevicePipeline:
         self.cache = cache
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         options = dict(augment_options or {})
-        _check_augment_mode(augment_mode, device)
+        check_augment_mode(augment_mode, device)
         if augment_mode != "op-by-op":
             options["static"] = True
         self.augment = augment_cls(recipe, num_classes, device, **options)
@@ -323,9 +244,6 @@ class DevicePipeline:
             images = images[:, None]
         return self.augment.apply(images, self.labels.index_select(0, indices), plan.augment)
 
-    def batch(self, step: int) -> tuple[Tensor, Tensor]:
-        return self.run(self.planner[step])
-
     def batches(self, start_step: int, stop_step: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         steps = range(start_step, stop_step) if stop_step is not None else itertools.count(start_step)
         plans = self.plans(steps)
@@ -373,21 +291,3 @@ class DevicePipeline:
         x.record_stream(main)
         y.record_stream(main)
         return x, y
-
-
-class SyntheticPipeline:
-    """The same random batch every step, already on the device: measures
-    the model alone (bench)."""
-
-    name = "synthetic"
-
-    def __init__(self, batch: int, input_size: int, num_classes: int, device: torch.device, seed: int = 0):
-        generator = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(batch, 3, input_size, input_size, generator=generator).to(device)
-        labels = torch.randint(num_classes, (batch,), generator=generator)
-        self.y = torch.nn.functional.one_hot(labels, num_classes).float().to(device)
-
-    def batches(self, start_step: int, stop_step: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-        steps = range(start_step, stop_step) if stop_step is not None else itertools.count(start_step)
-        for _ in steps:
-            yield self.x, self.y

@@ -26,10 +26,10 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from . import timm_compat  # noqa: F401  (Pillow 13 posterize fix, before any transform is built)
-from .interrupts import ignore_in_worker
-from .recipe import AugmentRecipe
-from .schedule import EpochSchedule, mix_seed
+from .. import timm_compat  # noqa: F401  (Pillow 13 posterize fix, before any transform is built)
+from ..interrupts import ignore_in_worker
+from ..recipe import AugmentRecipe
+from ..schedule import EpochSchedule, mix_seed
 
 
 class ImageSource(Protocol):
