@@ -24,14 +24,13 @@ in a fraction of the time. The file is unlinked as soon as all have mapped it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 from tqdm import tqdm
@@ -253,36 +252,55 @@ def read_verified(location: Location, shard: dict[str, Any]) -> bytes:
     return data
 
 
-def _load_shard(location: Location, shard: dict[str, Any], images: np.ndarray, expected: np.ndarray,
-                width: int, size: int, channels: int) -> None:
-    """Decode one verified shard into its rows of ``images``; every sample of
-    its range must be there once, with the manifest's label."""
+def checked_samples(location: Location, shard: dict[str, Any], labels: np.ndarray,
+                    width: int) -> Iterator[tuple[int, bytes]]:
+    """One shard's samples, read and checked: its size and sha256 against the
+    manifest, then every sample of its range there once, under its zero-padded
+    key, with the manifest's label. Yields (sample index, PNG bytes);
+    UserError naming the shard at the first fault.
+
+    labels: int64 (count,), the manifest's labels of the shard's samples in
+    index order; width: the digits of a sample key."""
     where = location.uri(shard["file"])
-    data = read_verified(location, shard)
-    wanted = range(shard["first"], shard["first"] + shard["count"])
+    raw = read_verified(location, shard)
+    first = shard["first"]
+    wanted = range(first, first + shard["count"])
     seen: set[int] = set()
     try:
-        for sample in read_shard(data):
+        for sample in read_shard(raw):
             index = int(sample.key)
             if index not in wanted or sample.key != f"{index:0{width}d}":
                 raise UserError(f"shard {where} holds sample {sample.key!r} outside its range "
                                 f"{wanted.start}..{wanted.stop - 1}")
             if index in seen:
                 raise UserError(f"shard {where} holds sample {index} twice")
-            if sample.label != expected[index]:
+            if sample.label != labels[index - first]:
                 raise UserError(f"shard {where}: sample {index} has label {sample.label}, the manifest says "
-                                f"{expected[index]}")
-            pixels = decode_png(sample.png)
-            want = (size, size) if channels == 1 else (size, size, channels)
-            if pixels.shape != want or pixels.dtype != np.uint8:
-                raise UserError(f"shard {where}: sample {index} is {pixels.shape} {pixels.dtype}, "
-                                f"expected {want} uint8")
-            images[index] = pixels
+                                f"{labels[index - first]}")
             seen.add(index)
-    except (ValueError, OSError, json.JSONDecodeError) as error:
+            yield index, sample.png
+    except ValueError as error:  # a broken tar or sample record
         raise UserError(f"shard {where} is corrupt: {error}") from None
     if len(seen) != shard["count"]:
         raise UserError(f"shard {where} holds {len(seen)} samples, the manifest says {shard['count']}")
+
+
+def _load_shard(location: Location, shard: dict[str, Any], images: np.ndarray, expected: np.ndarray,
+                width: int, size: int, channels: int) -> None:
+    """Decode one verified shard into its rows of ``images`` (checked_samples's checks, then each
+    image's shape)."""
+    where = location.uri(shard["file"])
+    want = (size, size) if channels == 1 else (size, size, channels)
+    labels = expected[shard["first"]:shard["first"] + shard["count"]]
+    for index, png in checked_samples(location, shard, labels, width):
+        try:
+            pixels = decode_png(png)
+        except (ValueError, OSError) as error:
+            raise UserError(f"shard {where} is corrupt: {error}") from None
+        if pixels.shape != want or pixels.dtype != np.uint8:
+            raise UserError(f"shard {where}: sample {index} is {pixels.shape} {pixels.dtype}, "
+                            f"expected {want} uint8")
+        images[index] = pixels
 
 
 def probe_channels(location: Location, shard: dict[str, Any]) -> int:

@@ -11,10 +11,8 @@ from typing import Any
 import numpy as np
 
 from fracbuild.location import Location
-from fracbuild.shards import read_shard
 
 from .. import data
-from ..errors import UserError
 
 _locations: dict[str, Location] = {}  # one per data set per process: s3 clients are costly to make
 
@@ -31,26 +29,4 @@ def read_samples(url: str, shard: dict[str, Any], labels: np.ndarray, width: int
     against the manifest, then keys and labels) -> {sample index: PNG bytes}.
 
     labels: int64 (count,), the manifest's labels of the shard's samples."""
-    location = location_for(url)
-    where = location.uri(shard["file"])
-    raw = data.read_verified(location, shard)
-    first = shard["first"]
-    wanted = range(first, first + shard["count"])
-    found: dict[int, bytes] = {}
-    try:
-        for sample in read_shard(raw):
-            index = int(sample.key)
-            if index not in wanted or sample.key != f"{index:0{width}d}":
-                raise UserError(f"shard {where} holds sample {sample.key!r} outside its range "
-                                f"{wanted.start}..{wanted.stop - 1}")
-            if index in found:
-                raise UserError(f"shard {where} holds sample {index} twice")
-            if sample.label != labels[index - first]:
-                raise UserError(f"shard {where}: sample {index} has label {sample.label}, "
-                                f"the manifest says {labels[index - first]}")
-            found[index] = sample.png
-    except ValueError as error:
-        raise UserError(f"shard {where} is corrupt: {error}") from None
-    if len(found) != shard["count"]:
-        raise UserError(f"shard {where} holds {len(found)} samples, the manifest says {shard['count']}")
-    return found
+    return dict(data.checked_samples(location_for(url), shard, labels, width))
