@@ -84,7 +84,7 @@ def images_tree(root: Path) -> Path:
 
 
 def test_finetune_starts_from_every_non_head_weight_of_init(pretrained, tmp_path, monkeypatch):
-    from fractrain import finetune
+    from fractrain import finetune, run
 
     captured = {}
 
@@ -92,7 +92,7 @@ def test_finetune_starts_from_every_non_head_weight_of_init(pretrained, tmp_path
         captured["model"] = {k: v.detach().clone() for k, v in job.model.state_dict().items()}
         return {}
 
-    monkeypatch.setattr(finetune, "fit_in_folder", capture)
+    monkeypatch.setattr(run, "fit_in_folder", capture)
     tree = images_tree(tmp_path / "images")
     cfg = override(defaults("finetune"), {"model.init": str(pretrained), "data.train": str(tree),
                                           "data.val": str(tree), "augment.input_size": 32, "batch_size": 4,

@@ -50,7 +50,7 @@ def test_schedule_is_a_pure_function_of_seed_and_step():
 
 
 def test_global_batch_must_divide_by_world_size():
-    from fractrain.pretrain import check_batch
+    from fractrain.run import check_batch
 
     with pytest.raises(UserError, match="not divisible by the world size 8"):
         check_batch(250, 8, mixes=False)

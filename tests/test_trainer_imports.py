@@ -10,6 +10,9 @@ from pathlib import Path
 from conftest import REPO_ROOT
 
 PACKAGE, FOLDER = "fractrain", REPO_ROOT / "trainer"
+# The modules behind fractrain's commands: they share start-up through
+# run.py (and the downstream job through downstream_run.py), never each other.
+COMMANDS = ("pretrain", "finetune", "probe", "bench", "experiment")
 
 
 def _modules(package: str = PACKAGE, folder: Path = FOLDER) -> dict[str, Path]:
@@ -55,6 +58,20 @@ def _private_imports(modules: dict[str, Path], root: Path = REPO_ROOT) -> list[s
     return found
 
 
+def _command_imports(modules: dict[str, Path], commands: tuple[str, ...] = COMMANDS, package: str = PACKAGE,
+                     root: Path = REPO_ROOT) -> list[str]:
+    """Every import, at any depth of a command module (function bodies
+    included), of another command module or of a name from one."""
+    names = {f"{package}.{command}" for command in commands}
+    found = []
+    for module in sorted(names & modules.keys()):
+        path = modules[module]
+        for line, source, _ in _imports(module, path, modules):
+            if source in names and source != module:
+                found.append(f"{path.relative_to(root)}:{line} imports {source}")
+    return found
+
+
 def _cycle(modules: dict[str, Path]) -> list[str] | None:
     """One import cycle among ``modules`` (as the list of modules along it), or None."""
     edges = {m: sorted({s for _, s, _ in _imports(m, p, modules) if s in modules and s != m})
@@ -91,6 +108,26 @@ def test_the_trainer_has_no_import_cycle():
     modules = _modules()
     cycle = _cycle(modules)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_no_command_module_imports_another():
+    modules = _modules()
+    assert {f"{PACKAGE}.{command}" for command in COMMANDS} <= modules.keys(), "a command module was renamed"
+    found = _command_imports(modules)
+    assert not found, "command modules import each other (share through run.py instead):\n" + "\n".join(found)
+
+
+def test_the_command_scan_sees_a_command_importing_another(tmp_path):
+    # A name imported at the top, a module imported inside a function, and
+    # an absolute import; an import of a shared module is allowed.
+    (tmp_path / "__init__.py").write_text("")
+    (tmp_path / "run.py").write_text("def check(): pass\n")
+    (tmp_path / "a.py").write_text("from .b import helper\nfrom .run import check\n")
+    (tmp_path / "b.py").write_text("def helper():\n    from . import c\n")
+    (tmp_path / "c.py").write_text("import toy.a\n")
+    modules = _modules("toy", tmp_path)
+    assert _command_imports(modules, ("a", "b", "c"), "toy", tmp_path) == [
+        "a.py:1 imports toy.b", "b.py:2 imports toy.c", "c.py:1 imports toy.a"]
 
 
 def test_the_scans_see_a_private_import_and_a_cycle(tmp_path):

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import data, distributed as dist, inputs, model as models, step_profile
+from . import data, inputs, model as models, step_profile
 from .config import TrainConfig
 from .inputs.cpu import ArraySource, CpuPipeline
 from .inputs import defaults
@@ -36,6 +36,7 @@ from .inputs.device import DevicePipeline
 from .inputs.synthetic import SyntheticPipeline
 from .loop import Stepper, resolve_precision
 from .optim import create_optimizer
+from .run import single_process
 from .schedule import EpochSchedule
 
 PATHS = ("model", "gpu", "gpu-serial", "cpu")
@@ -183,9 +184,7 @@ def run(config: TrainConfig, *, steps: int = 20, warmup: int = 10, windows: int 
     (step_profile.host_profile; under "host_profile"). high_priority_step: on
     CUDA, run the steps on a stream of the highest priority (step_stream).
     resize_precision: GpuAugment's (None: its default)."""
-    kind = dist.resolve_device(config.run.device)
-    target = torch.device("cuda", torch.cuda.current_device()) if kind == "cuda" else torch.device("cpu")
-    ctx = dist.Context(rank=0, world_size=1, local_rank=0, local_world_size=1, device=target)
+    ctx = single_process(config.run.device)
     precision = resolve_precision(config.run.precision, ctx.device)
     assert config.run.workers is not None, "bench needs config.run.workers resolved"
     gpu_cls = defaults.gpu_augment_class()

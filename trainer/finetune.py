@@ -1,54 +1,21 @@
-"""Fine-tuning (and the run machinery it shares with the linear probe):
-start from a pre-trained checkpoint without its head, or from random
-initialisation with ``--scratch`` (same recipe: "Scratch vs 1p-frac"),
-train on the downstream set and evaluate top-1/top-5 every epoch."""
+"""Fine-tuning: start from a pre-trained checkpoint without its head, or
+from random initialisation with ``--scratch`` (same recipe: "Scratch vs
+1p-frac"), train on the downstream set and evaluate top-1/top-5 every epoch
+(the job itself: downstream_run.py, shared with the linear probe)."""
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
-from . import checkpoint as ckpt
-from . import distributed as dist, downstream, model as models, threads
+from . import model as models
 from .config import TrainConfig
-from .errors import UserError
-from .inputs.cpu import CpuPipeline
-from .loop import Job, check_resume, fit_in_folder
-from .pretrain import check_batch, check_memory, finished_summary, stderr_log
-from .runfolder import RunFolder, decide, default_out
-from .schedule import make_schedule
-
-BuildModel = Callable[[TrainConfig, int, "dict[str, Any] | None"], nn.Module]
-
-
-def resolve_architecture(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
-    """Fill in the model from ``--init``'s checkpoint; returns (config, init payload).
-
-    With --init the architecture (name and create_model arguments) is the
-    checkpoint's; a different --model is an error. --scratch without --init
-    needs --model.
-    """
-    m = cfg.model
-    if not m.init:
-        if not m.scratch:
-            raise UserError(f"{cfg.command} needs --init CKPT (a fractrain checkpoint) or --scratch with --model")
-        if not m.name:
-            raise UserError("--scratch without --init needs --model")
-        return cfg, None
-    payload = ckpt.load(m.init)
-    recorded = (payload.get("config") or {}).get("model") or {}
-    name = payload.get("model_name")
-    if m.name and models.resolve_name(m.name) != name:
-        raise UserError(f"checkpoint {m.init} is for model {name}, not {models.resolve_name(m.name)}")
-    kwargs = {**(recorded.get("kwargs") or {}), **m.kwargs}
-    return dataclasses.replace(cfg, model=dataclasses.replace(m, name=name, kwargs=kwargs)), payload
+from .downstream_run import run_downstream
 
 
 def build_finetune_model(cfg: TrainConfig, num_classes: int, init: dict[str, Any] | None) -> nn.Module:
+    """The whole model with a new head for ``num_classes``; every other weight from ``init`` unless --scratch."""
     net = models.create(cfg.model.name, num_classes, cfg.augment.input_size, cfg.model.drop_path, cfg.model.kwargs)
     if init is not None and not cfg.model.scratch:
         models.load_backbone(net, init["model"], cfg.model.init)
@@ -59,53 +26,3 @@ def run(cfg: TrainConfig, *, resume: str | None = None, on_step: Callable[[int],
         ) -> dict[str, Any]:
     """Fine-tune as ``cfg`` says; returns the run's summary (best_top1, ...)."""
     return run_downstream(cfg, build_finetune_model, resume=resume, on_step=on_step)
-
-
-def run_downstream(cfg: TrainConfig, build: BuildModel, *, resume: str | None = None,
-                   on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-    check_batch(cfg.batch_size, dist.world_size_from_env(), cfg.recipe().mixes)
-    ctx = dist.setup(cfg.run.device)
-    try:
-        return _run(cfg, ctx, build, resume, on_step)
-    finally:
-        dist.teardown()
-
-
-def _run(cfg: TrainConfig, ctx: dist.Context, build: BuildModel, resume, on_step) -> dict[str, Any]:
-    log = stderr_log(ctx)
-    cfg, init = resolve_architecture(cfg)
-    recipe = cfg.recipe()
-    check_batch(cfg.batch_size, ctx.world_size, recipe.mixes)
-    extra = ("scratch" if cfg.model.scratch else "") + (f"k{cfg.model.blocks}" if cfg.command == "probe" else "")
-    out = cfg.run.out or default_out(cfg.command, cfg.model.name, cfg.data.train, cfg.run.seed, extra)
-    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=out))
-    start = decide(out, resume)
-    if start.finished:
-        log(f"{out} is finished; nothing to do")
-        return finished_summary(out)
-    data = downstream.open_pair(cfg.data.train, cfg.data.val)
-    payload = ckpt.load(start.checkpoint) if start.checkpoint else None
-    if payload is not None:
-        check_resume(payload, start.checkpoint, cfg, cfg.model.name, data.num_classes, None)
-    if ctx.is_main:
-        log(f"run folder: {out}" + (f" (resuming from {os.path.basename(start.checkpoint)})" if start.checkpoint else ""))
-    workers = threads.for_run(ctx, cfg.run, log)
-
-    torch.manual_seed(cfg.run.seed)
-    net = build(cfg, data.num_classes, init).to(ctx.device)
-    check_memory(cfg, ctx, net, "cpu", workers)
-    schedule = make_schedule(cfg, len(data.train), ctx.world_size, ctx.rank)
-    total_steps = cfg.total_steps(schedule)
-    pipe = CpuPipeline(data.train, schedule, recipe, data.num_classes, ctx.device, cfg.run.seed, workers)
-    evaluate = downstream.make_evaluator(data.val, recipe, cfg.data.crop_pct, schedule.local_batch, workers, ctx)
-    log(f"{cfg.command}: {len(data.train)} training and {len(data.val)} validation images, {data.num_classes} classes; "
-        + ("random initialisation (--scratch)" if cfg.model.scratch or init is None else f"initialised from {cfg.model.init}"))
-
-    existed = os.path.isdir(out)
-    folder = RunFolder(out, ctx.is_main)
-    job = Job(config=cfg, ctx=ctx, model=net, pipeline=pipe, schedule=schedule, total_steps=total_steps,
-              num_classes=data.num_classes, model_name=cfg.model.name, folder=folder, resume=payload,
-              resume_path=start.checkpoint, evaluate=evaluate, log=log, on_step=on_step,
-              extra={"train": cfg.data.train, "val": cfg.data.val, "init": None if cfg.model.scratch else cfg.model.init,
-                     "scratch": cfg.model.scratch or init is None})
-    return fit_in_folder(job, out, existed)

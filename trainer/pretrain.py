@@ -4,63 +4,19 @@ the model, the input path, and the shared loop."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import sys
 from typing import Any, Callable
 
 import torch
 
-from . import checkpoint as ckpt
-from . import data, distributed as dist, inputs, model as models, resources, threads
+from . import data, distributed as dist, inputs, model as models, threads
 from .inputs import streaming
 from .config import TrainConfig
 from .errors import UserError
-from .loop import Job, check_resume, fit_in_folder, resolve_precision
-from .runfolder import SUMMARY, RunFolder, decide, default_out
+from .loop import check_resume
+from .run import check_batch, check_memory, fit_job, in_process_group, load_resumed, log_run_folder, start_in, \
+    stderr_log
+from .runfolder import default_out
 from .schedule import make_schedule
-
-
-def check_batch(global_batch: int, world_size: int, mixes: bool) -> int:
-    """The per-rank batch; UserError when the global batch does not split."""
-    if global_batch < 1:
-        raise UserError(f"--batch-size must be >= 1, got {global_batch}")
-    if global_batch % world_size:
-        raise UserError(f"--batch-size {global_batch} is not divisible by the world size {world_size} "
-                        "(the global batch is split equally over the ranks)")
-    local = global_batch // world_size
-    if mixes and local % 2:
-        raise UserError(f"the batch per rank ({local}) must be even with Mixup/CutMix "
-                        f"(--batch-size {global_batch} over {world_size} rank(s))")
-    return local
-
-
-def stderr_log(ctx: dist.Context) -> Callable[[str], None]:
-    return (lambda message: print(message, file=sys.stderr, flush=True)) if ctx.is_main else (lambda message: None)
-
-
-def check_memory(cfg: TrainConfig, ctx: dist.Context, net: torch.nn.Module, path: str, workers: int,
-                 dataset_bytes: int = 0) -> None:
-    """UserError (one line saying what fits) when a step at this batch would
-    not fit the memory available; before anything big is allocated.
-    dataset_bytes: the decoded images the run keeps in host memory (uint8)."""
-    precision = resolve_precision(cfg.run.precision, ctx.device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    host = resources.available_memory(torch.device("cpu"), ctx.local_world_size)
-    # Read before the measurement, whose blocks CUDA's caching allocator keeps.
-    available = resources.available_memory(ctx.device, ctx.local_world_size)
-    need = resources.estimate(
-        net, input_size=cfg.recipe().input_size, device=ctx.device, path=path, workers=workers,
-        local_batch=cfg.batch_size // ctx.world_size, dataset_bytes=dataset_bytes // max(1, ctx.local_world_size),
-        dataset_in_ram=dataset_bytes <= host // 2,
-        autocast=lambda: torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None))
-    resources.check_fits(need, available, global_batch=cfg.batch_size, world_size=ctx.world_size,
-                         even=cfg.recipe().mixes, device=ctx.device)
-
-
-def finished_summary(out: str) -> dict[str, Any]:
-    with open(os.path.join(out, SUMMARY), encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 def run(cfg: TrainConfig, *, resume: str | None = None, on_step: Callable[[int], None] | None = None,
@@ -71,13 +27,7 @@ def run(cfg: TrainConfig, *, resume: str | None = None, on_step: Callable[[int],
     on_step: called after every step (tests use it to simulate a kill).
     augment_cls: a stand-in for GpuAugment (tests).
     """
-    # Before joining the process group: a bad split fails on every rank at once.
-    check_batch(cfg.batch_size, dist.world_size_from_env(), cfg.recipe().mixes)
-    ctx = dist.setup(cfg.run.device)
-    try:
-        return _run(cfg, ctx, resume, on_step, augment_cls)
-    finally:
-        dist.teardown()
+    return in_process_group(cfg, lambda ctx: _run(cfg, ctx, resume, on_step, augment_cls))
 
 
 def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> dict[str, Any]:
@@ -99,16 +49,14 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
     total_steps = cfg.total_steps(schedule)
     out = cfg.run.out or default_out("pretrain", cfg.model.name, cfg.data.shards, cfg.run.seed)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=out))
-    start = decide(out, resume)
-    if start.finished:
-        log(f"{out} is finished; nothing to do")
-        return finished_summary(out)
-    payload = ckpt.load(start.checkpoint) if start.checkpoint else None
+    start, finished = start_in(out, resume, log)
+    if finished is not None:
+        return finished
+    payload = load_resumed(start)
     if payload is not None:
         check_resume(payload, start.checkpoint, cfg, cfg.model.name, num_classes, manifest_sha)
         streaming.check_resume(payload, start.checkpoint, input_mode, schedule, ctx.world_size)
-    if ctx.is_main:
-        log(f"run folder: {out}" + (f" (resuming from {os.path.basename(start.checkpoint)})" if start.checkpoint else ""))
+    log_run_folder(ctx, log, out, start)
     choice = inputs.choose_input(cfg.run, ctx.device, threads.for_run(ctx, cfg.run, log), augment_cls)
     path, workers = choice.path, choice.workers
     cfg = dataclasses.replace(cfg, run=choice.recorded(cfg.run))  # config.yaml says what ran
@@ -142,11 +90,8 @@ def _run(cfg: TrainConfig, ctx: dist.Context, resume, on_step, augment_cls) -> d
         log(f"budget of {cfg.total_samples(n)} samples rounded up to {total_steps} whole global batches "
             f"({total_steps * cfg.batch_size} samples)")
 
-    existed = os.path.isdir(out)
-    folder = RunFolder(out, ctx.is_main)
-    job = Job(config=cfg, ctx=ctx, model=net, pipeline=pipe, schedule=schedule, total_steps=total_steps,
-              num_classes=num_classes, model_name=cfg.model.name, folder=folder, resume=payload,
-              resume_path=start.checkpoint, manifest_sha256=manifest_sha, log=log, on_step=on_step,
-              extra={"shards": cfg.data.shards, "num_samples": n})
-    return fit_in_folder(job, out, existed)
+    return fit_job(out, ctx, config=cfg, model=net, pipeline=pipe, schedule=schedule, total_steps=total_steps,
+                   num_classes=num_classes, model_name=cfg.model.name, resume=payload, resume_path=start.checkpoint,
+                   manifest_sha256=manifest_sha, log=log, on_step=on_step,
+                   extra={"shards": cfg.data.shards, "num_samples": n})
 

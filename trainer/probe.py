@@ -13,7 +13,7 @@ from torch import nn
 
 from . import model as models
 from .config import TrainConfig
-from .finetune import run_downstream
+from .downstream_run import run_downstream
 
 
 class LinearProbe(nn.Module):
