@@ -13,8 +13,8 @@ from .inputs import streaming
 from .config import TrainConfig
 from .errors import UserError
 from .loop import check_resume
-from .run import check_batch, check_memory, fit_job, in_process_group, load_resumed, log_run_folder, start_in, \
-    stderr_log
+from .run import (check_batch, check_memory, fit_job, in_process_group, load_resumed, log_run_folder, start_in,
+                  stderr_log)
 from .runfolder import default_out
 from .schedule import make_schedule
 
