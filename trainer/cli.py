@@ -421,7 +421,7 @@ def _print_result(summary: dict[str, Any]) -> None:
               help="The GPU paths' augmentation mode (see pretrain --help). [default: graph on CUDA, op-by-op on the CPU]")
 @click.option("--gpu-resize", type=click.Choice(["fp32", "tf32x2", "taps"]), default=None,
               help="How the GPU paths' crop resizes: fp32 or tf32x2 matrix products, or taps (each output pixel "
-                   "from its window's pixels; slower on an H200). [default: tf32x2 on CUDA, fp32 on the CPU]")
+                   "from its window's pixels; slower than tf32x2 on the GPUs measured, benchmarks/RESULTS.md). [default: tf32x2 on CUDA, fp32 on the CPU]")
 @click.option("--profile-steps", type=int, default=0, show_default=True,
               help="After the timed windows, profile this many more steps of each path (torch.profiler) and "
                    "print where the time goes: wall and device-busy ms per step, per CUDA stream, top kernels.")

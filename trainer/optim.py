@@ -83,10 +83,6 @@ def lr_position(cfg: OptimConfig, schedule: Any, step: int) -> int:
     return schedule.epochs_done(step) if cfg.lr_update == "epoch" else step
 
 
-def steps_per_epoch(samples_per_epoch: int, global_batch: int) -> float:
-    return samples_per_epoch / global_batch
-
-
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
