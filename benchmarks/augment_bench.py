@@ -106,6 +106,19 @@ def fractal_batch(batch: int, size: int, seed: int) -> np.ndarray:
     return images
 
 
+def config_batch(config: str, device: torch.device):
+    """A configuration "BxI->S" (batch B of I-pixel images, cropped to S) ->
+    (images uint8 (B, I, I) on ``device``, targets int64 (B,) zeros, the
+    default AugmentRecipe at S pixels)."""
+    from fractrain.recipe import AugmentRecipe
+
+    shape, size = config.split("->")
+    batch, image = (int(v) for v in shape.split("x"))
+    images = torch.from_numpy(fractal_batch(batch, image, 0)).to(device)
+    targets = torch.zeros(batch, dtype=torch.int64, device=device)
+    return images, targets, AugmentRecipe(input_size=int(size))
+
+
 def count_ops(augment, images, targets, module, device) -> tuple[int, int, float]:
     """(ops on the host planning the batch, ops working the pixels, MB those
     write). Modules without a plan/apply split draw on the device: all their
@@ -195,7 +208,6 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     sys.path.insert(0, REPO)
     from fractrain import gpu_augment as current
-    from fractrain.recipe import AugmentRecipe
 
     device = torch.device(args.device)
     modules = {"current": current}
@@ -203,11 +215,7 @@ def main() -> None:
         modules[os.path.basename(os.path.normpath(args.baseline))] = load_revision(args.baseline)
     rows = []
     for config in args.configs.split(","):
-        shape, size = config.split("->")
-        batch, image = (int(v) for v in shape.split("x"))
-        images = torch.from_numpy(fractal_batch(batch, image, 0)).to(device)
-        targets = torch.zeros(batch, dtype=torch.int64, device=device)
-        recipe = AugmentRecipe(input_size=int(size))
+        images, targets, recipe = config_batch(config, device)
         mine = [(f"current {p}", current, {"resize_precision": p}) for p in args.resize_precision.split(",")]
         if args.static:
             mine += [(f"{name} static", current, {**options, "static": True}) for name, _, options in mine]

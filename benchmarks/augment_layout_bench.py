@@ -28,7 +28,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from augment_bench import fractal_batch, generator_for  # noqa: E402  (the same synthetic batch)
+from augment_bench import config_batch, generator_for  # noqa: E402  (the same synthetic batch)
 
 LAYOUTS = {"op-by-op": {}, "static": {"static": True}}
 
@@ -61,16 +61,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     sys.path.insert(0, os.path.dirname(HERE))
     from fractrain import gpu_augment as module
-    from fractrain.recipe import AugmentRecipe
 
     device = torch.device(args.device)
     rows = []
     for config in args.configs.split(","):
-        shape, size = config.split("->")
-        batch, image = (int(v) for v in shape.split("x"))
-        images = torch.from_numpy(fractal_batch(batch, image, 0)).to(device)
-        targets = torch.zeros(batch, dtype=torch.int64, device=device)
-        recipe = AugmentRecipe(input_size=int(size))
+        images, targets, recipe = config_batch(config, device)
         augments = {name: module.GpuAugment(recipe, 1000, device, **options) for name, options in LAYOUTS.items()}
         for name, augment in augments.items():  # warm-up: first-call allocations
             window_ms(augment, images, targets, module, device, 1, 1000)

@@ -281,18 +281,20 @@ def check_switches(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def load_yaml(path: str) -> dict[str, Any]:
+def load_yaml(path: str, what: str = "--config ") -> dict[str, Any]:
+    """The mapping in the YAML file ``path`` ({} for an empty file);
+    UserError naming ``what`` + path when it cannot be read or is not a mapping."""
     try:
         with open(path, encoding="utf-8") as handle:
             payload = yaml.safe_load(handle)
     except OSError as error:
-        raise UserError(f"cannot read --config {path}: {error.strerror or error}") from None
+        raise UserError(f"cannot read {what}{path}: {error.strerror or error}") from None
     except yaml.YAMLError as error:
-        raise UserError(f"--config {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        raise UserError(f"{what}{path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if payload is None:
         return {}
     if not isinstance(payload, dict):
-        raise UserError(f"--config {path} must hold a mapping")
+        raise UserError(f"{what}{path} must hold a mapping")
     return payload
 
 

@@ -28,8 +28,8 @@ import re
 import statistics
 from typing import Any, Callable
 
-import yaml
 
+from .config import load_yaml
 from .errors import UserError
 
 TOP_KEYS = {"name", "data", "pretrain", "finetune", "seeds", "rows"}
@@ -38,14 +38,8 @@ ROW_KEYS = {"name", "params", "scratch", "paper"}
 
 def load(path: str) -> dict[str, Any]:
     """The experiment file, checked; UserError on any problem."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            spec = yaml.safe_load(handle)
-    except OSError as error:
-        raise UserError(f"cannot read {path}: {error.strerror or error}") from None
-    except yaml.YAMLError as error:
-        raise UserError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    if not isinstance(spec, dict):
+    spec = load_yaml(path, what="")
+    if not spec:
         raise UserError(f"{path} must hold a mapping")
     unknown = sorted(set(spec) - TOP_KEYS)
     if unknown:
