@@ -81,7 +81,12 @@ def test_experiment_runs_the_grid_writes_the_report_and_skips_finished_runs(tmp_
 def test_experiment_file_errors_are_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     for text, expected in (("rows: []\n", "rows must be a list"), ("colour: red\nrows: [{name: a}]\n", "unknown key"),
-                           ("rows: [{name: a, scratch: true}, {name: a, scratch: true}]\n", "two rows share a name")):
+                           ("rows: [{name: a, scratch: true}, {name: a, scratch: true}]\n", "two rows share a name"),
+                           ("rows: [{name: a, scratch: true, colour: red}]\n", "row 'a': unknown key(s) colour"),
+                           ("rows: [{name: a, scratch: true, finetune: --lr}]\n", "finetune must be a list"),
+                           ("rows: [{name: a, scratch: true, pretrain: [--lr, '1']}]\n", "takes no pretrain flags"),
+                           ("rows: [{name: a b, scratch: true}, {name: a_b, scratch: true}]\n",
+                            "would share the run folder")):
         bad.write_text(text)
         assert main(["experiment", str(bad), "--work", str(tmp_path / "w")]) == 2
         err = capsys.readouterr().err
@@ -89,3 +94,27 @@ def test_experiment_file_errors_are_one_line(tmp_path, capsys):
     assert main(["experiment", str(tmp_path / "none.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "w")
+
+
+def test_row_flags_follow_the_files_and_rows_with_equal_data_share_one_build(tmp_path, capsys):
+    """Table 9's shape: rows on the same data set that differ only in their
+    own pre-training flags; a row's fine-tuning flags reach only its runs."""
+    spec = yaml.safe_load(experiment_file(tmp_path).read_text())
+    spec["seeds"] = [0]
+    spec["rows"] = [{"name": "all", "params": {"delta": 0.1}},
+                    {"name": "no mix", "params": {"delta": 0.1}, "pretrain": ["--aug-off", "mixup,cutmix"],
+                     "finetune": ["--smoothing", "0.3"]}]
+    spec["pretrain"] += ["--aug-off", "erasing"]
+    path, work = tmp_path / "rows.yaml", tmp_path / "work"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True))
+    assert main(["experiment", str(path), "--work", str(work)]) == 0
+    assert sorted(p.name for p in (work / "data").iterdir()) == ["all"]  # one build for both rows
+
+    def config(folder: str) -> dict:
+        return yaml.safe_load((work / folder / "config.yaml").read_text())
+
+    assert config("pretrain/all")["aug_off"] == ["erasing"]
+    assert config("pretrain/no_mix")["aug_off"] == ["erasing", "mixup", "cutmix"]
+    assert config("pretrain/no_mix")["data"]["shards"] == str(work / "data" / "all")
+    assert config("finetune/no_mix-s0")["augment"]["label_smoothing"] == 0.3
+    assert config("finetune/all-s0")["augment"]["label_smoothing"] != 0.3

@@ -15,7 +15,12 @@ rerun skips finished runs and resumes a killed one. The file::
     seeds: [0, 1, 2]
     rows:
       - {name: "Δ 0.1", params: {delta: 0.1}, paper: 84.2}
+      - {name: "Δ 0.1, no Mixup", params: {delta: 0.1}, pretrain: [--aug-off, mixup]}  # flags added to the file's
       - {name: scratch, scratch: true, paper: 64.2}
+
+A row's ``pretrain`` / ``finetune`` flags follow the file's (the last of a
+flag given twice wins; --aug-off adds up). Rows with equal data parameters
+share one data set.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from .config import load_yaml
 from .errors import UserError
 
 TOP_KEYS = {"name", "data", "pretrain", "finetune", "seeds", "rows"}
-ROW_KEYS = {"name", "params", "scratch", "paper"}
+ROW_KEYS = {"name", "params", "scratch", "paper", "pretrain", "finetune"}
 
 
 def load(path: str) -> dict[str, Any]:
@@ -50,9 +55,22 @@ def load(path: str) -> dict[str, Any]:
     for row in rows:
         extra = sorted(set(row) - ROW_KEYS)
         if extra:
-            raise UserError(f"{path}: row {row['name']!r}: unknown key(s) {', '.join(extra)}")
+            raise UserError(f"{path}: row {row['name']!r}: unknown key(s) {', '.join(extra)} "
+                            f"(known: {', '.join(sorted(ROW_KEYS))})")
+        for key in ("pretrain", "finetune"):
+            if not isinstance(row.get(key, []), list):
+                raise UserError(f"{path}: row {row['name']!r}: {key} must be a list of fractrain flags")
+        if row.get("scratch") and row.get("pretrain"):
+            raise UserError(f"{path}: row {row['name']!r} is a scratch row: it is not pre-trained, so it takes "
+                            "no pretrain flags")
     if len({r["name"] for r in rows}) != len(rows):
         raise UserError(f"{path}: two rows share a name")
+    folders: dict[str, str] = {}
+    for row in rows:
+        other = folders.setdefault(slug(row["name"]), row["name"])
+        if other != row["name"]:
+            raise UserError(f"{path}: rows {other!r} and {row['name']!r} would share the run folder "
+                            f"{slug(row['name'])!r}; rename one")
     if any(not r.get("scratch") for r in rows) and not isinstance(spec.get("data"), dict):
         raise UserError(f"{path}: data (fracbuild kind, seed, params) is required for pre-trained rows")
     for key in ("pretrain", "finetune"):
@@ -99,15 +117,7 @@ def run(path: str, work: str | None, main: Callable[[list[str]], int], log: Call
     work = work or os.path.join("runs", f"experiment-{slug(spec['name'])}")
     os.makedirs(work, exist_ok=True)
     pre_rows = [r for r in spec["rows"] if not r.get("scratch")]
-    checkpoints: dict[str, str] = {}
-    for row in pre_rows:
-        data_dir = os.path.join(work, "data", slug(row["name"]))
-        build_data(spec["data"], row.get("params") or {}, data_dir, log)
-        out = os.path.join(work, "pretrain", slug(row["name"]))
-        log(f"experiment: pre-training {row['name']} -> {out}")
-        _call(main, ["pretrain", *map(str, spec.get("pretrain", [])), "--shards", data_dir, "--out", out,
-                     "--resume", "auto"])
-        checkpoints[row["name"]] = os.path.join(out, "final.pt")
+    checkpoints = pretrain_rows(spec, pre_rows, work, main, log)
     results: dict[str, list[float | None]] = {}
     for row in spec["rows"]:
         init = checkpoints.get(row["name"]) or next(iter(checkpoints.values()), None)
@@ -116,7 +126,7 @@ def run(path: str, work: str | None, main: Callable[[list[str]], int], log: Call
             out = os.path.join(work, "finetune", f"{slug(row['name'])}-s{seed}")
             start = (["--init", init] if init else []) + (["--scratch"] if row.get("scratch") else [])
             log(f"experiment: fine-tuning {row['name']}, seed {seed} -> {out}")
-            _call(main, ["finetune", *map(str, spec.get("finetune", [])), *start, "--seed", str(seed),
+            _call(main, ["finetune", *flags(spec, row, "finetune"), *start, "--seed", str(seed),
                          "--out", out, "--resume", "auto"])
             with open(os.path.join(out, "summary.json"), encoding="utf-8") as handle:
                 results[row["name"]].append(json.load(handle).get("best_top1"))
@@ -128,6 +138,33 @@ def run(path: str, work: str | None, main: Callable[[list[str]], int], log: Call
     if curves:
         plot_losses(curves, os.path.join(work, "loss.png"))
     return report
+
+
+def flags(spec: dict[str, Any], row: dict[str, Any], command: str) -> list[str]:
+    """The file's flags for ``command`` followed by the row's own (a later
+    flag overrides an earlier one; a repeatable one, such as --aug-off, adds)."""
+    return [*map(str, spec.get(command) or []), *map(str, row.get(command) or [])]
+
+
+def pretrain_rows(spec: dict[str, Any], rows: list[dict[str, Any]], work: str, main: Callable[[list[str]], int],
+                  log: Callable[[str], None]) -> dict[str, str]:
+    """Build each row's data set and pre-train on it; returns row name ->
+    final checkpoint. Rows whose data parameters are equal share one data
+    set (the first such row's folder): Table 9's rows differ only in flags."""
+    built: dict[str, str] = {}
+    checkpoints: dict[str, str] = {}
+    for row in rows:
+        params = row.get("params") or {}
+        key = json.dumps({**(spec["data"].get("params") or {}), **params}, sort_keys=True, default=str)
+        data_dir = built.get(key)
+        if data_dir is None:
+            data_dir = built[key] = os.path.join(work, "data", slug(row["name"]))
+            build_data(spec["data"], params, data_dir, log)
+        out = os.path.join(work, "pretrain", slug(row["name"]))
+        log(f"experiment: pre-training {row['name']} on {data_dir} -> {out}")
+        _call(main, ["pretrain", *flags(spec, row, "pretrain"), "--shards", data_dir, "--out", out, "--resume", "auto"])
+        checkpoints[row["name"]] = os.path.join(out, "final.pt")
+    return checkpoints
 
 
 def _call(main: Callable[[list[str]], int], argv: list[str]) -> None:
