@@ -86,7 +86,12 @@ def test_experiment_file_errors_are_one_line(tmp_path, capsys):
                            ("rows: [{name: a, scratch: true, finetune: --lr}]\n", "finetune must be a list"),
                            ("rows: [{name: a, scratch: true, pretrain: [--lr, '1']}]\n", "takes no pretrain flags"),
                            ("rows: [{name: a b, scratch: true}, {name: a_b, scratch: true}]\n",
-                            "would share the run folder")):
+                            "would share the run folder"),
+                           ("rows: [{name: a, scratch: true}]\n", "give finetune"),
+                           ("finetune: []\nrows: [{name: a, scratch: true, paper: high}]\n", "paper must be"),
+                           ("probe: [1, 2]\nrows: [{name: a, scratch: true}]\n", "probe must be a mapping"),
+                           ("probe: {blocks: [0]}\nrows: [{name: a, scratch: true}]\n", "blocks must be a list"),
+                           ("probe: {blocks: [1], flag: []}\nrows: [{name: a, scratch: true}]\n", "probe: unknown")):
         bad.write_text(text)
         assert main(["experiment", str(bad), "--work", str(tmp_path / "w")]) == 2
         err = capsys.readouterr().err
@@ -118,3 +123,47 @@ def test_row_flags_follow_the_files_and_rows_with_equal_data_share_one_build(tmp
     assert config("pretrain/no_mix")["data"]["shards"] == str(work / "data" / "all")
     assert config("finetune/no_mix-s0")["augment"]["label_smoothing"] == 0.3
     assert config("finetune/all-s0")["augment"]["label_smoothing"] != 0.3
+
+
+def test_probe_only_experiment_probes_each_row_per_block_and_seed(tmp_path, capsys):
+    """Fig. 3's shape: no fine-tuning; every row (scratch too: random weights)
+    probed after K = 1 and 2 blocks per seed; the probe table and probe.png."""
+    import json
+
+    spec = yaml.safe_load(experiment_file(tmp_path).read_text())
+    images = spec["finetune"][spec["finetune"].index("--train") + 1]
+    del spec["finetune"]
+    spec["pretrain"] += ["--model-arg", "depth=2"]
+    run_flags = ["--input-size", "32", "--workers", "0", "--no-progress", "--device", "cpu"]  # the checkpoint's model
+    spec["probe"] = {"flags": [*run_flags, "--train", images, "--val", images, "-b", "4", "--steps", "2"], "blocks": [1, 2]}
+    spec["rows"] = [{"name": "Δ 0.1", "params": {"delta": 0.1}}, {"name": "scratch", "scratch": True}]
+    path, work = tmp_path / "fig3.yaml", tmp_path / "work"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True))
+    assert main(["experiment", str(path), "--work", str(work)]) == 0
+    assert not (work / "finetune").exists()
+    runs = sorted(p.name for p in (work / "probe").iterdir())
+    assert runs == [f"{row}-k{k}-s{s}" for row in ("delta_0.1", "scratch") for k in (1, 2) for s in (0, 1)]
+    for run in runs:
+        summary = json.loads((work / "probe" / run / "summary.json").read_text())
+        config = yaml.safe_load((work / "probe" / run / "config.yaml").read_text())
+        assert config["model"]["blocks"] == int(run.split("-k")[1][0]) and config["run"]["seed"] == int(run[-1])
+        assert summary["scratch"] is run.startswith("scratch")
+        assert summary["init"] == (None if run.startswith("scratch") else str(work / "pretrain" / "delta_0.1" / "final.pt"))
+    report = (work / "report.md").read_text()
+    assert "## Fine-tuning" not in report and "| row | K = 1 | K = 2 |" in report
+    probe_rows = [line.split("|")[1:-1] for line in report.splitlines()[report.splitlines().index("| row | K = 1 | K = 2 |"):]
+                  if line.startswith("| Δ") or line.startswith("| scratch")]
+    assert [cells[0].strip() for cells in probe_rows] == ["Δ 0.1", "scratch"]
+    # each cell is mean ± sd of the two seeds' summaries
+    for cells, row in zip(probe_rows, ("delta_0.1", "scratch")):
+        for k, cell in zip((1, 2), cells[1:]):
+            values = [100 * json.loads((work / "probe" / f"{row}-k{k}-s{s}" / "summary.json").read_text())["best_top1"]
+                      for s in (0, 1)]
+            assert cell.strip().split(" ± ")[0] == f"{sum(values) / 2:.1f}"
+    from PIL import Image
+
+    assert Image.open(work / "probe.png").size == (640, 400) and (work / "loss.png").exists()
+    stamps = {p: p.stat().st_mtime_ns for p in work.rglob("summary.json")}
+    capsys.readouterr()
+    assert main(["experiment", str(path), "--work", str(work)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("summary.json")} == stamps

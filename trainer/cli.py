@@ -378,9 +378,10 @@ def probe(resume: str | None, **values: Any) -> None:
               help="Folder for the experiment's data sets, runs and report. [default: runs/experiment-<name>]")
 def experiment(file: str, work: str | None) -> None:
     """Run an experiment file end to end on one device: build each row's data
-    set (reused when its manifest matches), pre-train, fine-tune per seed (and
-    a scratch baseline), then write report.md and loss.png. Rerun the same
-    command to skip finished runs and resume a stopped one."""
+    set (reused when its manifest matches), pre-train, fine-tune and/or probe
+    per seed (and a scratch baseline), then write report.md, loss.png and
+    probe.png. Rerun the same command to skip finished runs and resume a
+    stopped one."""
     from . import experiment as runner
 
     def run_command(argv: list[str]) -> int:  # errors propagate: main() turns them into one line

@@ -1,9 +1,10 @@
 """``fractrain experiment FILE.yaml``: a grid of rows run end to end on one
 device: build each row's data set with fracbuild (reused when its manifest
-matches), pre-train, fine-tune once per seed (rows with ``scratch: true``
-fine-tune random weights of the same architecture), then write
-``report.md`` (mean and per-seed best top-1, the paper's figure beside
-ours) and ``loss.png`` (pre-training loss per row).
+matches), pre-train, then fine-tune and/or linear-probe once per seed (rows
+with ``scratch: true`` start from random weights of the same architecture),
+then write ``report.md`` (mean and per-seed best top-1, the paper's figure
+beside ours; the probe's top-1 per row and number of blocks) and the plots
+(plots.py: ``loss.png``, ``probe.png``).
 
 Every run goes through the ordinary commands with ``--resume auto``, so a
 rerun skips finished runs and resumes a killed one. The file::
@@ -12,15 +13,17 @@ rerun skips finished runs and resumes a killed one. The file::
     data: {kind: 1p-frac, seed: 0, params: {num_classes: 32, size: 64}}   # shared by every row
     pretrain: [--recipe, paper, --model, vit_tiny, --steps, "200"]        # fractrain flags
     finetune: [--train, digits/train, --val, digits/val, --epochs, "5"]  # fractrain finetune flags
+    probe: {flags: [--train, digits/train, --val, digits/val], blocks: [1, 2, 3, 4]}   # optional
     seeds: [0, 1, 2]
     rows:
       - {name: "Δ 0.1", params: {delta: 0.1}, paper: 84.2}
       - {name: "Δ 0.1, no Mixup", params: {delta: 0.1}, pretrain: [--aug-off, mixup]}  # flags added to the file's
       - {name: scratch, scratch: true, paper: 64.2}
 
-A row's ``pretrain`` / ``finetune`` flags follow the file's (the last of a
-flag given twice wins; --aug-off adds up). Rows with equal data parameters
-share one data set.
+``finetune`` may be left out when ``probe`` is given (Fig. 3). A row's
+``pretrain`` / ``finetune`` flags follow the file's (the last of a flag
+given twice wins; --aug-off adds up). Rows with equal data parameters share
+one data set.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from typing import Any, Callable
 from .config import load_yaml
 from .errors import UserError
 
-TOP_KEYS = {"name", "data", "pretrain", "finetune", "seeds", "rows"}
+TOP_KEYS = {"name", "data", "pretrain", "finetune", "probe", "seeds", "rows"}
+PROBE_KEYS = {"flags", "blocks"}
 ROW_KEYS = {"name", "params", "scratch", "paper", "pretrain", "finetune"}
 
 
@@ -79,7 +83,33 @@ def load(path: str) -> dict[str, Any]:
     seeds = spec.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise UserError(f"{path}: seeds must be a list of integers")
-    return {**spec, "seeds": seeds, "name": spec.get("name") or os.path.splitext(os.path.basename(path))[0]}
+    for row in rows:
+        paper = row.get("paper")
+        if paper is not None and (isinstance(paper, bool) or not isinstance(paper, (int, float))):
+            raise UserError(f"{path}: row {row['name']!r}: paper must be the paper's top-1 (%), a number")
+    if "finetune" not in spec and "probe" not in spec:
+        raise UserError(f"{path}: give finetune (fractrain finetune flags), probe ({{flags, blocks}}) or both")
+    probe = spec.get("probe")
+    if probe is not None:
+        probe = _probe_spec(path, probe)
+    return {**spec, "probe": probe, "seeds": seeds,
+            "name": spec.get("name") or os.path.splitext(os.path.basename(path))[0]}
+
+
+def _probe_spec(path: str, probe: Any) -> dict[str, Any]:
+    """``probe: {flags: [...], blocks: [1, 2, ...]}`` checked."""
+    if not isinstance(probe, dict):
+        raise UserError(f"{path}: probe must be a mapping: {{flags: [fractrain probe flags], blocks: [K, ...]}}")
+    unknown = sorted(set(probe) - PROBE_KEYS)
+    if unknown:
+        raise UserError(f"{path}: probe: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(PROBE_KEYS))})")
+    if not isinstance(probe.get("flags", []), list):
+        raise UserError(f"{path}: probe: flags must be a list of fractrain probe flags")
+    blocks = probe.get("blocks")
+    if (not isinstance(blocks, list) or not blocks or len(set(blocks)) != len(blocks)
+            or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in blocks)):
+        raise UserError(f"{path}: probe: blocks must be a list of distinct integers >= 1 (transformer blocks kept)")
+    return {"flags": probe.get("flags", []), "blocks": blocks}
 
 
 def slug(name: str) -> str:
@@ -118,26 +148,45 @@ def run(path: str, work: str | None, main: Callable[[list[str]], int], log: Call
     os.makedirs(work, exist_ok=True)
     pre_rows = [r for r in spec["rows"] if not r.get("scratch")]
     checkpoints = pretrain_rows(spec, pre_rows, work, main, log)
-    results: dict[str, list[float | None]] = {}
-    for row in spec["rows"]:
-        init = checkpoints.get(row["name"]) or next(iter(checkpoints.values()), None)
-        results[row["name"]] = []
-        for seed in spec["seeds"]:
-            out = os.path.join(work, "finetune", f"{slug(row['name'])}-s{seed}")
-            start = (["--init", init] if init else []) + (["--scratch"] if row.get("scratch") else [])
-            log(f"experiment: fine-tuning {row['name']}, seed {seed} -> {out}")
-            _call(main, ["finetune", *flags(spec, row, "finetune"), *start, "--seed", str(seed),
-                         "--out", out, "--resume", "auto"])
-            with open(os.path.join(out, "summary.json"), encoding="utf-8") as handle:
-                results[row["name"]].append(json.load(handle).get("best_top1"))
+    finetuned: dict[str, list[float]] | None = None
+    probed: dict[str, dict[int, list[float]]] | None = None
+    if "finetune" in spec:
+        finetuned = {row["name"]: [downstream(spec, row, checkpoints, "finetune", seed, work, main, log)
+                                   for seed in spec["seeds"]] for row in spec["rows"]}
+    if spec["probe"]:
+        probed = {row["name"]: {k: [downstream(spec, row, checkpoints, "probe", seed, work, main, log, blocks=k)
+                                    for seed in spec["seeds"]] for k in spec["probe"]["blocks"]}
+                  for row in spec["rows"]}
     report = os.path.join(work, "report.md")
     with open(report + ".tmp", "w", encoding="utf-8") as handle:
-        handle.write(render_report(spec, results))
+        handle.write(render_report(spec, finetuned, probed))
     os.replace(report + ".tmp", report)
-    curves = {r["name"]: _losses(os.path.join(work, "pretrain", slug(r["name"]), "metrics.jsonl")) for r in pre_rows}
-    if curves:
-        plot_losses(curves, os.path.join(work, "loss.png"))
+    write_plots(spec, work, finetuned, probed)
     return report
+
+
+def downstream(spec: dict[str, Any], row: dict[str, Any], checkpoints: dict[str, str], command: str, seed: int,
+               work: str, main: Callable[[list[str]], int], log: Callable[[str], None],
+               blocks: int | None = None) -> float:
+    """Fine-tune or probe ``row`` once (resumed or skipped when its folder
+    holds a run); returns its best top-1 in [0, 1] (NaN when none was
+    recorded). A scratch row starts from random weights of a pre-trained
+    row's architecture (or of --model in the flags when no row is pre-trained)."""
+    init = checkpoints.get(row["name"]) or next(iter(checkpoints.values()), None)
+    start = (["--init", init] if init else []) + (["--scratch"] if row.get("scratch") else [])
+    if command == "probe":
+        argv = ["probe", *map(str, spec["probe"]["flags"]), *start, "--blocks", str(blocks)]
+        out = os.path.join(work, "probe", f"{slug(row['name'])}-k{blocks}-s{seed}")
+        what = f"probing {row['name']} after {blocks} block(s)"
+    else:
+        argv = ["finetune", *flags(spec, row, "finetune"), *start]
+        out = os.path.join(work, "finetune", f"{slug(row['name'])}-s{seed}")
+        what = f"fine-tuning {row['name']}"
+    log(f"experiment: {what}, seed {seed} -> {out}")
+    _call(main, [*argv, "--seed", str(seed), "--out", out, "--resume", "auto"])
+    with open(os.path.join(out, "summary.json"), encoding="utf-8") as handle:
+        best = json.load(handle).get("best_top1")
+    return math.nan if best is None else float(best)
 
 
 def flags(spec: dict[str, Any], row: dict[str, Any], command: str) -> list[str]:
@@ -173,57 +222,61 @@ def _call(main: Callable[[list[str]], int], argv: list[str]) -> None:
         raise UserError(f"fractrain {' '.join(argv[:1])} stopped (exit code {code}); rerun the experiment to resume")
 
 
-def render_report(spec: dict[str, Any], results: dict[str, list[float | None]]) -> str:
+def render_report(spec: dict[str, Any], finetuned: dict[str, list[float]] | None,
+                  probed: dict[str, dict[int, list[float]]] | None) -> str:
+    """report.md: the fine-tuning table (mean ± sd, per seed, the paper's
+    figure) and the probe table (rows × blocks, mean ± sd over seeds)."""
     seeds = spec["seeds"]
-    lines = [f"# {spec['name']}", "", f"Fine-tuned best top-1 (%), {len(seeds)} seed(s): {', '.join(map(str, seeds))}.",
-             "", "| row | ours, mean ± sd | per seed | paper |", "|---|---|---|---|"]
-    for row in spec["rows"]:
-        values = [100 * v for v in results[row["name"]] if v is not None]
-        mean = statistics.mean(values) if values else math.nan
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        paper = row.get("paper")
-        lines.append(f"| {row['name']} | {mean:.1f} ± {sd:.1f} | {' / '.join(f'{v:.1f}' for v in values)} | "
-                     f"{paper if paper is not None else '—'} |")
+    lines = [f"# {spec['name']}", "", f"{len(seeds)} seed(s): {', '.join(map(str, seeds))}. Best top-1 (%) on the "
+             "validation set of each run; plots: loss.png (pre-training loss)"
+             + (", top1.png" if finetuned is not None else "") + (", probe.png" if probed is not None else "") + "."]
+    if finetuned is not None:
+        lines += ["", "## Fine-tuning", "", "| row | ours, mean ± sd | per seed | paper |", "|---|---|---|---|"]
+        for row in spec["rows"]:
+            values = _percent(finetuned[row["name"]])
+            paper = row.get("paper")
+            lines.append(f"| {row['name']} | {_mean_sd(values)} | {' / '.join(f'{v:.1f}' for v in values)} | "
+                         f"{paper if paper is not None else '—'} |")
+    if probed is not None:
+        blocks = spec["probe"]["blocks"]
+        lines += ["", "## Linear probe", "", "Top-1 (%) of a linear classifier on the backbone cut after K "
+                  "transformer blocks, mean ± sd over seeds.", "",
+                  "| row | " + " | ".join(f"K = {k}" for k in blocks) + " |", "|---|" + "---|" * len(blocks)]
+        for row in spec["rows"]:
+            cells = [_mean_sd(_percent(probed[row["name"]][k])) for k in blocks]
+            lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _losses(metrics: str) -> list[tuple[int, float]]:
+def _percent(values: list[float]) -> list[float]:
+    return [100 * v for v in values if not math.isnan(v)]
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "—"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.1f}"
+
+
+def write_plots(spec: dict[str, Any], work: str, finetuned: dict[str, list[float]] | None,
+                probed: dict[str, dict[int, list[float]]] | None) -> None:
+    """loss.png, and probe.png when the file probes. Each row keeps its
+    colour in every plot."""
+    from . import plots
+
+    colours = {row["name"]: plots.colour(i) for i, row in enumerate(spec["rows"])}
+    curves = {row["name"]: _losses(os.path.join(work, "pretrain", slug(row["name"]), "metrics.jsonl"))
+              for row in spec["rows"] if not row.get("scratch")}
+    plots.line_plot(curves, os.path.join(work, "loss.png"), title="pre-training loss", x_label="step",
+                    colours=colours)
+    if probed is not None:
+        lines = {name: [(k, statistics.mean(v)) for k, values in by_k.items() if (v := _percent(values))]
+                 for name, by_k in probed.items()}
+        plots.line_plot(lines, os.path.join(work, "probe.png"), title="linear probe top-1 (%), mean over seeds",
+                        x_label="transformer blocks kept (K)", colours=colours, markers=True)
+
+
+def _losses(metrics: str) -> list[tuple[float, float]]:
     with open(metrics, encoding="utf-8") as handle:
         records = [json.loads(line) for line in handle if line.strip()]
     return [(r["step"], r["loss"]) for r in records if "loss" in r]
-
-
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
-
-
-def plot_losses(curves: dict[str, list[tuple[int, float]]], out: str, size: tuple[int, int] = (640, 400)) -> None:
-    """Loss against step, one line per row, as a PNG drawn with Pillow."""
-    from PIL import Image, ImageDraw
-
-    width, height = size
-    left, right, top, bottom = 60, 150, 20, 40
-    points = [p for curve in curves.values() for p in curve]
-    if not points:
-        return
-    max_step = max(s for s, _ in points) or 1
-    low, high = min(v for _, v in points), max(v for _, v in points)
-    high = high if high > low else low + 1.0
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    draw.rectangle([left, top, width - right, height - bottom], outline="black")
-
-    def xy(step: float, value: float) -> tuple[float, float]:
-        return (left + (width - right - left) * step / max_step,
-                height - bottom - (height - bottom - top) * (value - low) / (high - low))
-
-    for index, (name, curve) in enumerate(curves.items()):
-        colour = PALETTE[index % len(PALETTE)]
-        if len(curve) > 1:
-            draw.line([xy(s, v) for s, v in curve], fill=colour, width=2)
-        # Pillow's built-in font is Latin-1: spell out the Greek of "Δ 0.1".
-        draw.text((width - right + 8, top + 16 * index), name.replace("Δ", "delta"), fill=colour)
-    draw.text((left, height - bottom + 8), f"step 0 .. {max_step}", fill="black")
-    draw.text((4, top), f"{high:.2f}", fill="black")
-    draw.text((4, height - bottom - 10), f"{low:.2f}", fill="black")
-    draw.text((left, 4), "pre-training loss", fill="black")
-    image.save(out)
