@@ -47,3 +47,29 @@ def test_line_plot_colours_follow_the_names_given(tmp_path):
 
 def test_latin1_spells_out_greek_for_the_bitmap_font():
     assert plots.latin1("Δ 0.1, σ 3.5 → L") == "delta 0.1, sigma 3.5 ? L"
+
+
+def test_top1_bars_grow_with_the_mean_and_the_width_with_the_rows(tmp_path):
+    out = tmp_path / "top1.png"
+    assert plots.top1_plot([("Δ 0.1", [80.0, 82.0], None), ("scratch", [20.0, 22.0], None)], str(out), title="t")
+    assert Image.open(out).size == (640, 400)
+    tall, short = len(pixels_of(out, plots.colour(0))), len(pixels_of(out, plots.colour(1)))
+    assert 3.0 < tall / short < 4.7  # bar areas in the ratio of the means, 81 / 21
+    assert len(pixels_of(out, plots.SEED)) > 10  # the seeds' dots
+    many = [(f"row {i}", [float(i)], None) for i in range(10)]
+    plots.top1_plot(many, str(tmp_path / "many.png"), title="t")
+    assert Image.open(tmp_path / "many.png").size == (90 + 100 * 10, 400)
+    assert not plots.top1_plot([("a", [], None)], str(tmp_path / "none.png"), title="t")
+
+
+def test_top1_marks_the_papers_figure_at_its_height(tmp_path):
+    rows = [("Δ 0.1", [30.0], None), ("scratch", [10.0], None)]
+    without, with_paper = tmp_path / "without.png", tmp_path / "with.png"
+    plots.top1_plot(rows, str(without), title="t")
+    plots.top1_plot([rows[0], ("scratch", [10.0], 75.0)], str(with_paper), title="t")
+    black = [(np.asarray(Image.open(p).convert("RGB")) == 0).all(axis=2) for p in (without, with_paper)]
+    diamond = np.argwhere(black[1] & ~black[0])
+    assert len(diamond) > 20
+    height, bottom, top = 400, 56, 40
+    assert abs(diamond[:, 0].mean() - (height - bottom - (height - bottom - top) * 0.75)) < 3
+    assert diamond[:, 1].min() > 640 / 2  # beside the second row's bar, not the first's

@@ -59,6 +59,9 @@ def test_experiment_runs_the_grid_writes_the_report_and_skips_finished_runs(tmp_
     assert [r.split("|")[4].strip() for r in rows] == ["84.2", "1.2", "64.2"]
     assert all(len(r.split("|")[3].split("/")) == 2 for r in rows)  # one figure per seed
     assert (work / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    assert Image.open(work / "top1.png").size == (640, 400) and not (work / "probe.png").exists()
     # Two data sets, one per Δ, built with the row's parameter.
     import json
 

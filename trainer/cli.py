@@ -379,8 +379,8 @@ def probe(resume: str | None, **values: Any) -> None:
 def experiment(file: str, work: str | None) -> None:
     """Run an experiment file end to end on one device: build each row's data
     set (reused when its manifest matches), pre-train, fine-tune and/or probe
-    per seed (and a scratch baseline), then write report.md, loss.png and
-    probe.png. Rerun the same command to skip finished runs and resume a
+    per seed (and a scratch baseline), then write report.md, loss.png,
+    top1.png and probe.png. Rerun the same command to skip finished runs and resume a
     stopped one."""
     from . import experiment as runner
 

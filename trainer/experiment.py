@@ -4,7 +4,7 @@ matches), pre-train, then fine-tune and/or linear-probe once per seed (rows
 with ``scratch: true`` start from random weights of the same architecture),
 then write ``report.md`` (mean and per-seed best top-1, the paper's figure
 beside ours; the probe's top-1 per row and number of blocks) and the plots
-(plots.py: ``loss.png``, ``probe.png``).
+(plots.py: ``loss.png``, ``top1.png``, ``probe.png``).
 
 Every run goes through the ordinary commands with ``--resume auto``, so a
 rerun skips finished runs and resumes a killed one. The file::
@@ -260,8 +260,8 @@ def _mean_sd(values: list[float]) -> str:
 
 def write_plots(spec: dict[str, Any], work: str, finetuned: dict[str, list[float]] | None,
                 probed: dict[str, dict[int, list[float]]] | None) -> None:
-    """loss.png, and probe.png when the file probes. Each row keeps its
-    colour in every plot."""
+    """loss.png, top1.png when the file fine-tunes, probe.png when it
+    probes. Each row keeps its colour in every plot."""
     from . import plots
 
     colours = {row["name"]: plots.colour(i) for i, row in enumerate(spec["rows"])}
@@ -269,6 +269,9 @@ def write_plots(spec: dict[str, Any], work: str, finetuned: dict[str, list[float
               for row in spec["rows"] if not row.get("scratch")}
     plots.line_plot(curves, os.path.join(work, "loss.png"), title="pre-training loss", x_label="step",
                     colours=colours)
+    if finetuned is not None:
+        plots.top1_plot([(row["name"], _percent(finetuned[row["name"]]), row.get("paper")) for row in spec["rows"]],
+                        os.path.join(work, "top1.png"), title=f"{spec['name']}: fine-tuned top-1 (%)")
     if probed is not None:
         lines = {name: [(k, statistics.mean(v)) for k, values in by_k.items() if (v := _percent(values))]
                  for name, by_k in probed.items()}

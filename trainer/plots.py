@@ -1,6 +1,8 @@
 """The experiment's PNG figures, drawn with Pillow (no plotting library):
 ``line_plot``, one line per row against a shared x axis (pre-training loss
-per step, probe top-1 per number of blocks)."""
+per step, probe top-1 per number of blocks), and ``top1_plot``, downstream
+top-1 per row (the mean over seeds as a bar, each seed as a dot, their
+range as a whisker, the paper's figure as a black diamond beside the bar)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from typing import Sequence
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+PAPER = (0, 0, 0)
+SEED = (40, 40, 40)
 GRID = (225, 225, 225)
 SIZE = (640, 400)
 # Pillow's built-in bitmap font is Latin-1 and about 6 px per character.
@@ -95,5 +99,63 @@ def line_plot(series: dict[str, Sequence[tuple[float, float]]], out: str, *, tit
         draw.text((width - right + 8, top + 16 * index), latin1(name), fill=fill)
     draw.text((left, 6), latin1(title), fill="black")
     draw.text(((left + width - right) / 2 - CHAR_WIDTH * len(x_label) / 2, height - 16), latin1(x_label), fill="black")
+    image.save(out)
+    return True
+
+
+def _wrap(text: str, chars: int) -> list[str]:
+    lines: list[str] = []
+    for word in latin1(text).split():
+        if lines and len(lines[-1]) + 1 + len(word) <= chars:
+            lines[-1] += " " + word
+        else:
+            lines.append(word[:chars])
+    return lines[:3]
+
+
+def top1_plot(rows: Sequence[tuple[str, Sequence[float], float | None]], out: str, *, title: str,
+              size: tuple[int, int] | None = None) -> bool:
+    """Top-1 (%) per row: rows as (name, the seeds' values, the paper's
+    figure or None). The bar is the mean over seeds, the dots the seeds, the
+    whisker their range; a black diamond marks the paper's figure. The y
+    axis is 0..100. Returns False when no row has a value or a paper figure."""
+    from PIL import Image, ImageDraw
+
+    if not any(values or paper is not None for _, values, paper in rows):
+        return False
+    width, height = size or (max(SIZE[0], 90 + 100 * len(rows)), SIZE[1])
+    left, right, top, bottom = 50, 20, 40, 56
+    slot = (width - left - right) / len(rows)
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+
+    def y_of(value: float) -> float:
+        return height - bottom - (height - bottom - top) * min(max(value, 0.0), 100.0) / 100.0
+
+    for tick in range(0, 101, 20):
+        y = y_of(tick)
+        draw.line([(left, y), (width - right, y)], fill=GRID)
+        draw.text((left - 8 - CHAR_WIDTH * len(str(tick)), y - 5), str(tick), fill="black")
+    bar = min(slot * 0.35, 40)
+    for index, (name, values, paper) in enumerate(rows):
+        centre = left + slot * (index + 0.5)
+        bar_left = centre - bar - 2 if paper is not None else centre - bar / 2
+        bar_centre = bar_left + bar / 2
+        if values:
+            mean = sum(values) / len(values)
+            draw.rectangle([bar_left, y_of(mean), bar_left + bar, y_of(0)], fill=colour(index))
+            if len(values) > 1:
+                draw.line([(bar_centre, y_of(min(values))), (bar_centre, y_of(max(values)))], fill=SEED, width=1)
+            for value in values:
+                y = y_of(value)
+                draw.ellipse([bar_centre - 2, y - 2, bar_centre + 2, y + 2], fill=SEED)
+        if paper is not None:
+            x, y = centre + 8, y_of(paper)
+            draw.polygon([(x, y - 6), (x + 6, y), (x, y + 6), (x - 6, y)], fill=PAPER)
+        for line, text in enumerate(_wrap(name, max(int(slot / CHAR_WIDTH) - 1, 4))):
+            draw.text((centre - CHAR_WIDTH * len(text) / 2, height - bottom + 6 + 12 * line), text, fill="black")
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")  # over the bars' feet
+    draw.text((left, 6), latin1(title), fill="black")
+    draw.text((left, 20), "bar: mean over seeds, dots: seeds, diamond: the paper", fill=SEED)
     image.save(out)
     return True
