@@ -113,7 +113,9 @@ def _probe_spec(path: str, probe: Any) -> dict[str, Any]:
 
 
 def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("Δ", "delta")).strip("_") or "row"
+    """The row's folder name: ASCII, the Greek of "Δ 0.1" / "σ 3.5" spelt out."""
+    name = name.replace("Δ", "delta").replace("σ", "sigma")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "row"
 
 
 def build_data(data: dict[str, Any], params: dict[str, Any], out: str, log: Callable[[str], None]) -> None:
