@@ -377,18 +377,21 @@ def probe(resume: str | None, **values: Any) -> None:
 @click.option("--work", type=click.Path(file_okay=False), default=None,
               help="Folder for the experiment's data sets, runs and report. [default: runs/experiment-<name>]")
 def experiment(file: str, work: str | None) -> None:
-    """Run an experiment file end to end on one device: build each row's data
-    set (reused when its manifest matches), pre-train, fine-tune and/or probe
-    per seed (and a scratch baseline), then write report.md, loss.png,
-    top1.png and probe.png. Rerun the same command to skip finished runs and resume a
-    stopped one."""
+    """Run an experiment file end to end: build each row's data set (reused
+    when its manifest matches), pre-train, fine-tune and/or probe per seed (and
+    a scratch baseline), then write report.md, loss.png, top1.png and
+    probe.png. Rerun the same command to skip finished runs and resume a
+    stopped one. Under torchrun every run uses all the ranks; rank 0 builds
+    the data and writes the report."""
     from . import experiment as runner
 
     def run_command(argv: list[str]) -> int:  # errors propagate: main() turns them into one line
         cli.main(args=argv, prog_name="fractrain", standalone_mode=False)
         return 0
 
-    click.echo(runner.run(file, work, run_command, _log))
+    report = runner.run(file, work, run_command, _log)
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(report)
 
 
 def _print_result(summary: dict[str, Any]) -> None:

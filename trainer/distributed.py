@@ -4,10 +4,11 @@ world of one."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -71,6 +72,35 @@ def setup(requested_device: str = "auto", timeout_min: float = 30.0) -> Context:
             kwargs["device_id"] = device
         dist.init_process_group(backend=backend, **kwargs)
     return Context(rank=rank, world_size=world, local_rank=local_rank, local_world_size=local_world, device=device)
+
+
+@contextlib.contextmanager
+def shared_group(timeout_min: float = 30.0) -> Iterator[int]:
+    """Under torchrun, one process group around many runs (``fractrain
+    experiment``): each run's setup finds it joined and leaves it in place.
+    Re-joining for every run would reuse the rendezvous store's keys of the
+    group before. Gloo for CPU tensors and, when there is a GPU, NCCL for
+    CUDA ones, so each run may pick its --device. Yields this rank (0
+    without torchrun, where it does nothing)."""
+    if world_size_from_env() <= 1 or dist.is_initialized():
+        yield int(os.environ.get("RANK", "0"))
+        return
+    backend = "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % max(torch.cuda.device_count(), 1))
+        backend = "cpu:gloo,cuda:nccl"
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_min))
+    try:
+        yield dist.get_rank()
+    finally:
+        dist.destroy_process_group()
+
+
+def shared_barrier() -> None:
+    """Every rank waits here (inside shared_group; nothing without torchrun)."""
+    if dist.is_initialized():
+        # A CPU tensor goes to gloo whatever the runs' devices are: no GPU needs choosing for it.
+        dist.all_reduce(torch.zeros(1))
 
 
 def teardown() -> None:

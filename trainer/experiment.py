@@ -1,5 +1,5 @@
 """``fractrain experiment FILE.yaml``: a grid of rows run end to end on one
-device: build each row's data set with fracbuild (reused when its manifest
+device or, under torchrun, on all of its ranks: build each row's data set with fracbuild (reused when its manifest
 matches), pre-train, then fine-tune and/or linear-probe once per seed (rows
 with ``scratch: true`` start from random weights of the same architecture),
 then write ``report.md`` (mean and per-seed best top-1, the paper's figure
@@ -144,27 +144,43 @@ def build_data(data: dict[str, Any], params: dict[str, Any], out: str, log: Call
 
 def run(path: str, work: str | None, main: Callable[[list[str]], int], log: Callable[[str], None]) -> str:
     """Run the experiment; returns the report's path. ``main`` runs one
-    fractrain command line (cli.main) and returns its exit code."""
+    fractrain command line (cli.main) and returns its exit code.
+
+    Under torchrun every rank runs this, inside one process group that every
+    run joins in turn: rank 0 builds the data sets and writes the report and
+    plots, the others wait for it, and all ranks wait after each run so that
+    its final.pt and summary.json are there for the next step."""
+    from .distributed import shared_barrier, shared_group
+
     spec = load(path)
     work = work or os.path.join("runs", f"experiment-{slug(spec['name'])}")
-    os.makedirs(work, exist_ok=True)
-    pre_rows = [r for r in spec["rows"] if not r.get("scratch")]
-    checkpoints = pretrain_rows(spec, pre_rows, work, main, log)
-    finetuned: dict[str, list[float]] | None = None
-    probed: dict[str, dict[int, list[float]]] | None = None
-    if "finetune" in spec:
-        finetuned = {row["name"]: [downstream(spec, row, checkpoints, "finetune", seed, work, main, log)
-                                   for seed in spec["seeds"]] for row in spec["rows"]}
-    if spec["probe"]:
-        probed = {row["name"]: {k: [downstream(spec, row, checkpoints, "probe", seed, work, main, log, blocks=k)
-                                    for seed in spec["seeds"]] for k in spec["probe"]["blocks"]}
-                  for row in spec["rows"]}
-    report = os.path.join(work, "report.md")
-    with open(report + ".tmp", "w", encoding="utf-8") as handle:
-        handle.write(render_report(spec, finetuned, probed))
-    os.replace(report + ".tmp", report)
-    write_plots(spec, work, finetuned, probed)
+    with shared_group() as rank:
+        if rank != 0:
+            log = _quiet
+        os.makedirs(work, exist_ok=True)
+        pre_rows = [r for r in spec["rows"] if not r.get("scratch")]
+        checkpoints = pretrain_rows(spec, pre_rows, work, main, log, rank)
+        finetuned: dict[str, list[float]] | None = None
+        probed: dict[str, dict[int, list[float]]] | None = None
+        if "finetune" in spec:
+            finetuned = {row["name"]: [downstream(spec, row, checkpoints, "finetune", seed, work, main, log)
+                                       for seed in spec["seeds"]] for row in spec["rows"]}
+        if spec["probe"]:
+            probed = {row["name"]: {k: [downstream(spec, row, checkpoints, "probe", seed, work, main, log, blocks=k)
+                                        for seed in spec["seeds"]] for k in spec["probe"]["blocks"]}
+                      for row in spec["rows"]}
+        report = os.path.join(work, "report.md")
+        if rank == 0:
+            with open(report + ".tmp", "w", encoding="utf-8") as handle:
+                handle.write(render_report(spec, finetuned, probed))
+            os.replace(report + ".tmp", report)
+            write_plots(spec, work, finetuned, probed)
+        shared_barrier()
     return report
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0: rank 0 speaks for all."""
 
 
 def downstream(spec: dict[str, Any], row: dict[str, Any], checkpoints: dict[str, str], command: str, seed: int,
@@ -198,10 +214,13 @@ def flags(spec: dict[str, Any], row: dict[str, Any], command: str) -> list[str]:
 
 
 def pretrain_rows(spec: dict[str, Any], rows: list[dict[str, Any]], work: str, main: Callable[[list[str]], int],
-                  log: Callable[[str], None]) -> dict[str, str]:
-    """Build each row's data set and pre-train on it; returns row name ->
-    final checkpoint. Rows whose data parameters are equal share one data
-    set (the first such row's folder): Table 9's rows differ only in flags."""
+                  log: Callable[[str], None], rank: int = 0) -> dict[str, str]:
+    """Build each row's data set (on rank 0; under torchrun the others wait)
+    and pre-train on it; returns row name -> final checkpoint.
+    Rows whose data parameters are equal share one data set (the first such
+    row's folder): Table 9's rows differ only in flags."""
+    from .distributed import shared_barrier
+
     built: dict[str, str] = {}
     checkpoints: dict[str, str] = {}
     for row in rows:
@@ -210,7 +229,9 @@ def pretrain_rows(spec: dict[str, Any], rows: list[dict[str, Any]], work: str, m
         data_dir = built.get(key)
         if data_dir is None:
             data_dir = built[key] = os.path.join(work, "data", slug(row["name"]))
-            build_data(spec["data"], params, data_dir, log)
+            if rank == 0:
+                build_data(spec["data"], params, data_dir, log)
+            shared_barrier()
         out = os.path.join(work, "pretrain", slug(row["name"]))
         log(f"experiment: pre-training {row['name']} on {data_dir} -> {out}")
         _call(main, ["pretrain", *flags(spec, row, "pretrain"), "--shards", data_dir, "--out", out, "--resume", "auto"])
@@ -219,9 +240,14 @@ def pretrain_rows(spec: dict[str, Any], rows: list[dict[str, Any]], work: str, m
 
 
 def _call(main: Callable[[list[str]], int], argv: list[str]) -> None:
+    """Run one fractrain command line; under torchrun all ranks then wait
+    until rank 0 has written the run's final files."""
+    from .distributed import shared_barrier
+
     code = main(argv)
     if code != 0:
         raise UserError(f"fractrain {' '.join(argv[:1])} stopped (exit code {code}); rerun the experiment to resume")
+    shared_barrier()
 
 
 def render_report(spec: dict[str, Any], finetuned: dict[str, list[float]] | None,

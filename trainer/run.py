@@ -39,14 +39,17 @@ def check_batch(global_batch: int, world_size: int, mixes: bool) -> int:
 
 def in_process_group(cfg: TrainConfig, body: Callable[[dist.Context], Result]) -> Result:
     """``body(ctx)`` on this rank's device inside the process group, which is
-    torn down however ``body`` ends."""
+    torn down however ``body`` ends (unless it was joined before: see
+    distributed.shared_group)."""
     # Before joining the process group: a bad split fails on every rank at once.
     check_batch(cfg.batch_size, dist.world_size_from_env(), cfg.recipe().mixes)
+    joins = not torch.distributed.is_initialized()  # else an experiment holds the group for all its runs
     ctx = dist.setup(cfg.run.device)
     try:
         return body(ctx)
     finally:
-        dist.teardown()
+        if joins:
+            dist.teardown()
 
 
 def single_process(requested_device: str) -> dist.Context:
