@@ -36,7 +36,6 @@ import re
 import statistics
 from typing import Any, Callable
 
-
 from .config import load_yaml
 from .errors import UserError
 
@@ -56,25 +55,7 @@ def load(path: str) -> dict[str, Any]:
     rows = spec.get("rows")
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and r.get("name") for r in rows):
         raise UserError(f"{path}: rows must be a list of mappings, each with a name")
-    for row in rows:
-        extra = sorted(set(row) - ROW_KEYS)
-        if extra:
-            raise UserError(f"{path}: row {row['name']!r}: unknown key(s) {', '.join(extra)} "
-                            f"(known: {', '.join(sorted(ROW_KEYS))})")
-        for key in ("pretrain", "finetune"):
-            if not isinstance(row.get(key, []), list):
-                raise UserError(f"{path}: row {row['name']!r}: {key} must be a list of fractrain flags")
-        if row.get("scratch") and row.get("pretrain"):
-            raise UserError(f"{path}: row {row['name']!r} is a scratch row: it is not pre-trained, so it takes "
-                            "no pretrain flags")
-    if len({r["name"] for r in rows}) != len(rows):
-        raise UserError(f"{path}: two rows share a name")
-    folders: dict[str, str] = {}
-    for row in rows:
-        other = folders.setdefault(slug(row["name"]), row["name"])
-        if other != row["name"]:
-            raise UserError(f"{path}: rows {other!r} and {row['name']!r} would share the run folder "
-                            f"{slug(row['name'])!r}; rename one")
+    _check_rows(path, rows)
     if any(not r.get("scratch") for r in rows) and not isinstance(spec.get("data"), dict):
         raise UserError(f"{path}: data (fracbuild kind, seed, params) is required for pre-trained rows")
     for key in ("pretrain", "finetune"):
@@ -83,10 +64,6 @@ def load(path: str) -> dict[str, Any]:
     seeds = spec.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise UserError(f"{path}: seeds must be a list of integers")
-    for row in rows:
-        paper = row.get("paper")
-        if paper is not None and (isinstance(paper, bool) or not isinstance(paper, (int, float))):
-            raise UserError(f"{path}: row {row['name']!r}: paper must be the paper's top-1 (%), a number")
     if "finetune" not in spec and "probe" not in spec:
         raise UserError(f"{path}: give finetune (fractrain finetune flags), probe ({{flags, blocks}}) or both")
     probe = spec.get("probe")
@@ -94,6 +71,31 @@ def load(path: str) -> dict[str, Any]:
         probe = _probe_spec(path, probe)
     return {**spec, "probe": probe, "seeds": seeds,
             "name": spec.get("name") or os.path.splitext(os.path.basename(path))[0]}
+
+
+def _check_rows(path: str, rows: list[dict[str, Any]]) -> None:
+    """Each row's keys and values; names and folder names unique."""
+    for row in rows:
+        where = f"{path}: row {row['name']!r}"
+        extra = sorted(set(row) - ROW_KEYS)
+        if extra:
+            raise UserError(f"{where}: unknown key(s) {', '.join(extra)} (known: {', '.join(sorted(ROW_KEYS))})")
+        for key in ("pretrain", "finetune"):
+            if not isinstance(row.get(key, []), list):
+                raise UserError(f"{where}: {key} must be a list of fractrain flags")
+        if row.get("scratch") and row.get("pretrain"):
+            raise UserError(f"{where} is a scratch row: it is not pre-trained, so it takes no pretrain flags")
+        paper = row.get("paper")
+        if paper is not None and (isinstance(paper, bool) or not isinstance(paper, (int, float))):
+            raise UserError(f"{where}: paper must be the paper's top-1 (%), a number")
+    if len({r["name"] for r in rows}) != len(rows):
+        raise UserError(f"{path}: two rows share a name")
+    folders: dict[str, str] = {}
+    for row in rows:
+        other = folders.setdefault(slug(row["name"]), row["name"])
+        if other != row["name"]:
+            raise UserError(f"{path}: rows {other!r} and {row['name']!r} would share the run folder "
+                            f"{slug(row['name'])!r}; rename one")
 
 
 def _probe_spec(path: str, probe: Any) -> dict[str, Any]:
@@ -146,8 +148,8 @@ def run(path: str, work: str | None, main: Callable[[list[str]], int], log: Call
     """Run the experiment; returns the report's path. ``main`` runs one
     fractrain command line (cli.main) and returns its exit code.
 
-    Under torchrun every rank runs this, inside one process group that every
-    run joins in turn: rank 0 builds the data sets and writes the report and
+    Under torchrun every rank runs this, inside one process group that all
+    the runs share: rank 0 builds the data sets and writes the report and
     plots, the others wait for it, and all ranks wait after each run so that
     its final.pt and summary.json are there for the next step."""
     from .distributed import shared_barrier, shared_group
@@ -255,9 +257,10 @@ def render_report(spec: dict[str, Any], finetuned: dict[str, list[float]] | None
     """report.md: the fine-tuning table (mean ± sd, per seed, the paper's
     figure) and the probe table (rows × blocks, mean ± sd over seeds)."""
     seeds = spec["seeds"]
+    pngs = ((["loss.png (pre-training loss)"] if any(not row.get("scratch") for row in spec["rows"]) else [])
+            + (["top1.png"] if finetuned is not None else []) + (["probe.png"] if probed is not None else []))
     lines = [f"# {spec['name']}", "", f"{len(seeds)} seed(s): {', '.join(map(str, seeds))}. Best top-1 (%) on the "
-             "validation set of each run; plots: loss.png (pre-training loss)"
-             + (", top1.png" if finetuned is not None else "") + (", probe.png" if probed is not None else "") + "."]
+             f"validation set of each run; plots: {', '.join(pngs)}."]
     if finetuned is not None:
         lines += ["", "## Fine-tuning", "", "| row | ours, mean ± sd | per seed | paper |", "|---|---|---|---|"]
         for row in spec["rows"]:

@@ -7,6 +7,7 @@ range as a whisker, the paper's figure as a black diamond beside the bar)."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
@@ -44,6 +45,13 @@ def _ticks(low: float, high: float, count: int = 5, integer: bool = False) -> li
         step = max(1, round(step))
     first = math.ceil(low / step - 1e-9) * step
     return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+
+
+def _save(image, out: str) -> None:
+    """PNG written under a temporary name, then renamed: a stopped run leaves
+    no half-written plot."""
+    image.save(out + ".partial", format="PNG")
+    os.replace(out + ".partial", out)
 
 
 def _label(value: float) -> str:
@@ -99,7 +107,7 @@ def line_plot(series: dict[str, Sequence[tuple[float, float]]], out: str, *, tit
         draw.text((width - right + 8, top + 16 * index), latin1(name), fill=fill)
     draw.text((left, 6), latin1(title), fill="black")
     draw.text(((left + width - right) / 2 - CHAR_WIDTH * len(x_label) / 2, height - 16), latin1(x_label), fill="black")
-    image.save(out)
+    _save(image, out)
     return True
 
 
@@ -157,5 +165,5 @@ def top1_plot(rows: Sequence[tuple[str, Sequence[float], float | None]], out: st
     draw.rectangle([left, top, width - right, height - bottom], outline="black")  # over the bars' feet
     draw.text((left, 6), latin1(title), fill="black")
     draw.text((left, 20), "bar: mean over seeds, dots: seeds, diamond: the paper", fill=SEED)
-    image.save(out)
+    _save(image, out)
     return True
