@@ -18,11 +18,13 @@ import pytest
 from fracbuild import location as location_mod
 from fracbuild import ray_exec
 from fracbuild import manifest as mf
+from fracbuild import pool
 from fracbuild.build import BuildSpec, run_build
 from fracbuild.cli import main
 from fracbuild.errors import BuildFailure
 from fracbuild.generators.fractaldb import search as fractaldb_search
 from fracbuild.ray_search import RaySearch
+from fracbuild.remote_out import RemoteTarget
 
 ray = pytest.importorskip("ray")
 
@@ -280,6 +282,7 @@ def test_an_address_without_a_cluster_is_one_line(tmp_path, capsys, monkeypatch,
 
 
 # --- --out s3://: every task puts its shard into the bucket itself ---------------
+SECRET = "dummy-secret-never-printed"
 RCDB_OPTIONS = ["--kind", "rcdb", "--categories", "2", "--instances", "3", "--size", "48", "--seed", "3",
                 "--no-progress"]
 
@@ -371,12 +374,24 @@ def test_a_bad_s3_out_is_one_line(cluster, capsys, monkeypatch, s3_server, case)
         "with --publish": ("s3://fracdata/set", ["--publish", "s3://fracdata/other"], 2,
                            "error: --publish needs a local --out; --out s3://fracdata/set already writes"),
     }[case]
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     before = everything(client)
     assert main(["render", *RCDB_OPTIONS, "--ray", "--out", out, *extra]) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert err and err[-1].startswith(line), err
+    assert SECRET not in "\n".join(err)
     assert all(earlier.startswith("retry ") for earlier in err[:-1]), err  # the retries say so, one line each
     assert everything(client) == before  # nothing was written
+
+
+def test_the_drivers_credentials_reach_the_workers_but_no_repr(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    target = RemoteTarget.of("s3://fracdata/set", "http://127.0.0.1:9", 5)
+    assert target.credentials == {"key": "key-id", "secret": SECRET}
+    spec = pool.WorkerSpec("rcdb", SMALL["rcdb"][0], 3, {}, "", "rcdb", 6, target)
+    assert "http://127.0.0.1:9" in repr(spec) and SECRET not in repr(spec)
 
 
 def everything(client) -> dict[str, list[str]]:
