@@ -133,6 +133,7 @@ def _render_command() -> click.Command:
     @click.command()
     @kind_options(list(KINDS.values()))
     @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+                  metavar="DIR|s3://BUCKET/PREFIX",
                   help="Output directory for the shards, manifest.json and _info.json, or an s3://bucket/prefix "
                        "that every worker writes its shards to directly (the manifest last).")
     @click.option("--ifs", "ifs_path", type=click.Path(dir_okay=False),

@@ -49,6 +49,7 @@ CREDENTIAL_ENV = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret",
 REGION_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION")
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")  # botocore's own, after --endpoint-url
 
+CHECK_THREADS = 16  # HEAD requests in flight while checking every object around the commit
 _locations: dict[tuple, Location] = {}  # one client per worker process and target
 
 
@@ -125,9 +126,9 @@ class RemoteOutput:
 
     def __init__(self, url: str, *, endpoint_url: str | None = None, timeout: float | None = None,
                  jobs: int = DEFAULT_JOBS, log: Callable[[str], None] = lambda m: None):
-        self.location = Location(url, endpoint_url=endpoint_url, timeout=timeout)
-        if self.location.protocol not in ("s3", "s3a"):
+        if url.split("://", 1)[0] not in ("s3", "s3a"):
             raise UserError(f"--out {url}: a build writes to a local folder or an s3:// prefix")
+        self.location = Location(url, endpoint_url=endpoint_url, timeout=timeout)
         if not self.location.bucket:
             raise UserError(f"--out {url}: no bucket named")
         self.where = self.location.url
@@ -226,6 +227,15 @@ class RemoteOutput:
     def cleanup(self) -> None:
         pass  # nothing partial is ever under a final key (see the module's docstring)
 
+    def _check_objects(self, items: list[Item], when: str) -> None:
+        """publish's check of every object (size and sha256), CHECK_THREADS
+        requests at a time: one after another, 82,032 shards would take
+        half an hour of round trips."""
+        chunks = [items[start::CHECK_THREADS] for start in range(CHECK_THREADS)]
+        with futures.ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="commit-check") as threads:
+            for done in [threads.submit(check_objects, self.location, chunk, when) for chunk in chunks if chunk]:
+                done.result()
+
     def commit(self, info: dict[str, Any], manifest: dict[str, Any], results: list[pool.ShardResult]) -> None:
         """``_info.json``, then the manifest, as publish commits them: every
         shard checked first, the manifest written conditionally on what the
@@ -243,12 +253,13 @@ class RemoteOutput:
             try:
                 publish_object(self.location, scratch, info_item, DEFAULT_PART_SIZE,
                                write_condition(self.claim, mf.TIMM_INFO_NAME))
-                check_objects(self.location, placed, "before the commit")
+                self._check_objects(placed, "before the commit")
                 single = max(DEFAULT_PART_SIZE, manifest_item.bytes)  # one PUT, which carries the condition
                 commit_manifest(self.location, self.claim, lambda condition: upload_object(
                     self.location, manifest_path, manifest_item, single, **condition))
                 with open(manifest_path, "rb") as handle:
-                    check_committed(self.location, handle.read(), placed)
+                    check_committed(self.location, handle.read(), [])  # the manifest there is ours
+                self._check_objects(placed, "after the commit")
             except (UserError, BuildFailure):
                 raise
             except Exception as error:
