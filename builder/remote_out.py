@@ -95,6 +95,7 @@ class RemoteTarget:
     def put(self, folder: str, result: pool.ShardResult) -> None:
         """Upload the shard ``result`` describes from ``folder``, checked
         (publish's :func:`fracbuild.publish.publish_object`)."""
+        # Straight to the final key: a PUT is atomic (see the module's docstring).
         condition = self.conditions.get(result.file, {"IfNoneMatch": "*"})
         publish_object(self.location(), folder, Item(result.file, result.bytes, result.sha256), DEFAULT_PART_SIZE,
                        condition)
