@@ -11,7 +11,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from tqdm import tqdm
 
@@ -20,6 +20,7 @@ from . import outlock, pool, shards
 from .atomic import PARTIAL_SUFFIX
 from .errors import BuildFailure, UserError
 from .generators import get_kind
+from .location import is_remote
 
 PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -124,6 +125,20 @@ def _remove_partials(out_dir: str) -> None:
             os.remove(os.path.join(out_dir, entry))
 
 
+def shard_records(read: Iterable[shards.ReadSample], plan: shards.ShardPlan, width: int,
+                  per_class: int) -> list[dict[str, Any]]:
+    """The sample records of a shard read back, if it holds exactly the
+    samples ``plan`` says (keys, indices and labels, in order); ValueError
+    otherwise. The resume check of a local and of a remote output."""
+    read = list(read)
+    records = [s.record for s in read]
+    expected = [shards.sample_key(i, width) for i in range(plan.first, plan.first + plan.count)]
+    if ([s.key for s in read] != expected or [shards.sample_key(r["index"], width) for r in records] != expected
+            or any(r["label"] != s.label or s.label != r["index"] // per_class for r, s in zip(records, read))):
+        raise ValueError("unexpected samples")
+    return records
+
+
 def _existing_shard(out_dir: str, plan: shards.ShardPlan, prefix: str, width: int,
                     per_class: int) -> pool.ShardResult | None:
     """A complete shard left by an interrupted build, read back and checked;
@@ -133,16 +148,55 @@ def _existing_shard(out_dir: str, plan: shards.ShardPlan, prefix: str, width: in
     if not os.path.exists(path):
         return None
     try:
-        read = list(shards.read_shard(path))
-        records = [s.record for s in read]
-        expected = [shards.sample_key(i, width) for i in range(plan.first, plan.first + plan.count)]
-        if ([s.key for s in read] != expected or [shards.sample_key(r["index"], width) for r in records] != expected
-                or any(r["label"] != s.label or s.label != r["index"] // per_class for r, s in zip(records, read))):
-            raise ValueError("unexpected samples")
+        records = shard_records(shards.read_shard(path), plan, width, per_class)
     except (ValueError, KeyError, OSError):
         os.remove(path)
         return None
     return pool.ShardResult(plan, file, os.path.getsize(path), shards.sha256_file(path), records)
+
+
+class LocalOutput:
+    """``--out`` as a local folder (a shared file system under ``--ray``):
+    shards under ``.partial`` then renamed, the state file while unfinished,
+    ``_info.json`` and the manifest written last."""
+
+    def __init__(self, out_dir: str):
+        self.where = out_dir
+
+    def check(self, spec: BuildSpec, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+        return check_output(self.where, spec, resume, overwrite)
+
+    def read_manifest(self) -> dict[str, Any]:
+        return mf.read_manifest(self.where)
+
+    def begin(self, spec: BuildSpec, system: dict, search_seconds: float, overwrite: bool,
+              state: dict[str, Any] | None) -> None:
+        os.makedirs(self.where, exist_ok=True)
+        if overwrite:
+            _clear(self.where, spec.prefix)
+        _remove_partials(self.where)
+        _write_json(os.path.join(self.where, mf.BUILD_STATE_NAME),
+                    {"spec": spec.identity(), "system": system, "search_seconds": search_seconds}, resumable=False)
+
+    def finished(self, plans: list[shards.ShardPlan], prefix: str, width: int,
+                 per_class: int) -> list[pool.ShardResult]:
+        found = (_existing_shard(self.where, plan, prefix, width, per_class) for plan in plans)
+        return [result for result in found if result]
+
+    def worker_spec(self, spec: BuildSpec, params: Any, system: dict, width: int,
+                    todo: list[shards.ShardPlan]) -> pool.WorkerSpec:
+        return pool.WorkerSpec(spec.kind, params, spec.seed, system, self.where, spec.prefix, width)
+
+    def shard_path(self, result: pool.ShardResult) -> str:
+        return os.path.join(self.where, result.file)
+
+    def cleanup(self) -> None:
+        _remove_partials(self.where)
+
+    def commit(self, info: dict[str, Any], manifest: dict[str, Any], results: list[pool.ShardResult]) -> None:
+        _write_json(os.path.join(self.where, mf.TIMM_INFO_NAME), info)
+        _write_json(os.path.join(self.where, mf.MANIFEST_NAME), manifest)  # the commit marker
+        os.remove(os.path.join(self.where, mf.BUILD_STATE_NAME))
 
 
 # --- the build --------------------------------------------------------------
@@ -150,35 +204,49 @@ def run_build(spec: BuildSpec, out_dir: str, *, workers: int = 1, resume: bool =
               overwrite: bool = False, system: dict | None = None, progress: bool = True,
               log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
               on_shard: Callable[[str, pool.ShardResult], None] | None = None,
-              distributed: Any = None) -> dict[str, Any]:
+              distributed: Any = None, endpoint_url: str | None = None,
+              timeout: float | None = None) -> dict[str, Any]:
     """Build (or finish) the data set ``spec`` in ``out_dir``; returns the manifest.
 
-    ``system`` skips the search (a rebuild from a manifest). ``on_shard`` is
-    called with (path, result) as each shard is complete (e.g. to upload it).
-    ``distributed`` (a :class:`fracbuild.ray_exec.RayExecutor`) runs the search
-    and the shards as Ray tasks instead of this machine's processes; the plan,
-    the checks and the manifest stay here, so the bytes are the same.
+    ``out_dir`` is a local folder, or an ``s3://bucket/prefix`` that every
+    worker writes its shards to directly (``endpoint_url`` and ``timeout``
+    as for :class:`fracbuild.location.Location`; see
+    :mod:`fracbuild.remote_out`). ``system`` skips the search (a rebuild
+    from a manifest). ``on_shard`` is called with (path, result) as each
+    shard of a local ``out_dir`` is complete (e.g. to upload it).
+    ``distributed`` (a :class:`fracbuild.ray_exec.RayExecutor`) runs the
+    search and the shards as Ray tasks instead of this machine's processes;
+    the plan, the checks and the manifest stay here, so the bytes are the same.
     """
     generator_cls, params = resolve(spec)
     # Compare and record the full parameter set, JSON-normalised (tuples -> lists).
     spec = dataclasses.replace(spec, params=json.loads(json.dumps(dataclasses.asdict(params))))
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
+    options = {"workers": workers, "resume": resume, "overwrite": overwrite, "system": system, "progress": progress,
+               "log": log, "on_shard": on_shard, "distributed": distributed}
+    if is_remote(os.fspath(out_dir)):
+        from .remote_out import RemoteOutput
+
+        if on_shard is not None:
+            raise UserError(f"--publish needs a local --out; --out {out_dir} already writes to object storage")
+        output = RemoteOutput(out_dir, endpoint_url=endpoint_url, timeout=timeout, jobs=workers, log=log)
+        return _build(spec, generator_cls, params, output, **options)
     # Held from before the search to the commit: a second build into out_dir
     # fails at once, and an unwritable out_dir fails before any work.
     with outlock.hold(out_dir):
-        return _build_locked(spec, generator_cls, params, out_dir, workers=workers, resume=resume,
-                             overwrite=overwrite, system=system, progress=progress, log=log, on_shard=on_shard,
-                             distributed=distributed)
+        return _build(spec, generator_cls, params, LocalOutput(out_dir), **options)
 
 
-def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: str, *, workers: int, resume: bool,
-                  overwrite: bool, system: dict | None, progress: bool, log: Callable[[str], None],
-                  on_shard: Callable[[str, pool.ShardResult], None] | None, distributed: Any) -> dict[str, Any]:
-    state = check_output(out_dir, spec, resume, overwrite)
+def _build(spec: BuildSpec, generator_cls: type, params: Any, output: Any, *, workers: int, resume: bool,
+           overwrite: bool, system: dict | None, progress: bool, log: Callable[[str], None],
+           on_shard: Callable[[str, pool.ShardResult], None] | None, distributed: Any) -> dict[str, Any]:
+    """The build into ``output`` (a :class:`LocalOutput` or a
+    :class:`fracbuild.remote_out.RemoteOutput`)."""
+    state = output.check(spec, resume, overwrite)
     if state and state.get("complete"):
-        log(f"{out_dir} is already complete; nothing to do")
-        return mf.read_manifest(out_dir)
+        log(f"{output.where} is already complete; nothing to do")
+        return output.read_manifest()
 
     search_seconds = 0.0
     if state:
@@ -192,12 +260,7 @@ def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: st
         search_seconds = time.perf_counter() - started
 
     # From here on we write. The state file lets --resume finish the build.
-    os.makedirs(out_dir, exist_ok=True)
-    if overwrite:
-        _clear(out_dir, spec.prefix)
-    _remove_partials(out_dir)
-    _write_json(os.path.join(out_dir, mf.BUILD_STATE_NAME),
-                {"spec": spec.identity(), "system": system, "search_seconds": search_seconds}, resumable=False)
+    output.begin(spec, system, search_seconds, overwrite, state)
     search_seconds = state.get("search_seconds", 0.0) if state else search_seconds
 
     generator = generator_cls(params, spec.seed, system)
@@ -206,15 +269,13 @@ def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: st
     plans = shards.plan_shards(num_samples, spec.shard_size)
     tally = SampleTally(num_samples // generator.num_classes())
     results: dict[int, pool.ShardResult] = {}
-    for plan in plans if state else ():
-        done = _existing_shard(out_dir, plan, spec.prefix, width, tally.per_class)
-        if done:
-            results[plan.index] = tally.take(done)
+    for done in output.finished(plans, spec.prefix, width, tally.per_class) if state else ():
+        results[done.plan.index] = tally.take(done)
     if results:
         log(f"resume: {len(results)} of {len(plans)} shards already complete")
 
-    worker_spec = pool.WorkerSpec(spec.kind, params, spec.seed, system, out_dir, spec.prefix, width)
     todo = [p for p in plans if p.index not in results]
+    worker_spec = output.worker_spec(spec, params, system, width, todo)
     started = time.perf_counter()
     bar = None
 
@@ -228,7 +289,7 @@ def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: st
         bar.update(result.plan.count)
         bar.set_postfix_str(f"shards {len(results)}/{len(plans)}", refresh=False)
         if on_shard:
-            on_shard(os.path.join(out_dir, result.file), result)
+            on_shard(output.shard_path(result), result)
 
     try:
         if distributed is not None:
@@ -236,11 +297,11 @@ def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: st
         else:
             pool.run_shards(worker_spec, todo, workers, landed, on_start)
     except OSError as error:
-        raise BuildFailure(f"cannot write shards to {out_dir}: {error.strerror or error}") from None
+        raise BuildFailure(f"cannot write shards to {output.where}: {error.strerror or error}") from None
     finally:
         if bar is not None:
             bar.close()
-        _remove_partials(out_dir)
+        output.cleanup()
     render_seconds = time.perf_counter() - started
 
     ordered = [results[p.index] for p in plans]
@@ -254,9 +315,7 @@ def _build_locked(spec: BuildSpec, generator_cls: type, params: Any, out_dir: st
     # Recorded so that verify and publish check _info.json like any shard.
     manifest["timm_info"] = {"file": mf.TIMM_INFO_NAME, "bytes": len(info_bytes),
                              "sha256": hashlib.sha256(info_bytes).hexdigest()}
-    _write_json(os.path.join(out_dir, mf.TIMM_INFO_NAME), info)
-    _write_json(os.path.join(out_dir, mf.MANIFEST_NAME), manifest)  # the commit marker
-    os.remove(os.path.join(out_dir, mf.BUILD_STATE_NAME))
+    output.commit(info, manifest, ordered)
     return manifest
 
 

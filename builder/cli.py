@@ -18,7 +18,7 @@ from .atomic import check_writable
 from .errors import BuildFailure, InterruptibleGroup, UserError, run_cli
 from .generators import DEFAULT_KIND, KINDS, get_kind
 from .kind_options import kind_options, param_flags
-from .location import Location
+from .location import Location, is_remote
 from .shards import DEFAULT_SHARD_SIZE
 
 ENDPOINT_HELP = ("S3-compatible endpoint for an s3:// LOCATION (R2, MinIO, ...). [default: "
@@ -133,7 +133,9 @@ def _render_command() -> click.Command:
     @click.command()
     @kind_options(list(KINDS.values()))
     @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-                  help="Output directory for the shards, manifest.json and _info.json.")
+                  metavar="DIR|s3://BUCKET/PREFIX",
+                  help="Output directory for the shards, manifest.json and _info.json, or an s3://bucket/prefix "
+                       "that every worker writes its shards to directly (the manifest last).")
     @click.option("--ifs", "ifs_path", type=click.Path(dir_okay=False),
                   help="Use this base system (from 'fracbuild search') instead of searching.")
     @click.option("--manifest", "manifest_path", type=click.Path(),
@@ -149,15 +151,17 @@ def _render_command() -> click.Command:
     @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr. [default: on]")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
     @click.option("--publish", "publish_url", metavar="URL",
-                  help="Also upload to this s3:// prefix: each shard as it is complete, the manifest last.")
+                  help="Also upload a local --out to this s3:// prefix: each shard as it is complete, the manifest "
+                       "last.")
     @click.option("--endpoint-url", metavar="URL",
-                  help="S3-compatible endpoint for --publish (R2, MinIO, ...). [default: $FRACBUILD_ENDPOINT_URL, "
-                       "else botocore's configuration]")
+                  help="S3-compatible endpoint for an s3:// --out or --publish (R2, MinIO, ...). [default: "
+                       "$FRACBUILD_ENDPOINT_URL, else botocore's configuration]")
     @timeout_option
     @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
                   help="Render each shard (and the fractaldb/ofdb search) as a Ray task: 'auto' joins the cluster "
                        "of this machine, HOST:PORT another one, no value starts a Ray here with --workers CPUs. "
-                       "--out must be the same path on every node. Same bytes as without. [default: off]")
+                       "--out must be an s3:// prefix or the same path on every node. Same bytes as without. "
+                       "[default: off]")
     @click.option("--ray-retries", type=int, default=3, show_default=True,
                   help="With --ray: times a failed shard task (worker killed, node lost, I/O error) is run again "
                        "before the build fails.")
@@ -187,8 +191,11 @@ def _render(ctx: click.Context, out_dir: str, ifs_path: str | None, manifest_pat
         build.resolve(spec)  # every option is checked before any file is read or written
         if ifs_path:
             system = _read_ifs(ifs_path, kind)
-    if endpoint_url and not publish_url:
-        raise UserError("--endpoint-url needs --publish")
+    remote_out = is_remote(os.fspath(out_dir))
+    if publish_url and remote_out:
+        raise UserError(f"--publish needs a local --out; --out {out_dir} already writes to object storage")
+    if endpoint_url and not (publish_url or remote_out):
+        raise UserError("--endpoint-url needs --publish or an s3:// --out")
     if not ray_address and ctx.get_parameter_source("ray_retries") is not click.core.ParameterSource.DEFAULT:
         raise UserError("--ray-retries needs --ray")
     streamer = None
@@ -205,7 +212,8 @@ def _render(ctx: click.Context, out_dir: str, ifs_path: str | None, manifest_pat
             distributed = RayExecutor(ray_address, workers=workers, max_retries=ray_retries)
         manifest = build.run_build(spec, out_dir, workers=workers, resume=resume, overwrite=overwrite,
                                    system=system, progress=progress, log=_log, on_shard=streamer,
-                                   distributed=distributed)
+                                   distributed=distributed, endpoint_url=endpoint_url if not publish_url else None,
+                                   timeout=timeout)
         published = streamer.finish(progress=progress) if streamer else None
     except UserError as error:
         raise UserError(_in_flag_words(str(error))) from None

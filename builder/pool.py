@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -37,9 +38,12 @@ class WorkerSpec:
     params: Any
     seed: int
     system: dict
-    out_dir: str
+    out_dir: str  # where shards are written; unused with ``remote``
     prefix: str
     key_width: int
+    # A fracbuild.remote_out.RemoteTarget: each shard goes from a scratch
+    # folder of the worker straight to object storage (None: to out_dir).
+    remote: Any = None
 
 
 @dataclass
@@ -99,7 +103,8 @@ def sample_record(index: int, label: int, record: dict) -> dict:
 
 
 def render_shard(plan: shards.ShardPlan) -> ShardResult:
-    """Render the samples of ``plan`` and write its tar (in a worker)."""
+    """Render the samples of ``plan`` and write its tar (in a worker): into
+    ``out_dir``, or with ``remote`` to object storage."""
     assert _worker is not None, "worker not initialised"
     spec, generator = _worker
     records: list[dict] = []
@@ -113,9 +118,18 @@ def render_shard(plan: shards.ShardPlan) -> ShardResult:
                                        encode.encode_png(sample.image), sample.label, record)
 
     file = shards.shard_name(spec.prefix, plan.index)
-    path = os.path.join(spec.out_dir, file)
-    shards.write_shard(path, encoded())
-    return ShardResult(plan, file, os.path.getsize(path), shards.sha256_file(path), records)
+    if spec.remote is not None:
+        with tempfile.TemporaryDirectory(prefix="fracbuild-shard-") as scratch:
+            result = _write(os.path.join(scratch, file), encoded(), plan, records)
+            spec.remote.put(scratch, result)
+        return result
+    return _write(os.path.join(spec.out_dir, file), encoded(), plan, records)
+
+
+def _write(path: str, samples: Iterator[shards.EncodedSample], plan: shards.ShardPlan,
+           records: list[dict]) -> ShardResult:
+    shards.write_shard(path, samples)
+    return ShardResult(plan, os.path.basename(path), os.path.getsize(path), shards.sha256_file(path), records)
 
 
 def run_shards(spec: WorkerSpec, plans: list[shards.ShardPlan], workers: int,

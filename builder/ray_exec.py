@@ -4,7 +4,8 @@ Ray cluster (``fracbuild render --ray``).
 One remote task per shard runs exactly what a local worker runs
 (:func:`fracbuild.pool.render_shard`): it renders the shard's samples and
 writes its tar under a temporary name into the output directory, which must
-therefore be the same path on every node (a shared file system), then
+therefore be the same path on every node (a shared file system), or puts it
+straight into an ``s3://`` output (:mod:`fracbuild.remote_out`), then
 returns the shard's record. The driver keeps everything that decides the
 result: the plan, the resume check of finished shards, the manifest, written
 last. A task that fails (its worker killed or out of memory, its node lost,
@@ -167,8 +168,9 @@ class RayExecutor:
         submitted and ``on_done`` in this process as each shard lands (in
         completion order, like :func:`fracbuild.pool.run_shards`)."""
         ray = self.ray
-        # Workers may start in another directory (or on another node).
-        spec = dataclasses.replace(spec, out_dir=os.path.abspath(spec.out_dir))
+        shared = spec.remote is None  # else each task puts its shard into object storage itself
+        if shared:  # workers may start in another directory (or on another node)
+            spec = dataclasses.replace(spec, out_dir=os.path.abspath(spec.out_dir))
         spec_box = [ray.put(spec)]
         token = uuid.uuid4().hex
         waiting = collections.deque(plans)
@@ -188,7 +190,8 @@ class RayExecutor:
                 for ref in ready:
                     plan = running.pop(ref)
                     result = self._result(ref, spec, plan)
-                    _wait_until_visible(spec.out_dir, result)
+                    if shared:
+                        _wait_until_visible(spec.out_dir, result)
                     on_done(result)
                 submit()
         except BaseException:

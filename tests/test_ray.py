@@ -1,6 +1,8 @@
 """Builds and the category search on a real Ray (two CPUs, started here):
 the same bytes as a local build, a killed worker retried, a killed driver
-resumed, and Ray never imported by the local path."""
+resumed, and Ray never imported by the local path; builds straight into a
+local S3 server (moto) equal to a local build then published, and resumed
+there."""
 
 from __future__ import annotations
 
@@ -15,13 +17,16 @@ from pathlib import Path
 
 import pytest
 
+from fracbuild import location as location_mod
 from fracbuild import ray_exec
 from fracbuild import manifest as mf
+from fracbuild import pool
 from fracbuild.build import BuildSpec, run_build
 from fracbuild.cli import main
 from fracbuild.errors import BuildFailure
 from fracbuild.generators.fractaldb import search as fractaldb_search
 from fracbuild.ray_search import RaySearch
+from fracbuild.remote_out import RemoteTarget
 
 ray = pytest.importorskip("ray")
 
@@ -276,3 +281,126 @@ def test_an_address_without_a_cluster_is_one_line(tmp_path, capsys, monkeypatch,
     assert code == 2
     assert len(err) == 1 and err[0].startswith(f"error: --ray {address}: ") and message in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+# --- --out s3://: every task puts its shard into the bucket itself ---------------
+SECRET = "dummy-secret-never-printed"
+RCDB_OPTIONS = ["--kind", "rcdb", "--categories", "2", "--instances", "3", "--size", "48", "--seed", "3",
+                "--no-progress"]
+
+
+def objects(client, bucket: str, prefix: str) -> dict[str, tuple[bytes, dict]]:
+    """Name under ``prefix`` -> (bytes, user metadata) of every object there."""
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/").get("Contents", [])
+    found = {}
+    for entry in listed:
+        answer = client.get_object(Bucket=bucket, Key=entry["Key"])
+        found[entry["Key"][len(prefix) + 1:]] = (answer["Body"].read(), answer["Metadata"])
+    return found
+
+
+def assert_same_objects(ours: dict, reference: dict) -> None:
+    """The same objects byte for byte, with the same metadata (sha256), the
+    manifest up to what differs between any two builds."""
+    assert sorted(ours) == sorted(reference)
+    for name in reference:
+        if name != mf.MANIFEST_NAME:
+            assert ours[name] == reference[name], name
+
+    def content(manifest: bytes) -> dict:
+        manifest = json.loads(manifest)
+        for key in ("timings", "environment", "tool"):
+            manifest.pop(key)
+        manifest["system"].pop("search_seconds", None)
+        return manifest
+
+    assert content(ours[mf.MANIFEST_NAME][0]) == content(reference[mf.MANIFEST_NAME][0])
+
+
+def test_a_build_to_s3_equals_a_local_build_then_publish(cluster, tmp_path, s3_server):
+    endpoint, client = s3_server
+    client.create_bucket(Bucket="fracdata")
+    s3 = ["--endpoint-url", endpoint]
+    options = [*RCDB_OPTIONS, "--shard-size", "2"]
+    assert main(["render", *options, "--workers", "1", "--out", str(tmp_path / "local")]) == 0
+    assert main(["publish", str(tmp_path / "local"), "s3://fracdata/published", *s3, "--no-progress"]) == 0
+    assert main(["render", *options, "--ray", "--out", "s3://fracdata/ray", *s3]) == 0
+    # Without Ray: forked local workers, each with its own client (a process apart from this one's Ray).
+    command = [sys.executable, "-m", "fracbuild.cli", "render", *options, "--workers", "2", "--out",
+               "s3://fracdata/pool", *s3]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    published = objects(client, "fracdata", "published")
+    assert len(published) == 5  # three shards, _info.json, manifest.json
+    assert_same_objects(objects(client, "fracdata", "ray"), published)
+    assert_same_objects(objects(client, "fracdata", "pool"), published)
+    assert main(["verify", "s3://fracdata/ray", *s3, "--no-progress"]) == 0
+
+
+def test_resume_at_s3_renders_exactly_the_missing_and_damaged_shards(cluster, tmp_path, s3_server):
+    endpoint, client = s3_server
+    client.create_bucket(Bucket="fracdata")
+    options = [*RCDB_OPTIONS, "--shard-size", "1"]
+    assert main(["render", *options, "--ray", "--out", "s3://fracdata/set", "--endpoint-url", endpoint]) == 0
+    finished = objects(client, "fracdata", "set")
+    manifest = json.loads(finished[mf.MANIFEST_NAME][0])
+    # As a build interrupted after its shards: its state object, no _info.json, no manifest.
+    state = {"spec": {"kind": "rcdb", "seed": 3, "params": manifest["params"], "prefix": "rcdb", "shard_size": 1},
+             "system": manifest["system"], "search_seconds": 0.0}
+    client.put_object(Bucket="fracdata", Key=f"set/{mf.BUILD_STATE_NAME}", Body=mf.to_json_text(state).encode())
+    for name in (mf.MANIFEST_NAME, mf.TIMM_INFO_NAME, "rcdb-000000.tar"):
+        client.delete_object(Bucket="fracdata", Key=f"set/{name}")
+    client.put_object(Bucket="fracdata", Key="set/rcdb-000002.tar", Body=finished["rcdb-000002.tar"][0][:3000])
+    client.put_object(Bucket="fracdata", Key="set/rcdb-000003.tar", Body=finished["rcdb-000004.tar"][0])
+    submitted = tmp_path / "submitted"
+
+    def counted(token, spec_box, plan):
+        with open(submitted, "a") as handle:
+            handle.write(f"{plan.index}\n")
+        return ray_exec.render_one(token, spec_box, plan)
+
+    spec = BuildSpec(kind="rcdb", seed=3, params=SMALL["rcdb"][0], prefix="rcdb", shard_size=1)
+    run_build(spec, "s3://fracdata/set", resume=True, progress=False, log=_quiet, endpoint_url=endpoint,
+              distributed=ray_exec.RayExecutor("local", task=counted))
+    assert sorted(submitted.read_text().split()) == ["0", "2", "3"]  # missing, truncated, another shard's bytes
+    resumed = objects(client, "fracdata", "set")
+    assert mf.BUILD_STATE_NAME not in resumed
+    assert_same_objects(resumed, finished)
+
+
+@pytest.mark.parametrize("case", ["missing bucket", "unreachable endpoint", "with --publish"])
+def test_a_bad_s3_out_is_one_line(cluster, capsys, monkeypatch, s3_server, case):
+    endpoint, client = s3_server
+    monkeypatch.setattr(location_mod, "RETRY_DELAY", 0.01)
+    out, extra, code, line = {
+        "missing bucket": ("s3://no-such-bucket/set", ["--endpoint-url", endpoint], 2,
+                           "error: bucket 'no-such-bucket' does not exist at "),
+        "unreachable endpoint": ("s3://fracdata/set", ["--endpoint-url", "http://127.0.0.1:1", "--timeout", "2"],
+                                 1, "failed: cannot reach http://127.0.0.1:1"),
+        "with --publish": ("s3://fracdata/set", ["--publish", "s3://fracdata/other"], 2,
+                           "error: --publish needs a local --out; --out s3://fracdata/set already writes"),
+    }[case]
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    before = everything(client)
+    assert main(["render", *RCDB_OPTIONS, "--ray", "--out", out, *extra]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith(line), err
+    assert SECRET not in "\n".join(err)
+    assert all(earlier.startswith("retry ") for earlier in err[:-1]), err  # the retries say so, one line each
+    assert everything(client) == before  # nothing was written
+
+
+def test_the_drivers_credentials_reach_the_workers_but_no_repr(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    target = RemoteTarget.of("s3://fracdata/set", "http://127.0.0.1:9", 5)
+    assert target.credentials == {"key": "key-id", "secret": SECRET}
+    spec = pool.WorkerSpec("rcdb", SMALL["rcdb"][0], 3, {}, "", "rcdb", 6, target)
+    assert "http://127.0.0.1:9" in repr(spec) and SECRET not in repr(spec)
+
+
+def everything(client) -> dict[str, list[str]]:
+    """Bucket -> its keys, of the whole (test) store."""
+    return {bucket["Name"]: sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket["Name"]).get("Contents", []))
+            for bucket in client.list_buckets()["Buckets"]}
