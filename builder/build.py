@@ -59,7 +59,9 @@ def spec_from_manifest(manifest: dict[str, Any]) -> BuildSpec:
 
 
 # --- the output directory ---------------------------------------------------
-def _ours(name: str, prefix: str) -> bool:
+def is_build_file(name: str, prefix: str) -> bool:
+    """Whether ``name`` (a file in --out, or a key under an s3:// prefix) is
+    one a build of this prefix writes: its shards, manifest, state, lock."""
     base = name[: -len(PARTIAL_SUFFIX)] if name.endswith(PARTIAL_SUFFIX) else name
     return (base in (mf.MANIFEST_NAME, mf.TIMM_INFO_NAME, mf.BUILD_STATE_NAME, outlock.LOCK_NAME)
             or bool(shards.shard_pattern(prefix).match(base)))
@@ -79,7 +81,7 @@ def check_output(out_dir: str, spec: BuildSpec, resume: bool, overwrite: bool) -
     if not entries:
         return None
     if overwrite:
-        foreign = sorted(e for e in entries if not _ours(e, spec.prefix))
+        foreign = sorted(e for e in entries if not is_build_file(e, spec.prefix))
         if foreign:
             raise UserError(f"--overwrite: {out_dir} holds files fracbuild did not write ({', '.join(foreign[:3])}); "
                             "remove them or choose another --out")
@@ -95,15 +97,17 @@ def check_output(out_dir: str, spec: BuildSpec, resume: bool, overwrite: bool) -
                 state = json.load(handle)
         except (OSError, ValueError) as error:
             raise UserError(f"cannot read the unfinished build's state {state_path}: {error}") from None
-        _require_same(state.get("spec", {}), spec.identity(), out_dir)
+        require_same_spec(state.get("spec", {}), spec.identity(), out_dir)
         return state
     if os.path.exists(manifest_path):
-        _require_same(spec_from_manifest(mf.read_manifest(manifest_path)).identity(), spec.identity(), out_dir)
+        require_same_spec(spec_from_manifest(mf.read_manifest(manifest_path)).identity(), spec.identity(), out_dir)
         return {"complete": True}
     raise UserError(f"--resume: {out_dir} holds no unfinished fracbuild build")
 
 
-def _require_same(recorded: dict, requested: dict, out_dir: str) -> None:
+def require_same_spec(recorded: dict, requested: dict, out_dir: str) -> None:
+    """UserError unless the build recorded at ``out_dir`` asked for what
+    this one asks (``--resume`` must not mix two data sets)."""
     for key in requested:
         if recorded.get(key) != requested[key]:
             if key == "params":
@@ -115,7 +119,7 @@ def _require_same(recorded: dict, requested: dict, out_dir: str) -> None:
 
 def _clear(out_dir: str, prefix: str) -> None:
     for entry in os.listdir(out_dir):
-        if _ours(entry, prefix) and entry != outlock.LOCK_NAME:
+        if is_build_file(entry, prefix) and entry != outlock.LOCK_NAME:
             os.remove(os.path.join(out_dir, entry))
 
 

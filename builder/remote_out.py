@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from . import manifest as mf
 from . import pool, shards
-from .build import BuildSpec, _ours, _require_same, shard_records, spec_from_manifest
+from .build import BuildSpec, is_build_file, require_same_spec, shard_records, spec_from_manifest
 from .errors import BuildFailure, UserError
 from .location import Location, resolve_endpoint, resolve_timeout
 from .publish import DEFAULT_JOBS, DEFAULT_PART_SIZE, Item, publish_object, remote_listing, upload_object, \
@@ -162,7 +162,7 @@ class RemoteOutput:
         if not listing:
             return None
         if overwrite:
-            foreign = sorted(name for name in listing if not _ours(name, spec.prefix))
+            foreign = sorted(name for name in listing if not is_build_file(name, spec.prefix))
             if foreign:
                 raise UserError(f"--overwrite: {self.where} holds objects fracbuild did not write "
                                 f"({', '.join(foreign[:3])}); remove them or choose another --out")
@@ -178,10 +178,10 @@ class RemoteOutput:
                                 f"{self.location.uri(mf.BUILD_STATE_NAME)}: {error}") from None
             except Exception as error:
                 raise self._fail(error, "read the unfinished build's state") from None
-            _require_same(state.get("spec", {}), spec.identity(), self.where)
+            require_same_spec(state.get("spec", {}), spec.identity(), self.where)
             return state
         if mf.MANIFEST_NAME in listing:
-            _require_same(spec_from_manifest(self.read_manifest()).identity(), spec.identity(), self.where)
+            require_same_spec(spec_from_manifest(self.read_manifest()).identity(), spec.identity(), self.where)
             return {"complete": True}
         raise UserError(f"--resume: {self.where} holds no unfinished fracbuild build")
 
@@ -266,7 +266,7 @@ class RemoteOutput:
             except Exception as error:
                 raise self._fail(error, "commit the data set (run again with --resume to finish)") from None
         kept = {item.name for item in placed} | {mf.MANIFEST_NAME}
-        stale = sorted({name for name in self.claim.listing if _ours(name, self.prefix)} - kept
+        stale = sorted({name for name in self.claim.listing if is_build_file(name, self.prefix)} - kept
                        | {mf.BUILD_STATE_NAME})
         for name in stale:
             path = self.location.path(name)
