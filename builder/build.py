@@ -78,31 +78,47 @@ def check_output(out_dir: str, spec: BuildSpec, resume: bool, overwrite: bool) -
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UserError(f"--out {out_dir} exists and is not a directory")
     entries = [e for e in (os.listdir(out_dir) if os.path.isdir(out_dir) else []) if e != outlock.LOCK_NAME]
-    if not entries:
+
+    def read_state() -> dict[str, Any]:
+        path = os.path.join(out_dir, mf.BUILD_STATE_NAME)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return json.load(handle)
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot read the unfinished build's state {path}: {error}") from None
+
+    return existing_build(entries, spec, out_dir, resume=resume, overwrite=overwrite, read_state=read_state,
+                          read_manifest=lambda: mf.read_manifest(os.path.join(out_dir, mf.MANIFEST_NAME)),
+                          things="files")
+
+
+def existing_build(names: list[str], spec: BuildSpec, where: str, *, resume: bool, overwrite: bool,
+                   read_state: Callable[[], dict[str, Any]], read_manifest: Callable[[], dict[str, Any]],
+                   things: str) -> dict[str, Any] | None:
+    """What an output already holding ``names`` (a folder's files, or the
+    keys under an s3:// prefix, ``things``) means for this build: None to
+    build from scratch, the unfinished build's state to resume it,
+    ``{"complete": True}`` for a finished one. UserError when it cannot be
+    used as asked (foreign files, no --resume, another data set's build)."""
+    if not names:
         return None
     if overwrite:
-        foreign = sorted(e for e in entries if not is_build_file(e, spec.prefix))
+        foreign = sorted(name for name in names if not is_build_file(name, spec.prefix))
         if foreign:
-            raise UserError(f"--overwrite: {out_dir} holds files fracbuild did not write ({', '.join(foreign[:3])}); "
-                            "remove them or choose another --out")
+            raise UserError(f"--overwrite: {where} holds {things} fracbuild did not write "
+                            f"({', '.join(foreign[:3])}); remove them or choose another --out")
         return None
     if not resume:
-        raise UserError(f"{out_dir} is not empty; pass --resume to finish an interrupted build "
+        raise UserError(f"{where} is not empty; pass --resume to finish an interrupted build "
                         "or --overwrite to replace it")
-    state_path = os.path.join(out_dir, mf.BUILD_STATE_NAME)
-    manifest_path = os.path.join(out_dir, mf.MANIFEST_NAME)
-    if os.path.exists(state_path):
-        try:
-            with open(state_path, encoding="utf-8") as handle:
-                state = json.load(handle)
-        except (OSError, ValueError) as error:
-            raise UserError(f"cannot read the unfinished build's state {state_path}: {error}") from None
-        require_same_spec(state.get("spec", {}), spec.identity(), out_dir)
+    if mf.BUILD_STATE_NAME in names:
+        state = read_state()
+        require_same_spec(state.get("spec", {}), spec.identity(), where)
         return state
-    if os.path.exists(manifest_path):
-        require_same_spec(spec_from_manifest(mf.read_manifest(manifest_path)).identity(), spec.identity(), out_dir)
+    if mf.MANIFEST_NAME in names:
+        require_same_spec(spec_from_manifest(read_manifest()).identity(), spec.identity(), where)
         return {"complete": True}
-    raise UserError(f"--resume: {out_dir} holds no unfinished fracbuild build")
+    raise UserError(f"--resume: {where} holds no unfinished fracbuild build")
 
 
 def require_same_spec(recorded: dict, requested: dict, out_dir: str) -> None:

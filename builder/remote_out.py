@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from . import manifest as mf
 from . import pool, shards
-from .build import BuildSpec, is_build_file, require_same_spec, shard_records, spec_from_manifest
+from .build import BuildSpec, existing_build, is_build_file, shard_records
 from .errors import BuildFailure, UserError
 from .location import Location, resolve_endpoint, resolve_timeout
 from .publish import DEFAULT_JOBS, DEFAULT_PART_SIZE, Item, publish_object, remote_listing, upload_object, \
@@ -159,31 +159,18 @@ class RemoteOutput:
         except Exception as error:
             raise self._fail(error, "read its manifest") from None
         self.claim.etags = etags
-        if not listing:
-            return None
-        if overwrite:
-            foreign = sorted(name for name in listing if not is_build_file(name, spec.prefix))
-            if foreign:
-                raise UserError(f"--overwrite: {self.where} holds objects fracbuild did not write "
-                                f"({', '.join(foreign[:3])}); remove them or choose another --out")
-            return None
-        if not resume:
-            raise UserError(f"{self.where} is not empty; pass --resume to finish an interrupted build "
-                            "or --overwrite to replace it")
-        if mf.BUILD_STATE_NAME in listing:
+
+        def read_state() -> dict[str, Any]:
             try:
-                state = json.loads(self.location.read_bytes(mf.BUILD_STATE_NAME).decode("utf-8"))
+                return json.loads(self.location.read_bytes(mf.BUILD_STATE_NAME).decode("utf-8"))
             except (ValueError, UnicodeDecodeError) as error:
                 raise UserError(f"cannot read the unfinished build's state "
                                 f"{self.location.uri(mf.BUILD_STATE_NAME)}: {error}") from None
             except Exception as error:
                 raise self._fail(error, "read the unfinished build's state") from None
-            require_same_spec(state.get("spec", {}), spec.identity(), self.where)
-            return state
-        if mf.MANIFEST_NAME in listing:
-            require_same_spec(spec_from_manifest(self.read_manifest()).identity(), spec.identity(), self.where)
-            return {"complete": True}
-        raise UserError(f"--resume: {self.where} holds no unfinished fracbuild build")
+
+        return existing_build(list(listing), spec, self.where, resume=resume, overwrite=overwrite,
+                              read_state=read_state, read_manifest=self.read_manifest, things="objects")
 
     def read_manifest(self) -> dict[str, Any]:
         return self.location.read_manifest()
