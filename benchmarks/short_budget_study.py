@@ -2,18 +2,24 @@
 single change makes it leave earliest? A CPU-scale study.
 
     python benchmarks/short_budget_study.py [--L 32,128] [--steps 300] [--batch 32] [--input-size 32]
-                                            [--variants a,b] [--work DIR] [--seed 0]
+                                            [--variants a,b+c] [--model tiny|small] [--work DIR] [--seed 0]
 
 For each L: a 1p-frac set at 64 px (fracbuild render), then one short
-pre-training per variant of a tiny ViT (--input-size px input, patch 8, depth
-2, width 64) with the ``paper`` recipe on the CPU, the variant's flags added. The loss is
+pre-training per variant of a small ViT (--model tiny: patch 8, depth 2, width
+64, 2 heads; --model small: patch 4, depth 4, width 96, 3 heads, the model that
+learned in benchmarks/transfer_check.sh) at --input-size px with the ``paper``
+recipe on the CPU, the variant's flags added. A variant joined with ``+`` is a
+combination: every named change at once (``simple+crop-0.5``). The loss is
 recorded every 10 steps; a run "leaves ln L" at the first record whose mean
 with the next one is below ln L - 0.1 (a margin above the records' noise at
 these batch sizes). Prints one markdown table row per run and, at the end,
 the whole table; --json writes every record too.
 
 The variants keep what the paper's Table 9 found to matter (random crops,
-Mixup / CutMix) and change one thing each.
+Mixup / CutMix) and change one thing each; ``simple`` is the strongest
+simplification that keeps them (the paper's lr taken as given, RandAugment,
+erasing, label smoothing and drop path off), the start of the search for a
+short-budget recipe, from which single changes are then backed off.
 """
 
 from __future__ import annotations
@@ -27,8 +33,12 @@ import sys
 import tempfile
 import time
 
-MODEL = ["--model", "vit_tiny", "--model-arg", "patch_size=8", "--model-arg", "depth=2",
-         "--model-arg", "embed_dim=64", "--model-arg", "num_heads=2"]
+MODELS = {
+    "tiny": ["--model", "vit_tiny", "--model-arg", "patch_size=8", "--model-arg", "depth=2",
+             "--model-arg", "embed_dim=64", "--model-arg", "num_heads=2"],
+    "small": ["--model", "vit_tiny", "--model-arg", "patch_size=4", "--model-arg", "depth=4",
+              "--model-arg", "embed_dim=96", "--model-arg", "num_heads=3"],
+}
 
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "paper": ("the paper recipe as released", []),
@@ -46,7 +56,25 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "no-crop": ("reference: random crops off", ["--aug-off", "crop"]),
     "no-crop-lr-unscaled": ("reference: random crops off and lr 1e-3 as given",
                             ["--aug-off", "crop", "--lr-base-batch", "0"]),
+    "crop-0.35": ("crops of 35-100 % of the area", ["--scale", "0.35", "1.0"]),
+    "crop-0.5": ("crops of 50-100 % of the area", ["--scale", "0.5", "1.0"]),
+    "warmup-1": ("1 warm-up epoch (not 5)", ["--warmup-epochs", "1"]),
+    "simple": ("lr 1e-3 as given, RandAugment, erasing, smoothing and drop path off",
+               ["--lr-base-batch", "0", "--aug-off", "randaugment,color-jitter,erasing", "--smoothing", "0",
+                "--drop-path", "0"]),
+    "flips-only": ("reference: flips only, lr 1e-3 as given (the transfer check's recipe)",
+                   ["--lr-base-batch", "0", "--aug-off", "crop,mixup,cutmix,randaugment,erasing,color-jitter"]),
 }
+
+
+def describe(name: str) -> str:
+    """What a variant or a ``+`` combination of variants changes."""
+    return "; ".join(VARIANTS[part][0] for part in name.split("+"))
+
+
+def flags_of(name: str) -> list[str]:
+    """The fractrain flags of a variant or a ``+`` combination (later parts win)."""
+    return [flag for part in name.split("+") for flag in VARIANTS[part][1]]
 
 
 def leaves(records: list[dict], level: float) -> int | None:
@@ -58,10 +86,14 @@ def leaves(records: list[dict], level: float) -> int | None:
     return None
 
 
-def run(work: str, L: int, name: str, flags: list[str], steps: int, batch: int, seed: int, size: int) -> dict:
-    out = os.path.join(work, f"L{L}-{size}px-{name}-s{seed}")
+def run(work: str, L: int, name: str, flags: list[str], steps: int, batch: int, seed: int, size: int,
+        model: str = "tiny") -> dict:
+    # The tiny model's folders keep their earlier names, so the first round's runs are reused.
+    tag = "" if model == "tiny" else f"{model}-"
+    out = os.path.join(work, f"L{L}-{size}px-{tag}{name}-b{batch}-{steps}-s{seed}" if tag
+                       else f"L{L}-{size}px-{name}-s{seed}")
     command = [sys.executable, "-m", "fractrain", "--recipe", "paper", "--shards", os.path.join(work, f"L{L}"),
-               *MODEL, "--input-size", str(size), "-b", str(batch), "--steps", str(steps), "--device", "cpu",
+               *MODELS[model], "--input-size", str(size), "-b", str(batch), "--steps", str(steps), "--device", "cpu",
                "--augment", "gpu", "--workers", "0", "--log-every", "10", "--ckpt-every", "1000000", "--no-progress",
                "--seed", str(seed), "--out", out, *flags]
     started = time.perf_counter()
@@ -74,7 +106,7 @@ def run(work: str, L: int, name: str, flags: list[str], steps: int, batch: int, 
         records = [json.loads(line) for line in handle if line.strip()]
     losses = [r["loss"] for r in records if "loss" in r]
     ln_l = math.log(L)
-    return {"L": L, "input_size": size, "variant": name, "seed": seed, "steps": steps, "batch": batch,
+    return {"L": L, "input_size": size, "model": model, "variant": name, "seed": seed, "steps": steps, "batch": batch,
             "leaves_ln_L_at_step": leaves(records, ln_l - 0.1), "first_loss": losses[0],
             "final_loss": sum(losses[-3:]) / 3, "ln_L": ln_l, "seconds": round(time.perf_counter() - started, 1),
             "records": records}
@@ -82,7 +114,7 @@ def run(work: str, L: int, name: str, flags: list[str], steps: int, batch: int, 
 
 def row(result: dict) -> str:
     at = result["leaves_ln_L_at_step"]
-    return (f"| {result['L']} | {result['input_size']} | {result['variant']} | {VARIANTS[result['variant']][0]} | "
+    return (f"| {result['L']} | {result['input_size']} | {result['variant']} | {describe(result['variant'])} | "
             f"{at if at is not None else 'not within ' + str(result['steps'])} | "
             f"{result['first_loss']:.2f} → {result['final_loss']:.2f} (ln L {result['ln_L']:.2f}) |")
 
@@ -92,7 +124,10 @@ def main() -> None:
     parser.add_argument("--L", default="32,128", help="class counts, comma-separated (default 32,128)")
     parser.add_argument("--steps", type=int, default=300, help="steps per run (default 300)")
     parser.add_argument("--batch", type=int, default=32, help="global batch (default 32)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="variants to run (default: all)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="variants to run, comma-separated; a+b is a combination (default: every single one)")
+    parser.add_argument("--model", default="tiny", choices=sorted(MODELS),
+                        help="tiny: patch 8, depth 2, width 64; small: patch 4, depth 4, width 96 (default tiny)")
     parser.add_argument("--input-size", type=int, default=32, help="model input side, px (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--work", default=None, help="work folder (default: a new temporary folder)")
@@ -103,7 +138,7 @@ def main() -> None:
     except ValueError:
         parser.error(f"--L takes integers, got {args.L!r}")
     chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = sorted(set(chosen) - set(VARIANTS))
+    unknown = sorted({part for name in chosen for part in name.split("+")} - set(VARIANTS))
     if unknown or not chosen or not sizes or min(sizes) < 2 or args.steps < 20 or args.batch < 2:
         parser.error(f"variants from {', '.join(VARIANTS)}; L >= 2; --steps >= 20; --batch >= 2")
     work = args.work or tempfile.mkdtemp(prefix="short_budget_study.")
@@ -115,7 +150,8 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "fracbuild.cli", "render", "--L", str(L), "--size", "64",
                             "--out", os.path.join(work, f"L{L}"), "--no-progress"], check=True, capture_output=True)
         for name in chosen:
-            result = run(work, L, name, VARIANTS[name][1], args.steps, args.batch, args.seed, args.input_size)
+            result = run(work, L, name, flags_of(name), args.steps, args.batch, args.seed, args.input_size,
+                         args.model)
             print(row(result) + f" {result['seconds']} s", file=sys.stderr, flush=True)
             results.append(result)
     print("| L | input px | variant | change | leaves ln L - 0.1 at step | loss, first → last 30 steps |")
