@@ -69,6 +69,36 @@ def test_table7_small_rows_train_as_many_steps_as_the_released_recipe_at_1000():
         assert cfg.run.ckpt_every * schedule.steps_per_epoch == pytest.approx(3000), row["name"]
 
 
+# The GPU short forms (the CPU miniatures, table5_cpu_*, are not).
+SHORT_FILES = sorted(p for p in (REPO_ROOT / "benchmarks").glob("*_short.yaml") if "_cpu_" not in p.name)
+
+
+def test_every_paper_table_has_a_short_form():
+    assert {p.name.replace("_short", "_paper") for p in SHORT_FILES} >= {
+        "table5_paper.yaml", "table6_paper.yaml", "table7_paper.yaml", "table9_paper.yaml", "fig3_paper.yaml"}
+
+
+@pytest.mark.parametrize("path", SHORT_FILES, ids=[p.name for p in SHORT_FILES])
+def test_short_forms_pretrain_every_row_1800_steps_of_short(path):
+    """One GPU in about ten minutes: each row 1,800 steps (600 drop-last
+    epochs at L = 1,000) with the `short` recipe and a 15-step warm-up, and
+    the rows are a subset of the paper-budget file's."""
+    from fractrain.schedule import make_schedule
+
+    spec = experiment.load(str(path))
+    paper = experiment.load(str(path).replace("_short", "_paper"))
+    assert {r["name"] for r in spec["rows"]} <= {r["name"] for r in paper["rows"]}
+    for row in spec["rows"]:
+        if row.get("scratch"):
+            continue
+        cfg = _resolves("pretrain", [*experiment.flags(spec, row, "pretrain"), "--shards", "D"])
+        classes = {**spec["data"]["params"], **row.get("params", {})}["num_classes"]
+        schedule = make_schedule(cfg, classes, 1, 0)
+        assert cfg.recipe_name == "short", row["name"]
+        assert cfg.total_steps(schedule) == 1800, row["name"]
+        assert cfg.optim.warmup_epochs * schedule.steps_per_epoch == pytest.approx(15), row["name"]
+
+
 def test_row_folders_spell_out_the_greek():
     assert [experiment.slug(n) for n in ("Δ 0.1", "σ 6.0", "no Mixup, CutMix", "L 16")] == [
         "delta_0.1", "sigma_6.0", "no_Mixup_CutMix", "L_16"]
