@@ -25,6 +25,8 @@ import time
 BUILD = ["--kind", "fractaldb", "--categories", "3", "--instances", "20", "--size", "64", "--iterations", "20000",
          "--search-size", "64", "--search-iterations", "3000", "--shard-size", "5", "--no-progress"]
 NODE = ["--block", "--num-cpus", "1", "--object-store-memory", str(100 * 1024**2), "--disable-usage-stats"]
+# The `ray` command of this interpreter's environment, found without an activated venv.
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 PROBE = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
          "print(sum(n['Alive'] for n in ray.nodes()))")
 
@@ -83,11 +85,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         log = open(os.path.join(scratch, "nodes.log"), "w")
         try:
-            nodes.append(subprocess.Popen(["ray", "start", "--head", "--port", address.split(":")[1],
+            nodes.append(subprocess.Popen([RAY, "start", "--head", "--port", address.split(":")[1],
                                            "--include-dashboard=false", *NODE], stdout=log, stderr=log,
                                           start_new_session=True))
             wait_for(address, 1)
-            nodes.append(subprocess.Popen(["ray", "start", "--address", address, *NODE], stdout=log, stderr=log,
+            nodes.append(subprocess.Popen([RAY, "start", "--address", address, *NODE], stdout=log, stderr=log,
                                           start_new_session=True))
             wait_for(address, 2)
             started = time.perf_counter()
