@@ -1,10 +1,11 @@
 """``fractrain experiment FILE.yaml``: a grid of rows run end to end on one
-device or, under torchrun, on all of its ranks: build each row's data set with fracbuild (reused when its manifest
-matches), pre-train, then fine-tune and/or linear-probe once per seed (rows
-with ``scratch: true`` start from random weights of the same architecture),
-then write ``report.md`` (mean and per-seed best top-1, the paper's figure
-beside ours; the probe's top-1 per row and number of blocks) and the plots
-(plots.py: ``loss.png``, ``top1.png``, ``probe.png``).
+device or, under torchrun, on all of its ranks: build each row's data set
+with fracbuild (reused when its manifest matches), pre-train, then fine-tune
+and/or linear-probe once per seed (rows with ``scratch: true`` start from
+random weights of the same architecture), then write ``report.md`` (mean and
+per-seed best top-1, the paper's figure beside ours; the probe's top-1 per
+row and number of blocks) and the plots (plots.py: ``loss.png``,
+``top1.png``, ``probe.png``).
 
 Every run goes through the ordinary commands with ``--resume auto``, so a
 rerun skips finished runs and resumes a killed one. The file::
