@@ -88,7 +88,7 @@ def leaves(records: list[dict], level: float) -> int | None:
 
 def run(work: str, L: int, name: str, flags: list[str], steps: int, batch: int, seed: int, size: int,
         model: str = "tiny") -> dict:
-    # The tiny model's folders keep their earlier names, so the first round's runs are reused.
+    # Tiny-model folders carry no model, batch or step tag: the names existing work folders use.
     tag = "" if model == "tiny" else f"{model}-"
     out = os.path.join(work, f"L{L}-{size}px-{tag}{name}-b{batch}-{steps}-s{seed}" if tag
                        else f"L{L}-{size}px-{name}-s{seed}")
