@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=os.path.join("runs", "table5-cpu-short"),
                         help="folder for digits, data sets, runs and the report (default runs/table5-cpu-short)")
     parser.add_argument("--pretrain-steps", type=int, default=None,
-                        help="pre-training steps per row (default: the file's, 2,000)")
+                        help="pre-training steps per row (default: the file's, 3,000)")
     args = parser.parse_args(argv)
     if args.pretrain_steps is not None and args.pretrain_steps < 1:
         parser.error("--pretrain-steps must be at least 1")
