@@ -37,6 +37,8 @@ import re
 import statistics
 from typing import Any, Callable
 
+from fracbuild.atomic import atomic_file
+
 from .config import load_yaml
 from .errors import UserError
 
@@ -174,9 +176,8 @@ def run(path: str, work: str | None, main: Callable[[list[str]], int], log: Call
                       for row in spec["rows"]}
         report = os.path.join(work, "report.md")
         if rank == 0:
-            with open(report + ".tmp", "w", encoding="utf-8") as handle:
-                handle.write(render_report(spec, finetuned, probed))
-            os.replace(report + ".tmp", report)
+            with atomic_file(report) as handle:
+                handle.write(render_report(spec, finetuned, probed).encode("utf-8"))
             write_plots(spec, work, finetuned, probed)
         shared_barrier()
     return report

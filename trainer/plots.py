@@ -7,8 +7,9 @@ range as a whisker, the paper's figure as a black diamond beside the bar)."""
 from __future__ import annotations
 
 import math
-import os
 from typing import Sequence
+
+from fracbuild.atomic import atomic_file
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
@@ -48,10 +49,9 @@ def _ticks(low: float, high: float, count: int = 5, integer: bool = False) -> li
 
 
 def _save(image, out: str) -> None:
-    """PNG written under a temporary name, then renamed: a stopped run leaves
-    no half-written plot."""
-    image.save(out + ".partial", format="PNG")
-    os.replace(out + ".partial", out)
+    """PNG written whole or not at all: a stopped run leaves no half-written plot."""
+    with atomic_file(out) as handle:
+        image.save(handle, format="PNG")
 
 
 def _label(value: float) -> str:
